@@ -1,0 +1,152 @@
+"""Images in and out: safe decoding of untrusted bytes, and clean encoding.
+
+Decoding checks the format against an allow-list and the pixel count from the header
+*before* any pixel data is decoded, so a decompression bomb is refused without
+allocating its pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stylizer.errors import CorruptImage, ImageTooLarge, UnsupportedImage
+
+# Pillow format names we accept. APNG is reported as "PNG"; GIF and APNG give frame one.
+ALLOWED_FORMATS: dict[str, str] = {
+    "JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP",
+}
+ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+ALLOWED_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp",
+                         "image/apng", "image/x-ms-bmp")
+MAX_BYTES = 25 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # a 48 MP phone photo is 8000x6000 = 48 M; most are 12 MP
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+
+
+def describe_allowed() -> str:
+    return ", ".join(ALLOWED_FORMATS.values())
+
+
+def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+    if len(data) == 0:
+        raise CorruptImage("The file is empty.")
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"The file is {len(data) / 2**20:.1f} MB; the limit is "
+                            f"{max_bytes / 2**20:.0f} MB.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=None)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"The image has too many pixels; the limit is "
+                            f"{max_pixels / 1e6:.0f} megapixels.") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImage(f"That file is not an image I can read. Send a "
+                           f"{describe_allowed()} file.") from exc
+    if img.format not in ALLOWED_FORMATS:
+        fmt = img.format or "unknown"
+        img.close()
+        raise UnsupportedImage(f"{fmt} images are not supported; send a "
+                               f"{describe_allowed()} file.")
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise CorruptImage("The image has no pixels.")
+    if w * h > max_pixels:
+        img.close()
+        raise ImageTooLarge(f"The image is {w}x{h} ({w * h / 1e6:.0f} megapixels); the limit is "
+                            f"{max_pixels / 1e6:.0f} megapixels.")
+    return img
+
+
+def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Checks bytes the way `decode` will, reading only the header, and says what they are."""
+    img = _open(data, max_bytes, max_pixels)
+    info = ImageInfo(str(img.format), img.size[0], img.size[1])
+    img.close()
+    return info
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Every Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info or mode in ("LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def resize_to_fit(img: Image.Image, max_side: int) -> Image.Image:
+    """Downscales so that the long side is at most `max_side` (never upscales)."""
+    w, h = img.size
+    scale = max_side / max(w, h)
+    if scale >= 1:
+        return img
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def decode(data: bytes, *, max_side: int | None = None, max_bytes: int = MAX_BYTES,
+           max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Untrusted bytes to an upright RGB image, at most `max_side` on its long side.
+
+    Raises `CorruptImage`, `UnsupportedImage` or `ImageTooLarge`.
+    """
+    img = _open(data, max_bytes, max_pixels)
+    try:
+        if max_side is not None and img.format == "JPEG":
+            # Let libjpeg decode at a reduced scale: far less memory for big photos.
+            img.draft("RGB", (max_side, max_side))
+        img.seek(0)  # GIF / APNG: first frame only
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        rgb = _to_rgb(img)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImage("The image is damaged or cut short; try saving it again.") from exc
+    if max_side is not None:
+        rgb = resize_to_fit(rgb, max_side)
+    return rgb
+
+
+def load_path(path: str, *, max_side: int | None = None) -> Image.Image:
+    """Reads and decodes an image file with the same checks as uploaded bytes."""
+    with open(path, "rb") as fh:
+        return decode(fh.read(), max_side=max_side)
+
+
+def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 92) -> bytes:
+    """Encodes with no metadata (no EXIF, no text chunks, no ICC profile)."""
+    clean = img.convert("RGB")
+    clean.info = {}
+    buf = io.BytesIO()
+    if fmt.upper() in ("JPG", "JPEG"):
+        clean.save(buf, "JPEG", quality=quality, optimize=True, subsampling=0 if quality >= 90
+                   else 2)
+    elif fmt.upper() == "PNG":
+        clean.save(buf, "PNG", optimize=False, compress_level=6)
+    elif fmt.upper() == "WEBP":
+        clean.save(buf, "WEBP", quality=quality)
+    else:
+        raise ValueError(f"cannot encode as {fmt}")
+    return buf.getvalue()

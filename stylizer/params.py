@@ -1,0 +1,136 @@
+"""`StyleParams`: the single source of truth for what a painting job can ask for.
+
+The CLI flags (`python -m stylizer`, `stylebot stylize`) and the Discord slash-command
+ranges are built from the field metadata below, so a default or a limit is changed
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stylizer.errors import InvalidParams
+
+Optimizer = Literal["adam", "lbfgs"]
+Init = Literal["content", "noise", "blank"]
+Schedule = Literal["constant", "two-phase"]
+Pooling = Literal["max", "avg"]
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "min": lo, "max": hi,
+                                            "choices": choices})
+
+
+@dataclass(frozen=True, kw_only=True)
+class StyleParams:
+    """Everything that decides how a painting looks.
+
+    Defaults were chosen on the 2-core CPU and the H200 by looking at the output grid
+    and the objective's value on the saved 8-bit image (see README, "Choosing defaults").
+    """
+
+    # Long side of the painting in pixels; the content photo is resized to it.
+    size: int = _f(512, "long side of the output in pixels", 32, 2048)
+    # Optimisation steps in all, spread over the coarse-to-fine scales.
+    steps: int = _f(300, "optimisation steps in all", 1, 5000)
+    # "Strength": multiplies the style term. 2 = twice as much style, 0.5 = half.
+    style_weight: float = _f(1.0, "strength of the style (multiplies the style loss)", 0.01, 100.0)
+    # Multiplies the content term (conv4_2); lower lets the style wash over the photo.
+    content_weight: float = _f(1.0, "weight of the photo's content", 0.0, 100.0)
+    # Total-variation smoothing; 0 leaves brush texture untouched.
+    tv_weight: float = _f(0.0, "total-variation smoothing", 0.0, 100.0)
+    # Adam works in 0-255 pixel units and clamps every step; L-BFGS is the classic choice.
+    optimizer: Optimizer = _f("adam", "optimiser", choices=("adam", "lbfgs"))
+    # Adam step size in 0-255 pixel units (ignored by L-BFGS, which uses a unit step).
+    lr: float = _f(4.0, "Adam step size, in 0-255 pixel units", 0.01, 64.0)
+    # Where the canvas starts: the photo (fastest), noise, or mid-grey (the founding notes).
+    init: Init = _f("content", "starting canvas", choices=("content", "noise", "blank"))
+    # "two-phase": content-heavy for the first 40 % of each scale's steps, then style-heavy.
+    schedule: Schedule = _f("constant", "loss-weight schedule", choices=("constant", "two-phase"))
+    # Coarse-to-fine levels, each twice the size of the previous; 1 = a single scale.
+    scales: int = _f(3, "coarse-to-fine levels (1 = single scale)", 1, 5)
+    # Size of the style's brush work: the style image is resized to this multiple of the
+    # content's pixel area (square root taken per side) before its Gram matrices are taken.
+    style_scale: float = _f(1.0, "size of the style's features relative to the photo", 0.25, 4.0)
+    # Relative weights for several style images (normalised to sum 1); empty = equal.
+    style_blend: tuple[float, ...] = field(default=(), metadata={
+        "help": "relative weights of several styles", "min": 0.0, "max": None, "choices": None})
+    # Keep the photo's colours: luminance-only transfer (YIQ), chroma from the content.
+    preserve_colors: bool = _f(False, "keep the photo's colours")
+    # VGG pooling: max as trained; avg gives slightly smoother gradients (Gatys et al.).
+    pooling: Pooling = _f("max", "VGG pooling", choices=("max", "avg"))
+    # Same seed, inputs and device -> the same bytes.
+    seed: int = _f(0, "random seed", 0, 2**31 - 1)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get(
+                "choices")
+            if choices is not None and value not in choices:
+                raise InvalidParams(f"{f.name} must be one of {', '.join(choices)}, not {value!r}.")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise InvalidParams(f"{f.name} must be a finite number.")
+                if lo is not None and value < lo or hi is not None and value > hi:
+                    raise InvalidParams(f"{f.name} must be between {lo:g} and {hi:g}, not {value}.")
+        if any(w < 0 or not math.isfinite(w) for w in self.style_blend):
+            raise InvalidParams("style weights must be non-negative numbers.")
+        if self.style_blend and sum(self.style_blend) <= 0:
+            raise InvalidParams("style weights must not all be zero.")
+
+    def replace(self, **changes: Any) -> StyleParams:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["style_blend"] = list(self.style_blend)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StyleParams:
+        """Builds params from plain data (JSON), ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "style_blend" in kwargs:
+            kwargs["style_blend"] = tuple(float(w) for w in kwargs["style_blend"])
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a wrong type for a field
+            raise InvalidParams(str(exc)) from exc
+
+    @classmethod
+    def founding_recipe(cls, **overrides: Any) -> StyleParams:
+        """The founding notes' recipe: Adam from a blank canvas, content first, style later."""
+        base: dict[str, Any] = {"optimizer": "adam", "init": "blank", "schedule": "two-phase",
+                                "scales": 1, "steps": 500, "lr": 8.0}
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A field's default and range, for building CLI flags and slash-command options."""
+
+    name: str
+    default: Any
+    help: str
+    min: float | None
+    max: float | None
+    choices: tuple[str, ...] | None
+
+
+def limits() -> dict[str, Limit]:
+    """Every field's default, range and help text, keyed by field name."""
+    out: dict[str, Limit] = {}
+    for f in dataclasses.fields(StyleParams):
+        default = f.default if f.default is not dataclasses.MISSING else ()
+        out[f.name] = Limit(f.name, default, f.metadata["help"], f.metadata.get("min"),
+                            f.metadata.get("max"), f.metadata.get("choices"))
+    return out
