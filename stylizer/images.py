@@ -35,7 +35,9 @@ class ImageInfo:
 
 
 def describe_allowed() -> str:
-    return ", ".join(ALLOWED_FORMATS.values())
+    """'JPEG, PNG, WebP, GIF or BMP'."""
+    names = list(ALLOWED_FORMATS.values())
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
@@ -87,7 +89,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
-    if mode == "P" and "transparency" in img.info or mode in ("LA", "PA", "La", "RGBa"):
+    if (mode == "P" and "transparency" in img.info) or mode in ("LA", "PA", "La", "RGBa"):
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode == "RGBA":

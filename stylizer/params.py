@@ -44,8 +44,9 @@ class StyleParams:
     content_weight: float = _f(1.0, "weight of the photo's content", 0.0, 100.0)
     # Total-variation smoothing; 0 leaves brush texture untouched.
     tv_weight: float = _f(0.0, "total-variation smoothing", 0.0, 100.0)
-    # Adam works in 0-255 pixel units and clamps every step; L-BFGS is the classic choice.
-    optimizer: Optimizer = _f("adam", "optimiser", choices=("adam", "lbfgs"))
+    # L-BFGS (our batched, projected variant) reaches a given loss in far fewer steps than
+    # Adam on this objective; Adam is kept for the founding recipe.
+    optimizer: Optimizer = _f("lbfgs", "optimiser", choices=("adam", "lbfgs"))
     # Adam step size in 0-255 pixel units (ignored by L-BFGS, which uses a unit step).
     lr: float = _f(4.0, "Adam step size, in 0-255 pixel units", 0.01, 64.0)
     # Where the canvas starts: the photo (fastest), noise, or mid-grey (the founding notes).
@@ -77,7 +78,7 @@ class StyleParams:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 if isinstance(value, float) and not math.isfinite(value):
                     raise InvalidParams(f"{f.name} must be a finite number.")
-                if lo is not None and value < lo or hi is not None and value > hi:
+                if (lo is not None and value < lo) or (hi is not None and value > hi):
                     raise InvalidParams(f"{f.name} must be between {lo:g} and {hi:g}, not {value}.")
         if any(w < 0 or not math.isfinite(w) for w in self.style_blend):
             raise InvalidParams("style weights must be non-negative numbers.")

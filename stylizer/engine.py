@@ -1,0 +1,389 @@
+"""The style-transfer engine: `Stylizer.run(content, styles, params) -> Result`.
+
+Pure: PIL images in, a PIL image out; progress through a callback; no prints, files or
+globals. One `Stylizer` holds VGG19 on its device and is meant to live for a process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stylizer import losses
+from stylizer.errors import Cancelled
+from stylizer.optim import BatchLBFGS
+from stylizer.params import StyleParams
+from stylizer.vgg import CONTENT_LAYER, LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
+
+log = logging.getLogger(__name__)
+
+_STYLE_IDX = tuple(LAYERS[n] for n in STYLE_LAYERS)
+_CONTENT_IDX = LAYERS[CONTENT_LAYER]
+# Every layer the objective reads, in network order; the content layer sits between
+# relu4_1 and relu5_1.
+_ALL_IDX = tuple(sorted({*_STYLE_IDX, _CONTENT_IDX}))
+_CONTENT_POS = _ALL_IDX.index(_CONTENT_IDX)
+_STYLE_POS = tuple(_ALL_IDX.index(i) for i in _STYLE_IDX)
+LBFGS_HISTORY = 20
+MIN_LEVEL_SIDE = 64  # below this VGG's deeper layers see only a pixel or two
+MAX_STYLE_SIDE = 2048
+# The founding notes' two-phase schedule: style weight during the first phase.
+TWO_PHASE_SPLIT = 0.4
+TWO_PHASE_STYLE = 0.1
+
+# RGB <-> YIQ (NTSC), for colour preservation by luminance-only transfer.
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114],
+                         [0.596, -0.274, -0.322],
+                         [0.211, -0.523, 0.312]])
+_YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total: int
+    content_loss: float
+    style_loss: float
+    total_loss: float
+    preview: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    image: Image.Image
+    steps: int
+    seconds: float
+    # The objective evaluated on the image as saved (rounded to 8 bits), in fp32.
+    content_loss: float
+    style_loss: float
+    total_loss: float
+
+    def stats(self) -> dict[str, float | int]:
+        return {"steps": self.steps, "seconds": round(self.seconds, 3),
+                "content_loss": self.content_loss, "style_loss": self.style_loss,
+                "total_loss": self.total_loss, "width": self.image.width,
+                "height": self.image.height}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def level_sizes(width: int, height: int, size: int, scales: int) -> list[tuple[int, int]]:
+    """Output sizes (w, h) of each coarse-to-fine level; the last has long side `size`."""
+    out: list[tuple[int, int]] = []
+    for i in range(scales):
+        long_side = size / 2 ** (scales - 1 - i)
+        if long_side < MIN_LEVEL_SIDE and i < scales - 1:
+            continue
+        k = long_side / max(width, height)
+        out.append((max(1, round(width * k)), max(1, round(height * k))))
+    return out
+
+
+def split_steps(total: int, levels: int) -> list[int]:
+    """Most steps at low resolution, where they are cheap: weights 2^(L-1-i), >= 1 each."""
+    weights = [2.0 ** (levels - 1 - i) for i in range(levels)]
+    raw = [total * w / sum(weights) for w in weights]
+    steps = [max(1, math.floor(r)) for r in raw]
+    steps[-1] += total - sum(steps)
+    if steps[-1] < 1:  # fewer steps than levels: give each level one
+        steps = [1] * levels
+    return steps
+
+
+def to_tensor(img: Image.Image, device: torch.device) -> torch.Tensor:
+    """PIL RGB -> (1, 3, H, W) float32 in 0-255."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32)  # (H, W, 3)
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
+
+
+def to_image(t: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) in 0-255 -> PIL RGB, rounded as it will be saved."""
+    arr = t.detach()[0].float().clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0)
+    return Image.fromarray(np.ascontiguousarray(arr.cpu().numpy()), "RGB")
+
+
+def _resize(img: Image.Image, wh: tuple[int, int]) -> Image.Image:
+    return img if img.size == wh else img.resize(wh, Image.Resampling.LANCZOS)
+
+
+def _style_size(style: Image.Image, area: float) -> tuple[int, int]:
+    """Scales `style` to about `area` pixels, keeping its aspect, capped at MAX_STYLE_SIDE."""
+    w, h = style.size
+    k = math.sqrt(area / (w * h))
+    k = min(k, MAX_STYLE_SIDE / max(w, h))
+    return max(1, round(w * k)), max(1, round(h * k))
+
+
+def _luminance(t: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) luma."""
+    return torch.einsum("c,bchw->bhw", _RGB2YIQ[0].to(t.device), t).unsqueeze(1)
+
+
+def _yiq(t: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("dc,bchw->bdhw", _RGB2YIQ.to(t.device), t)
+
+
+def _rgb_from_yiq(t: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("dc,bchw->bdhw", _YIQ2RGB.to(t.device), t)
+
+
+class Stylizer:
+    """Holds VGG19 on a device; paints with `run`."""
+
+    def __init__(self, device: str = "auto", weights: str = "caffe") -> None:
+        self.device = resolve_device(device)
+        self.weights = weights
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self._models: dict[str, VGGFeatures] = {"max": self._load("max")}
+        self._gram_cache: OrderedDict[tuple[object, ...], list[torch.Tensor]] = OrderedDict()
+
+    def _load(self, pooling: str) -> VGGFeatures:
+        model = load_vgg(self.weights, device=self.device, pooling=pooling)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def model(self, pooling: str) -> VGGFeatures:
+        if pooling not in self._models:
+            self._models[pooling] = self._load(pooling)
+        return self._models[pooling]
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        # bf16 convolutions on the GPU; Grams and losses stay fp32 (see losses.py).
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def features(self, img: torch.Tensor, pooling: str) -> list[torch.Tensor]:
+        with self._autocast():
+            feats: list[torch.Tensor] = self.model(pooling)(img, _ALL_IDX)
+        return feats
+
+    # -- targets ---------------------------------------------------------------------------
+
+    def _style_grams(self, style: Image.Image, area: float, params: StyleParams,
+                     key: str | None, lum_stats: tuple[float, float] | None) -> list[torch.Tensor]:
+        wh = _style_size(style, area)
+        cache_key = (key, wh, params.pooling) if key is not None and lum_stats is None else None
+        if cache_key is not None and cache_key in self._gram_cache:
+            self._gram_cache.move_to_end(cache_key)
+            return self._gram_cache[cache_key]
+        t = to_tensor(_resize(style, wh), self.device)
+        if lum_stats is not None:
+            # Luminance-only transfer: the style's luma, matched to the content's mean and
+            # spread (Gatys et al. 2016, "Preserving colour in neural artistic style transfer").
+            y = _luminance(t)
+            y = (y - y.mean()) / (y.std() + 1e-5) * lum_stats[1] + lum_stats[0]
+            t = y.expand(-1, 3, -1, -1)
+        with torch.no_grad():
+            feats = self.features(t, params.pooling)
+            grams = [losses.gram(feats[p]) for p in _STYLE_POS]  # each (1, C, C)
+        if cache_key is not None:
+            self._gram_cache[cache_key] = grams
+            while len(self._gram_cache) > 64:
+                self._gram_cache.popitem(last=False)
+        return grams
+
+    def _targets(self, content: torch.Tensor, styles: Sequence[Image.Image],
+                 blend: Sequence[float], params: StyleParams,
+                 style_keys: Sequence[str] | None, preserve: bool,
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h, w = content.shape[-2:]
+        area = h * w * params.style_scale**2
+        lum_stats = None
+        if preserve:
+            y = _luminance(content)
+            lum_stats = (float(y.mean()), float(y.std()))
+        mixed: list[torch.Tensor] | None = None
+        for i, (style, weight) in enumerate(zip(styles, blend, strict=True)):
+            key = style_keys[i] if style_keys is not None else None
+            grams = self._style_grams(style, area, params, key, lum_stats)
+            # A weighted sum of per-style losses equals, up to a constant, the loss against
+            # the weighted mean Gram; one target is cheaper per step.
+            scaled = [g * weight for g in grams]
+            mixed = scaled if mixed is None else [m + s for m, s in zip(mixed, scaled, strict=True)]
+        assert mixed is not None
+        with torch.no_grad():
+            content_feat = self.features(content, params.pooling)[_CONTENT_POS].float()
+        return content_feat, mixed
+
+    # -- the objective ---------------------------------------------------------------------
+
+    def objective(self, img: torch.Tensor, content_feat: torch.Tensor,
+                  grams: list[torch.Tensor], params: StyleParams,
+                  style_mult: float = 1.0) -> tuple[torch.Tensor, ...]:
+        """(total, content, style) for a (B, 3, H, W) batch, each summed over the batch."""
+        feats = self.features(img, params.pooling)
+        c = losses.content_loss(feats[_CONTENT_POS], content_feat).sum()
+        s = losses.style_loss([feats[p] for p in _STYLE_POS], grams).sum()
+        total = params.content_weight * c + params.style_weight * style_mult * s
+        if params.tv_weight > 0:
+            total = total + params.tv_weight * losses.tv_loss(img).sum()
+        return total, c, s
+
+    # -- the public entry point ------------------------------------------------------------
+
+    def run(self, content: Image.Image, styles: Sequence[Image.Image], params: StyleParams, *,
+            on_progress: Callable[[Progress], None] | None = None,
+            should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
+            preview_every: int = 0, preview_size: int = 256,
+            style_keys: Sequence[str] | None = None) -> Result:
+        """Paints `content` in the style of `styles` (blended by `params.style_blend`).
+
+        `on_progress` is called every `progress_every` steps (and on the last one), with a
+        preview image every `preview_every` steps when that is > 0. `should_stop` is polled
+        before every step; when it returns True, `Cancelled` is raised. `style_keys`, one
+        stable key per style image, lets repeated styles reuse their Gram matrices.
+        """
+        if not styles:
+            raise ValueError("at least one style image is needed")
+        start = time.perf_counter()
+        blend = list(params.style_blend) or [1.0] * len(styles)
+        if len(blend) != len(styles):
+            raise ValueError("style_blend needs one weight per style image")
+        blend = [b / sum(blend) for b in blend]
+        gen = torch.Generator().manual_seed(params.seed)
+        torch.manual_seed(params.seed)
+
+        cw, ch = content.size
+        levels = level_sizes(cw, ch, params.size, params.scales)
+        steps_per_level = split_steps(params.steps, len(levels))
+        total_steps = sum(steps_per_level)
+        preserve = params.preserve_colors
+        done = 0
+        img: torch.Tensor | None = None
+        content_t = to_tensor(_resize(content, levels[0]), self.device)
+        for (w, h), n_steps in zip(levels, steps_per_level, strict=True):
+            content_t = to_tensor(_resize(content, (w, h)), self.device)
+            work_content = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
+            content_feat, grams = self._targets(work_content, styles, blend, params, style_keys,
+                                                preserve)
+            if img is None:
+                img = self._init(work_content, params, gen)
+            else:
+                img = torch.nn.functional.interpolate(img, size=(h, w), mode="bicubic",
+                                                      align_corners=False).clamp(0, 255)
+            img = self._optimise(img, content_feat, grams, params, n_steps, done, total_steps,
+                                 on_progress, should_stop, progress_every, preview_every,
+                                 preview_size, preserve, content_t)
+            done += n_steps
+        assert img is not None
+
+        final = img.detach()
+        if preserve:
+            final = self._recolour(final, content_t)
+        # Judge the result as it will be saved: rounded to 8 bits, scored in fp32.
+        saved = to_image(final)
+        scores = self.evaluate(saved, content, styles, params)
+        seconds = time.perf_counter() - start
+        return Result(saved, total_steps, seconds, scores["content"], scores["style"],
+                      scores["total"])
+
+    def _init(self, content: torch.Tensor, params: StyleParams,
+              gen: torch.Generator) -> torch.Tensor:
+        if params.init == "content":
+            return content.clone()
+        noise = torch.randn(content.shape, generator=gen).to(self.device)
+        if params.init == "noise":
+            return (127.5 + 50.0 * noise).clamp(0, 255)
+        # "blank": a mid-grey canvas; a trace of noise breaks the symmetry of flat regions.
+        return (127.5 + 0.5 * noise).clamp(0, 255)
+
+    def _recolour(self, img: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        yiq = _yiq(content)
+        yiq[:, :1] = _luminance(img)
+        return _rgb_from_yiq(yiq).clamp(0, 255)
+
+    def _optimise(self, img: torch.Tensor, content_feat: torch.Tensor, grams: list[torch.Tensor],
+                  params: StyleParams, n_steps: int, done: int, total: int,
+                  on_progress: Callable[[Progress], None] | None,
+                  should_stop: Callable[[], bool] | None, progress_every: int,
+                  preview_every: int, preview_size: int, preserve: bool,
+                  content_t: torch.Tensor) -> torch.Tensor:
+        img = img.detach().clone()
+        if self.device.type == "cuda":
+            img = img.contiguous(memory_format=torch.channels_last)
+        img.requires_grad_(True)
+        lbfgs = BatchLBFGS(img, history=LBFGS_HISTORY) if params.optimizer == "lbfgs" else None
+        adam = None if lbfgs else torch.optim.Adam([img], lr=params.lr,
+                                                   fused=self.device.type == "cuda")
+        last: tuple[torch.Tensor, ...] = ()
+        for i in range(n_steps):
+            if should_stop is not None and should_stop():
+                raise Cancelled("cancelled")
+            style_mult = 1.0
+            if params.schedule == "two-phase" and i < TWO_PHASE_SPLIT * n_steps:
+                style_mult = TWO_PHASE_STYLE  # structure first, then style
+            img.grad = None
+            last = self.objective(img, content_feat, grams, params, style_mult)
+            last[0].backward()  # type: ignore[no-untyped-call]
+            if lbfgs is not None:
+                assert img.grad is not None
+                lbfgs.step(img.data, img.grad)
+            else:
+                assert adam is not None
+                adam.step()
+                with torch.no_grad():
+                    img.clamp_(0, 255)  # what is optimised is what is saved
+            step = done + i + 1
+            if on_progress is not None and (step % progress_every == 0 or step == total):
+                preview = None
+                if preview_every > 0 and (step % preview_every == 0 or step == total):
+                    shown = self._recolour(img.detach(), content_t) if preserve else img
+                    preview = to_image(shown)
+                    preview.thumbnail((preview_size, preview_size))
+                t, c, s = (float(x.detach()) for x in last)
+                on_progress(Progress(step, total, c, s, t, preview))
+        return img.detach()
+
+    def evaluate(self, image: Image.Image, content: Image.Image, styles: Sequence[Image.Image],
+                 params: StyleParams) -> dict[str, float]:
+        """The objective (fp32) of an 8-bit image against `content` and `styles`, at the
+        image's own size: how good a saved painting is, whoever made it."""
+        blend = list(params.style_blend) or [1.0] * len(styles)
+        blend = [b / sum(blend) for b in blend]
+        img = to_tensor(image, self.device)
+        content_t = to_tensor(_resize(content, image.size), self.device)
+        preserve = params.preserve_colors
+        if preserve:
+            content_t = _luminance(content_t).expand(-1, 3, -1, -1)
+            img = _luminance(img).expand(-1, 3, -1, -1)
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            model = self.model(params.pooling)
+            feats = model(img, _ALL_IDX)
+            content_feat = model(content_t, _ALL_IDX)[_CONTENT_POS]
+            area = img.shape[-1] * img.shape[-2] * params.style_scale**2
+            lum = None
+            if preserve:
+                y = _luminance(to_tensor(_resize(content, image.size), self.device))
+                lum = (float(y.mean()), float(y.std()))
+            targets: list[torch.Tensor] | None = None
+            for style, wgt in zip(styles, blend, strict=True):
+                st = to_tensor(_resize(style, _style_size(style, area)), self.device)
+                if lum is not None:
+                    y = _luminance(st)
+                    st = ((y - y.mean()) / (y.std() + 1e-5) * lum[1] + lum[0]).expand(-1, 3, -1, -1)
+                g = [losses.gram(f) * wgt for f in
+                     (model(st, _ALL_IDX)[p] for p in _STYLE_POS)]
+                targets = g if targets is None else [a + b for a, b in zip(targets, g, strict=True)]
+            assert targets is not None
+            c = float(losses.content_loss(feats[_CONTENT_POS], content_feat).sum())
+            s = float(losses.style_loss([feats[p] for p in _STYLE_POS], targets).sum())
+        total = params.content_weight * c + params.style_weight * s
+        return {"content": c, "style": s, "total": total}

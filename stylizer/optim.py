@@ -1,0 +1,93 @@
+"""Optimisers over a batch of images, written as a few tensor ops with no host syncs.
+
+`BatchLBFGS` is limited-memory BFGS in the compact representation of Byrd, Nocedal and
+Schnabel (1994): the two-loop recursion becomes a handful of batched matrix products
+and one small triangular solve, so a step is the same short list of kernels whatever
+the history length, and it can be captured in a CUDA graph. Each image in the batch is
+its own problem (its own history), so several jobs can be optimised together.
+
+Departures from `torch.optim.LBFGS` (max_iter=1, no line search, as Gatys-style code
+uses it): the curvature pair uses the step actually taken after clamping the pixels to
+their range (projected L-BFGS), and pairs failing the curvature condition are masked
+out on the device instead of being skipped by a Python `if`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class BatchLBFGS:
+    """L-BFGS for x of shape (B, ...) with per-image histories of length `history`."""
+
+    def __init__(self, x: torch.Tensor, history: int = 20, lr: float = 1.0,
+                 lo: float = 0.0, hi: float = 255.0) -> None:
+        b = x.shape[0]
+        n = x[0].numel()
+        dev = x.device
+        self.m, self.lr, self.lo, self.hi = history, lr, lo, hi
+        self.S = torch.zeros(b, history, n, device=dev)  # (B, m, N) steps s_i
+        self.Y = torch.zeros(b, history, n, device=dev)  # (B, m, N) gradient changes y_i
+        self.valid = torch.zeros(b, history, device=dev)  # (B, m) 1 where the pair is usable
+        self.gamma = torch.ones(b, device=dev)  # (B,) initial inverse-Hessian scale
+        self.prev_x = torch.zeros(b, n, device=dev)
+        self.prev_g = torch.zeros(b, n, device=dev)
+        self.k = torch.zeros((), dtype=torch.long, device=dev)  # steps taken
+        self.slot = torch.zeros(1, dtype=torch.long, device=dev)  # next ring slot
+        self._ar = torch.arange(history, device=dev)
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
+        """Updates x in place from its gradient (both (B, ...)), then clamps it."""
+        b = x.shape[0]
+        xf = x.reshape(b, -1).float()
+        g = grad.reshape(b, -1).float()
+        first = self.k == 0
+        # Store the pair from the previous step (none before the first).
+        s = xf - self.prev_x
+        y = g - self.prev_g
+        ys = (s * y).sum(1)  # (B,)
+        yy = (y * y).sum(1)
+        ok = (ys > 1e-10) & ~first  # curvature condition
+        self.S.index_copy_(1, self.slot, (s * ok[:, None]).unsqueeze(1))
+        self.Y.index_copy_(1, self.slot, (y * ok[:, None]).unsqueeze(1))
+        self.valid.index_copy_(1, self.slot, ok.float().unsqueeze(1))
+        self.gamma = torch.where(ok, ys / yy.clamp_min(1e-30), self.gamma)
+        # Chronological order of the ring: oldest first, the slot just written last.
+        order = (self.slot + 1 + self._ar) % self.m
+        self.slot.add_(1).remainder_(self.m)
+        S = self.S.index_select(1, order)  # (B, m, N)
+        Y = self.Y.index_select(1, order)
+        valid = self.valid.index_select(1, order)  # (B, m)
+
+        a = torch.bmm(S, g.unsqueeze(2)).squeeze(2)  # (B, m) S^T g
+        bv = torch.bmm(Y, g.unsqueeze(2)).squeeze(2)  # (B, m) Y^T g
+        SY = torch.bmm(S, Y.transpose(1, 2))  # (B, m, m) s_i . y_j
+        YY = torch.bmm(Y, Y.transpose(1, 2))
+        eye = torch.eye(self.m, device=x.device)
+        # R: upper triangle of S^T Y; masked (all-zero) pairs get a unit diagonal so that
+        # R stays invertible and they contribute nothing.
+        R = torch.triu(SY) + torch.diag_embed(1.0 - valid)
+        D = torch.diagonal(SY, dim1=1, dim2=2)  # (B, m)
+        gam = self.gamma[:, None]
+        # H g = gam g + S p1 + gam Y p2 with
+        #   p2 = -R^-1 a,  p1 = R^-T ((D + gam Y^T Y) R^-1 a - gam b)
+        ria = torch.linalg.solve_triangular(R, a.unsqueeze(2), upper=True)  # (B, m, 1)
+        inner = (torch.diag_embed(D) + gam[:, :, None] * YY) @ ria - (gam * bv).unsqueeze(2)
+        p1 = torch.linalg.solve_triangular(R.transpose(1, 2), inner, upper=False)
+        p2 = -ria
+        hg = gam * g + torch.bmm(S.transpose(1, 2), p1).squeeze(2) \
+            + gam * torch.bmm(Y.transpose(1, 2), p2).squeeze(2)
+        d = -hg
+        # A direction that does not descend (a poor history) falls back to the gradient.
+        descent = (d * g).sum(1) < 0
+        d = torch.where(descent[:, None], d, -gam * g)
+        # First step: torch's L-BFGS scales by min(1, 1/|g|_1); after that a unit step.
+        t0 = torch.clamp(1.0 / g.abs().sum(1).clamp_min(1e-30), max=1.0)
+        t = torch.where(first, t0, torch.ones_like(t0)) * self.lr  # (B,)
+        del eye
+        self.prev_x.copy_(xf)
+        self.prev_g.copy_(g)
+        new = (xf + t[:, None] * d).clamp_(self.lo, self.hi)
+        x.copy_(new.view_as(x))
+        self.k.add_(1)
