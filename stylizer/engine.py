@@ -34,6 +34,7 @@ _ALL_IDX = tuple(sorted({*_STYLE_IDX, _CONTENT_IDX}))
 _CONTENT_POS = _ALL_IDX.index(_CONTENT_IDX)
 _STYLE_POS = tuple(_ALL_IDX.index(i) for i in _STYLE_IDX)
 LBFGS_HISTORY = 20
+GRAPH_WARMUP = 3  # eager steps before a step is captured (cuDNN picks its kernels)
 MIN_LEVEL_SIDE = 64  # below this VGG's deeper layers see only a pixel or two
 MAX_STYLE_SIDE = 2048
 # The founding notes' two-phase schedule: style weight during the first phase.
@@ -143,9 +144,11 @@ def _rgb_from_yiq(t: torch.Tensor) -> torch.Tensor:
 class Stylizer:
     """Holds VGG19 on a device; paints with `run`."""
 
-    def __init__(self, device: str = "auto", weights: str = "caffe") -> None:
+    def __init__(self, device: str = "auto", weights: str = "caffe", *,
+                 cuda_graphs: bool = True) -> None:
         self.device = resolve_device(device)
         self.weights = weights
+        self.cuda_graphs = cuda_graphs
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -227,7 +230,7 @@ class Stylizer:
 
     def objective(self, img: torch.Tensor, content_feat: torch.Tensor,
                   grams: list[torch.Tensor], params: StyleParams,
-                  style_mult: float = 1.0) -> tuple[torch.Tensor, ...]:
+                  style_mult: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, content, style) for a (B, 3, H, W) batch, each summed over the batch."""
         feats = self.features(img, params.pooling)
         c = losses.content_loss(feats[_CONTENT_POS], content_feat).sum()
@@ -251,31 +254,44 @@ class Stylizer:
         before every step; when it returns True, `Cancelled` is raised. `style_keys`, one
         stable key per style image, lets repeated styles reuse their Gram matrices.
         """
-        if not styles:
-            raise ValueError("at least one style image is needed")
+        return self.run_batch([content], [styles], params, on_progress=on_progress,
+                              should_stop=should_stop, progress_every=progress_every,
+                              preview_every=preview_every, preview_size=preview_size,
+                              style_keys=[style_keys] if style_keys is not None else None)[0]
+
+    def run_batch(self, contents: Sequence[Image.Image],
+                  styles: Sequence[Sequence[Image.Image]], params: StyleParams, *,
+                  on_progress: Callable[[Progress], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
+                  preview_every: int = 0, preview_size: int = 256,
+                  style_keys: Sequence[Sequence[str]] | None = None) -> list[Result]:
+        """Paints several photos of the same size with the same parameters as one batch.
+
+        Each image keeps its own styles, targets and optimiser history; only the VGG work
+        is shared, so the GPU runs one large batch instead of many small ones. Progress
+        reports the batch's summed losses and the first image's preview.
+        """
+        if any(not s for s in styles) or len(styles) != len(contents):
+            raise ValueError("each photo needs at least one style image")
+        if len({c.size for c in contents}) != 1:
+            raise ValueError("a batch needs photos of one size")
         start = time.perf_counter()
-        blend = list(params.style_blend) or [1.0] * len(styles)
-        if len(blend) != len(styles):
-            raise ValueError("style_blend needs one weight per style image")
-        blend = [b / sum(blend) for b in blend]
         gen = torch.Generator().manual_seed(params.seed)
         torch.manual_seed(params.seed)
-
-        cw, ch = content.size
+        cw, ch = contents[0].size
         levels = level_sizes(cw, ch, params.size, params.scales)
         steps_per_level = split_steps(params.steps, len(levels))
         total_steps = sum(steps_per_level)
         preserve = params.preserve_colors
         done = 0
         img: torch.Tensor | None = None
-        content_t = to_tensor(_resize(content, levels[0]), self.device)
+        content_t = torch.empty(0)
         for (w, h), n_steps in zip(levels, steps_per_level, strict=True):
-            content_t = to_tensor(_resize(content, (w, h)), self.device)
-            work_content = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
-            content_feat, grams = self._targets(work_content, styles, blend, params, style_keys,
-                                                preserve)
+            content_t = torch.cat([to_tensor(_resize(c, (w, h)), self.device) for c in contents])
+            work = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
+            content_feat, grams = self._batch_targets(work, styles, params, style_keys, preserve)
             if img is None:
-                img = self._init(work_content, params, gen)
+                img = self._init(work, params, gen)
             else:
                 img = torch.nn.functional.interpolate(img, size=(h, w), mode="bicubic",
                                                       align_corners=False).clamp(0, 255)
@@ -284,16 +300,31 @@ class Stylizer:
                                  preview_size, preserve, content_t)
             done += n_steps
         assert img is not None
+        final = self._recolour(img, content_t) if preserve else img
+        results = []
+        for i, (content, job_styles) in enumerate(zip(contents, styles, strict=True)):
+            # Judge the result as it will be saved: rounded to 8 bits, scored in fp32.
+            saved = to_image(final[i:i + 1])
+            scores = self.evaluate(saved, content, job_styles, params)
+            results.append(Result(saved, total_steps, time.perf_counter() - start,
+                                  scores["content"], scores["style"], scores["total"]))
+        return results
 
-        final = img.detach()
-        if preserve:
-            final = self._recolour(final, content_t)
-        # Judge the result as it will be saved: rounded to 8 bits, scored in fp32.
-        saved = to_image(final)
-        scores = self.evaluate(saved, content, styles, params)
-        seconds = time.perf_counter() - start
-        return Result(saved, total_steps, seconds, scores["content"], scores["style"],
-                      scores["total"])
+    def _batch_targets(self, work: torch.Tensor, styles: Sequence[Sequence[Image.Image]],
+                       params: StyleParams, style_keys: Sequence[Sequence[str]] | None,
+                       preserve: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats, grams = [], []
+        for i, job_styles in enumerate(styles):
+            blend = list(params.style_blend) or [1.0] * len(job_styles)
+            if len(blend) != len(job_styles):
+                raise ValueError("style_blend needs one weight per style image")
+            blend = [b / sum(blend) for b in blend]
+            keys = style_keys[i] if style_keys is not None else None
+            f, g = self._targets(work[i:i + 1], job_styles, blend, params, keys, preserve)
+            feats.append(f)
+            grams.append(g)
+        # (B, C, H, W) content features; per layer (B, C, C) Gram targets.
+        return torch.cat(feats), [torch.cat(layer) for layer in zip(*grams, strict=True)]
 
     def _init(self, content: torch.Tensor, params: StyleParams,
               gen: torch.Generator) -> torch.Tensor:
@@ -323,34 +354,65 @@ class Stylizer:
         lbfgs = BatchLBFGS(img, history=LBFGS_HISTORY) if params.optimizer == "lbfgs" else None
         adam = None if lbfgs else torch.optim.Adam([img], lr=params.lr,
                                                    fused=self.device.type == "cuda")
+
+        def step(style_mult: float) -> tuple[torch.Tensor, ...]:
+            out = self.objective(img, content_feat, grams, params, style_mult)
+            if lbfgs is not None:
+                (grad,) = torch.autograd.grad(out[0], img)
+                lbfgs.step(img.data, grad)  # clamps: what is optimised is what is saved
+            else:
+                assert adam is not None
+                img.grad = None
+                out[0].backward()  # type: ignore[no-untyped-call]
+                adam.step()
+                with torch.no_grad():
+                    img.clamp_(0, 255)
+            return tuple(x.detach() for x in out)
+
+        # On the GPU a step is ~100 small kernels; replaying them as one CUDA graph removes
+        # the launch overhead that otherwise dominates at batch 1.
+        graphable = (self.cuda_graphs and self.device.type == "cuda" and lbfgs is not None
+                     and params.schedule == "constant" and n_steps > GRAPH_WARMUP + 2)
+        graph: torch.cuda.CUDAGraph | None = None
         last: tuple[torch.Tensor, ...] = ()
         for i in range(n_steps):
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled")
-            style_mult = 1.0
-            if params.schedule == "two-phase" and i < TWO_PHASE_SPLIT * n_steps:
-                style_mult = TWO_PHASE_STYLE  # structure first, then style
-            img.grad = None
-            last = self.objective(img, content_feat, grams, params, style_mult)
-            last[0].backward()  # type: ignore[no-untyped-call]
-            if lbfgs is not None:
-                assert img.grad is not None
-                lbfgs.step(img.data, img.grad)
+            if graph is not None:
+                graph.replay()
             else:
-                assert adam is not None
-                adam.step()
-                with torch.no_grad():
-                    img.clamp_(0, 255)  # what is optimised is what is saved
-            step = done + i + 1
-            if on_progress is not None and (step % progress_every == 0 or step == total):
+                style_mult = 1.0
+                if params.schedule == "two-phase" and i < TWO_PHASE_SPLIT * n_steps:
+                    style_mult = TWO_PHASE_STYLE  # structure first, then style
+                last = step(style_mult)
+                if graphable and i == GRAPH_WARMUP - 1:
+                    graph, captured = self._capture(lambda: step(1.0))
+                    last = captured or last
+            step_no = done + i + 1
+            if on_progress is not None and (step_no % progress_every == 0 or step_no == total):
                 preview = None
-                if preview_every > 0 and (step % preview_every == 0 or step == total):
+                if preview_every > 0 and (step_no % preview_every == 0 or step_no == total):
                     shown = self._recolour(img.detach(), content_t) if preserve else img
-                    preview = to_image(shown)
+                    preview = to_image(shown[:1])
                     preview.thumbnail((preview_size, preview_size))
-                t, c, s = (float(x.detach()) for x in last)
-                on_progress(Progress(step, total, c, s, t, preview))
+                t, c, s = (float(x) for x in last)
+                on_progress(Progress(step_no, total, c, s, t, preview))
         return img.detach()
+
+    def _capture(self, fn: Callable[[], tuple[torch.Tensor, ...]],
+                 ) -> tuple[torch.cuda.CUDAGraph | None, tuple[torch.Tensor, ...] | None]:
+        """Records one step as a CUDA graph (not run now: the next replay runs it)."""
+        graph = torch.cuda.CUDAGraph()
+        try:
+            torch.cuda.synchronize(self.device)
+            with torch.cuda.graph(graph):
+                out = fn()
+        except RuntimeError:
+            log.warning("CUDA graph capture failed; continuing without graphs", exc_info=True)
+            self.cuda_graphs = False
+            torch.cuda.synchronize(self.device)
+            return None, None
+        return graph, out
 
     def evaluate(self, image: Image.Image, content: Image.Image, styles: Sequence[Image.Image],
                  params: StyleParams) -> dict[str, float]:

@@ -36,6 +36,8 @@ class BatchLBFGS:
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)  # next ring slot
         self._ar = torch.arange(history, device=dev)
 
+    # Every state update below is in place, so that a captured CUDA graph of a step
+    # reads and writes the same memory on every replay.
     @torch.no_grad()
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
         """Updates x in place from its gradient (both (B, ...)), then clamps it."""
@@ -52,7 +54,7 @@ class BatchLBFGS:
         self.S.index_copy_(1, self.slot, (s * ok[:, None]).unsqueeze(1))
         self.Y.index_copy_(1, self.slot, (y * ok[:, None]).unsqueeze(1))
         self.valid.index_copy_(1, self.slot, ok.float().unsqueeze(1))
-        self.gamma = torch.where(ok, ys / yy.clamp_min(1e-30), self.gamma)
+        self.gamma.copy_(torch.where(ok, ys / yy.clamp_min(1e-30), self.gamma))
         # Chronological order of the ring: oldest first, the slot just written last.
         order = (self.slot + 1 + self._ar) % self.m
         self.slot.add_(1).remainder_(self.m)
@@ -64,7 +66,6 @@ class BatchLBFGS:
         bv = torch.bmm(Y, g.unsqueeze(2)).squeeze(2)  # (B, m) Y^T g
         SY = torch.bmm(S, Y.transpose(1, 2))  # (B, m, m) s_i . y_j
         YY = torch.bmm(Y, Y.transpose(1, 2))
-        eye = torch.eye(self.m, device=x.device)
         # R: upper triangle of S^T Y; masked (all-zero) pairs get a unit diagonal so that
         # R stays invertible and they contribute nothing.
         R = torch.triu(SY) + torch.diag_embed(1.0 - valid)
@@ -85,7 +86,6 @@ class BatchLBFGS:
         # First step: torch's L-BFGS scales by min(1, 1/|g|_1); after that a unit step.
         t0 = torch.clamp(1.0 / g.abs().sum(1).clamp_min(1e-30), max=1.0)
         t = torch.where(first, t0, torch.ones_like(t0)) * self.lr  # (B,)
-        del eye
         self.prev_x.copy_(xf)
         self.prev_g.copy_(g)
         new = (xf + t[:, None] * d).clamp_(self.lo, self.hi)

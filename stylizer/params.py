@@ -37,7 +37,7 @@ class StyleParams:
     # Long side of the painting in pixels; the content photo is resized to it.
     size: int = _f(512, "long side of the output in pixels", 32, 2048)
     # Optimisation steps in all, spread over the coarse-to-fine scales.
-    steps: int = _f(300, "optimisation steps in all", 1, 5000)
+    steps: int = _f(200, "optimisation steps in all", 1, 5000)
     # "Strength": multiplies the style term. 2 = twice as much style, 0.5 = half.
     style_weight: float = _f(1.0, "strength of the style (multiplies the style loss)", 0.01, 100.0)
     # Multiplies the content term (conv4_2); lower lets the style wash over the photo.
@@ -54,7 +54,8 @@ class StyleParams:
     # "two-phase": content-heavy for the first 40 % of each scale's steps, then style-heavy.
     schedule: Schedule = _f("constant", "loss-weight schedule", choices=("constant", "two-phase"))
     # Coarse-to-fine levels, each twice the size of the previous; 1 = a single scale.
-    scales: int = _f(3, "coarse-to-fine levels (1 = single scale)", 1, 5)
+    # Off by default: starting at a quarter of the size lets the style wash out the photo.
+    scales: int = _f(1, "coarse-to-fine levels (1 = single scale)", 1, 5)
     # Size of the style's brush work: the style image is resized to this multiple of the
     # content's pixel area (square root taken per side) before its Gram matrices are taken.
     style_scale: float = _f(1.0, "size of the style's features relative to the photo", 0.25, 4.0)
