@@ -1,0 +1,103 @@
+"""What crosses the process boundary between the pool supervisor and its workers.
+
+Plain frozen dataclasses of bytes, strings, numbers and dicts only: never tensors, PIL
+images or exceptions, so a message pickles cheaply and means the same on both sides.
+`PoolEvent` is what the pool reports to its consumer; `WorkerReady` and
+`WorkerStartFailed` stay between the supervisor and its workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One painting to make: encoded images and `StyleParams.to_dict()`."""
+
+    job_id: str
+    content: bytes  # encoded image bytes (any allowed format)
+    styles: tuple[bytes, ...]  # encoded style images, one or more
+    style_keys: tuple[str, ...]  # a stable key per style (sha256 hex) for caching its targets
+    params: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+
+    def __repr__(self) -> str:
+        # The default repr would print megabytes of image bytes into a log line.
+        return (f"JobRequest(job_id={self.job_id!r}, content=<{len(self.content)} bytes>, "
+                f"styles={len(self.styles)}, attempt={self.attempt})")
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    job_id: str
+    worker_id: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: str
+    step: int
+    total: int
+    content_loss: float
+    style_loss: float
+    preview_jpeg: bytes | None = None
+
+    def __repr__(self) -> str:
+        preview = f"<{len(self.preview_jpeg)} bytes>" if self.preview_jpeg else None
+        return (f"JobProgress(job_id={self.job_id!r}, step={self.step}, total={self.total}, "
+                f"preview_jpeg={preview})")
+
+
+@dataclass(frozen=True)
+class JobSucceeded:
+    job_id: str
+    png: bytes
+    # steps, seconds, content_loss, style_loss, total_loss, width, height, size
+    stats: dict[str, float | int]
+
+    def __repr__(self) -> str:
+        return (f"JobSucceeded(job_id={self.job_id!r}, png=<{len(self.png)} bytes>, "
+                f"stats={self.stats})")
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """`code` is a `StylizerError.code` for bad input, or one of "out_of_memory", "timeout",
+    "worker_died", "internal". `message` is short and fit to show a user as it is."""
+
+    job_id: str
+    code: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    job_id: str
+
+
+PoolEvent = JobStarted | JobProgress | JobSucceeded | JobFailed | JobCancelled
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """A worker has loaded its model and waits for jobs."""
+
+    worker_id: int
+    pid: int
+    device: str
+
+
+@dataclass(frozen=True)
+class WorkerStartFailed:
+    """A worker could not load its model (e.g. the weights are missing); it exits next."""
+
+    worker_id: int
+    code: str
+    message: str
+
+
+WorkerMessage = PoolEvent | WorkerReady | WorkerStartFailed

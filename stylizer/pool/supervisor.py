@@ -1,0 +1,469 @@
+"""`WorkerPool`: N warm worker processes, each holding VGG19, supervised from asyncio.
+
+The supervisor never imports torch, so the bot process never initialises CUDA; workers
+are started with the `spawn` method for the same reason. Each worker has its own pipes
+(a worker killed mid-write can only garble its own channel, never a shared queue's lock)
+and a shared integer through which a running job is cancelled.
+
+State lives on the event loop; a reader thread (`PipeReader`) only moves messages and
+exit notices onto it. A worker that dies is replaced at once and its job reported as
+`JobFailed("worker_died", retryable=True)`; a job past `job_timeout_s` has its worker
+killed and replaced and is reported as `JobFailed("timeout")`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from stylizer.pool.messages import (
+    JobCancelled,
+    JobFailed,
+    JobProgress,
+    JobRequest,
+    JobStarted,
+    JobSucceeded,
+    PoolEvent,
+    WorkerReady,
+    WorkerStartFailed,
+)
+from stylizer.pool.reader import PipeReader
+from stylizer.pool.worker import EXIT_RECYCLE, SharedInt, WorkerSpec, worker_main
+
+log = logging.getLogger(__name__)
+
+WorkerTarget = Callable[[WorkerSpec], None]
+
+TICK_S = 0.25  # how often the watchdog looks at deadlines
+KILL_GRACE_S = 1.0  # from SIGTERM to SIGKILL
+EXIT_WAIT_S = 5.0  # how long close() waits for a process that was asked to exit
+MAX_RESPAWN_DELAY_S = 60.0
+
+
+class PoolBusy(RuntimeError):
+    """No idle worker: call `submit` only while `idle > 0`."""
+
+
+class PoolClosed(PoolBusy):
+    """The pool is not running (not started yet, or closing)."""
+
+
+class PoolStartError(RuntimeError):
+    """A worker could not start; `code` and `message` say why (e.g. missing weights)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _Job:
+    job_id: str
+    seq: int
+    deadline: float
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One worker process; its replacement is a new `_Worker` under the same worker_id."""
+
+    worker_id: int
+    process: BaseProcess
+    pid: int
+    inbox: Connection
+    cancel: SharedInt
+    started_at: float
+    ready: bool = False
+    job: _Job | None = None
+    # Being stopped on purpose (timeout, close): its messages and its exit mean nothing.
+    retired: bool = False
+    start_failure: WorkerStartFailed | None = None
+    sending: bool = False
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class WorkerPool:
+    """A supervised pool of worker processes; see the module docstring."""
+
+    def __init__(self, *, workers: int = 1, device: str = "auto", weights: str = "caffe",
+                 job_timeout_s: float = 600.0, preview_interval_s: float = 4.0,
+                 worker_target: WorkerTarget | None = None,
+                 start_timeout_s: float = 300.0) -> None:
+        if workers < 1:
+            raise ValueError("a pool needs at least one worker")
+        self._n = workers
+        self._device = device
+        self._weights = weights
+        self._job_timeout_s = job_timeout_s
+        self._preview_interval_s = preview_interval_s
+        self._target: WorkerTarget = worker_target or worker_main
+        self._start_timeout_s = start_timeout_s
+        self._ctx = multiprocessing.get_context("spawn")
+        self._cpu_threads = max(1, _usable_cpus() // workers)
+        self._state = "new"  # -> running -> closing -> closed
+        self._slots: dict[int, _Worker] = {}
+        self._all: set[_Worker] = set()  # every process not yet reaped
+        self._jobs: dict[str, _Worker] = {}
+        self._seq = itertools.count(1)
+        self._respawn_delay: dict[int, float] = {}
+        self._events: asyncio.Queue[PoolEvent | None] = asyncio.Queue()
+        self._changed = asyncio.Event()
+        self._reader: PipeReader[_Worker] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._close_task: asyncio.Future[list[str]] | None = None
+        self._start_error: PoolStartError | None = None
+        self._consuming = False
+
+    # -- the executor interface ------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Live workers that have loaded their model."""
+        return sum(1 for w in self._slots.values() if w.ready and not w.retired)
+
+    @property
+    def idle(self) -> int:
+        """Workers that would take a job now."""
+        if self._state != "running":
+            return 0
+        return sum(1 for w in self._slots.values() if self._is_idle(w))
+
+    def worker_pids(self) -> dict[int, int]:
+        """worker_id -> pid of each live worker process (for status pages and tests)."""
+        return {i: w.pid for i, w in self._slots.items() if not w.retired}
+
+    async def start(self) -> None:
+        """Spawns the workers and returns once every one has loaded its model.
+
+        Raises `PoolStartError` (and stops whatever started) if a worker cannot start.
+        """
+        if self._state != "new":
+            raise RuntimeError("a pool starts once")
+        loop = asyncio.get_running_loop()
+        self._reader = PipeReader(loop, self._on_message, self._on_exit)
+        self._reader.start()
+        self._state = "starting"
+        try:
+            for worker_id in range(self._n):
+                self._spawn(worker_id)
+            await self._wait_ready()
+        except BaseException:
+            await self.close(0.0)
+            raise
+        self._state = "running"
+        self._watchdog = loop.create_task(self._watch(), name="stylizer-pool-watchdog")
+        log.info("worker pool ready: %d on %s", self._n, self._device)
+
+    async def submit(self, req: JobRequest) -> None:
+        """Hands `req` to an idle worker; its events follow on `events()`."""
+        if self._state != "running":
+            raise PoolClosed("The painter is not taking jobs right now.")
+        if req.job_id in self._jobs:
+            raise ValueError(f"job {req.job_id} is already running")
+        w = next((w for w in self._slots.values() if self._is_idle(w)), None)
+        if w is None:
+            raise PoolBusy("Every painter is busy.")
+        seq = next(self._seq)
+        w.job = _Job(req.job_id, seq, time.monotonic() + self._job_timeout_s)
+        self._jobs[req.job_id] = w
+        w.sending = True
+        try:
+            # A pipe write blocks until the worker has read big images; keep it off the loop.
+            await asyncio.to_thread(w.inbox.send, (seq, req))
+        except (OSError, ValueError) as exc:
+            # The worker died under us: its exit reports the job as worker_died.
+            log.warning("could not hand job %s to worker %d: %s", req.job_id, w.worker_id, exc)
+        finally:
+            w.sending = False
+            if w.exited.is_set():
+                w.inbox.close()
+
+    async def cancel(self, job_id: str) -> bool:
+        """Asks the job's worker to stop; it reports `JobCancelled` within one step.
+        False if the pool holds no such job (not submitted, or already finished)."""
+        w = self._jobs.get(job_id)
+        if w is None or w.job is None:
+            return False
+        w.cancel.value = w.job.seq
+        return True
+
+    async def events(self) -> AsyncIterator[PoolEvent]:
+        """Every job event, in order, until the pool has closed. One consumer only."""
+        if self._consuming:
+            raise RuntimeError("events() has one consumer")
+        self._consuming = True
+        try:
+            while (event := await self._events.get()) is not None:
+                yield event
+            self._events.put_nowait(None)  # the end stays the end for a later call
+        finally:
+            self._consuming = False
+
+    async def close(self, grace_s: float = 30.0) -> list[str]:
+        """Stops taking jobs, lets running ones finish for up to `grace_s`, then kills the
+        rest; returns the ids of the jobs killed (no event is sent for them). Every worker
+        process is reaped before it returns. Safe to call again, or from a signal handler's
+        task: later calls wait for the first one and return the same ids."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._shutdown(grace_s))
+        # Shielded: a caller cancelled while waiting must not leave processes behind.
+        return await asyncio.shield(self._close_task)
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _is_idle(self, w: _Worker) -> bool:
+        return w.ready and not w.retired and w.job is None
+
+    def _spawn(self, worker_id: int) -> None:
+        assert self._reader is not None
+        inbox_r, inbox_w = self._ctx.Pipe(duplex=False)
+        outbox_r, outbox_w = self._ctx.Pipe(duplex=False)
+        cancel: SharedInt = self._ctx.RawValue("q", 0)
+        spec = WorkerSpec(worker_id=worker_id, device=self._device, weights=self._weights,
+                          preview_interval_s=self._preview_interval_s,
+                          log_level=logging.getLogger().getEffectiveLevel(),
+                          cpu_threads=self._cpu_threads, inbox=inbox_r, outbox=outbox_w,
+                          cancel=cancel)
+        process = self._ctx.Process(target=self._target, args=(spec,), daemon=True,
+                                    name=f"stylizer-worker-{worker_id}")
+        process.start()
+        # Only the worker keeps these ends, so each side sees EOF when the other goes.
+        inbox_r.close()
+        outbox_w.close()
+        w = _Worker(worker_id, process, process.pid or 0, inbox_w, cancel, time.monotonic())
+        self._slots[worker_id] = w
+        self._all.add(w)
+        self._reader.watch(w, outbox_r, process.sentinel)
+        log.debug("worker %d started (pid %d)", worker_id, w.pid)
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self._start_timeout_s
+        while True:
+            if self._start_error is not None:
+                raise self._start_error
+            if self._state != "starting":  # close() was called meanwhile
+                raise PoolClosed("The pool was closed while it was starting.")
+            if all(w.ready for w in self._slots.values()):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PoolStartError("timeout", "The painting workers took too long to start.")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    def _retire(self, w: _Worker) -> None:
+        """Stops `w` for good: SIGTERM, then SIGKILL if it is still there after a moment."""
+        w.retired = True
+        if w.job is not None:
+            self._jobs.pop(w.job.job_id, None)
+            w.job = None
+        task = asyncio.get_running_loop().create_task(self._kill(w))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _kill(self, w: _Worker) -> None:
+        if w.exited.is_set():
+            return
+        w.process.terminate()
+        try:
+            await asyncio.wait_for(w.exited.wait(), KILL_GRACE_S)
+        except TimeoutError:
+            log.warning("worker %d (pid %d) ignored SIGTERM; killing it", w.worker_id, w.pid)
+            if not w.exited.is_set():
+                w.process.kill()
+
+    def _schedule_respawn(self, worker_id: int, was_ready: bool) -> None:
+        # A worker that dies before it is ready (weights gone, driver broken) would die
+        # again at once: back off instead of spinning.
+        delay = 0.0
+        if not was_ready:
+            delay = min(self._respawn_delay.get(worker_id, 0.5) * 2, MAX_RESPAWN_DELAY_S)
+            self._respawn_delay[worker_id] = delay
+
+        def respawn() -> None:
+            if self._state != "running" or worker_id in self._slots:
+                return
+            try:
+                self._spawn(worker_id)
+            except Exception:  # e.g. out of file descriptors: try again later
+                log.exception("could not start worker %d", worker_id)
+                self._schedule_respawn(worker_id, was_ready=False)
+
+        loop = asyncio.get_running_loop()
+        if delay:
+            log.warning("worker %d failed to start; trying again in %.0f s", worker_id, delay)
+            loop.call_later(delay, respawn)
+        else:
+            loop.call_soon(respawn)
+
+    # -- callbacks from the reader thread (on the loop) ------------------------------------
+
+    def _emit(self, event: PoolEvent) -> None:
+        self._events.put_nowait(event)
+
+    def _on_message(self, w: _Worker, msg: Any) -> None:
+        if w.retired:
+            return
+        if isinstance(msg, WorkerReady):
+            w.ready = True
+            self._respawn_delay.pop(w.worker_id, None)
+            log.info("worker %d ready (pid %d, %s)", w.worker_id, msg.pid, msg.device)
+        elif isinstance(msg, WorkerStartFailed):
+            w.start_failure = msg
+            log.error("worker %d cannot start: %s", w.worker_id, msg.message)
+            if self._state == "starting" and self._start_error is None:
+                self._start_error = PoolStartError(msg.code, msg.message)
+        elif isinstance(msg, JobStarted | JobProgress):
+            if w.job is not None and w.job.job_id == msg.job_id:
+                self._emit(msg)
+        elif isinstance(msg, JobSucceeded | JobFailed | JobCancelled):
+            if w.job is not None and w.job.job_id == msg.job_id:
+                self._jobs.pop(msg.job_id, None)
+                w.job = None
+                self._emit(msg)
+                if self._state == "closing":
+                    self._ask_to_exit(w)
+        else:
+            log.warning("worker %d sent something unexpected: %r", w.worker_id, type(msg))
+        self._changed.set()
+
+    def _on_exit(self, w: _Worker) -> None:
+        w.process.join(timeout=1.0)  # it has exited: this reaps it at once
+        code = w.process.exitcode
+        w.exited.set()
+        if not w.sending:
+            w.inbox.close()
+        self._all.discard(w)
+        if code is not None:
+            w.process.close()
+        if self._slots.get(w.worker_id) is w:
+            del self._slots[w.worker_id]
+        job, w.job = w.job, None
+        if job is not None and not w.retired:
+            self._jobs.pop(job.job_id, None)
+            log.error("worker %d (pid %d) died with exit code %s during job %s",
+                      w.worker_id, w.pid, code, job.job_id)
+            self._emit(JobFailed(job.job_id, "worker_died",
+                                 "The painter stopped unexpectedly.", retryable=True))
+        elif code == EXIT_RECYCLE:
+            log.info("worker %d (pid %d) left after an unexpected error; replacing it",
+                     w.worker_id, w.pid)
+        elif not w.retired and self._state == "running":
+            log.warning("worker %d (pid %d) exited with code %s", w.worker_id, w.pid, code)
+        if self._state == "starting" and self._start_error is None:
+            self._start_error = PoolStartError("internal", f"Worker {w.worker_id} exited while "
+                                               f"starting (exit code {code}).")
+        if self._state == "running":
+            self._schedule_respawn(w.worker_id, w.ready)
+        self._changed.set()
+
+    # -- the watchdog ----------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            for w in list(self._slots.values()):
+                if w.retired:
+                    continue
+                if w.job is not None and now > w.job.deadline:
+                    job_id = w.job.job_id
+                    log.error("job %s ran past %.0f s; killing worker %d (pid %d)",
+                              job_id, self._job_timeout_s, w.worker_id, w.pid)
+                    self._retire(w)
+                    self._emit(JobFailed(job_id, "timeout", _timeout_message(
+                        self._job_timeout_s), retryable=False))
+                elif not w.ready and now - w.started_at > self._start_timeout_s:
+                    log.error("worker %d (pid %d) did not get ready in %.0f s; replacing it",
+                              w.worker_id, w.pid, self._start_timeout_s)
+                    self._retire(w)
+
+    # -- shutting down ---------------------------------------------------------------------
+
+    def _ask_to_exit(self, w: _Worker) -> None:
+        try:
+            w.inbox.send(None)
+        except (OSError, ValueError):  # already gone; its exit is on the way
+            pass
+
+    async def _shutdown(self, grace_s: float) -> list[str]:
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            self._events.put_nowait(None)
+            return []
+        self._state = "closing"
+        for w in list(self._slots.values()):
+            if w.retired:
+                continue
+            if not w.ready:
+                self._retire(w)
+            elif w.job is None:
+                self._ask_to_exit(w)
+        deadline = time.monotonic() + grace_s
+        while self._jobs and (left := deadline - time.monotonic()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        killed = list(self._jobs)
+        if killed:
+            log.warning("killing %d job(s) still running after %.0f s: %s", len(killed),
+                        grace_s, ", ".join(killed))
+        for w in list(self._slots.values()):
+            if w.job is not None:
+                self._retire(w)
+        await self._reap_all()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=KILL_GRACE_S)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._reader is not None:
+            self._reader.stop()
+            await asyncio.to_thread(self._reader.join)
+        self._state = "closed"
+        self._events.put_nowait(None)
+        log.info("worker pool closed")
+        return killed
+
+    async def _reap_all(self) -> None:
+        pending = list(self._all)
+        if not pending:
+            return
+        waits = [asyncio.ensure_future(w.exited.wait()) for w in pending]
+        _, late = await asyncio.wait(waits, timeout=EXIT_WAIT_S)
+        if late:
+            for w in pending:
+                if not w.exited.is_set() and not w.retired:
+                    log.warning("worker %d (pid %d) did not exit; killing it", w.worker_id,
+                                w.pid)
+                    self._retire(w)
+            await asyncio.wait(late, timeout=EXIT_WAIT_S + KILL_GRACE_S)
+        for fut in waits:
+            fut.cancel()
+        for w in list(self._all):  # a process that even SIGKILL did not end (stuck in D state)
+            log.error("worker %d (pid %d) is still running after SIGKILL", w.worker_id, w.pid)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what a container or taskset allows
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _timeout_message(limit_s: float) -> str:
+    if limit_s >= 120:
+        return f"The painting took longer than {limit_s / 60:.0f} minutes and was stopped."
+    return f"The painting took longer than {limit_s:g} seconds and was stopped."

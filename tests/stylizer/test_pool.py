@@ -1,0 +1,386 @@
+"""The worker pool with real spawned processes and the real engine on the CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylizer import images
+from stylizer.params import StyleParams
+from stylizer.pool import (
+    JobCancelled,
+    JobFailed,
+    JobProgress,
+    JobRequest,
+    JobStarted,
+    JobSucceeded,
+    PoolBusy,
+    PoolClosed,
+    PoolEvent,
+    PoolStartError,
+    WorkerPool,
+)
+from stylizer.pool.worker import ProgressReporter
+
+# Spawned workers import the test targets by module name, whichever way pytest found us.
+pool_helpers = importlib.import_module(
+    f"{__package__}.pool_helpers" if __package__ else "pool_helpers")
+
+pytestmark = pytest.mark.timeout(120)
+
+TERMINAL = (JobSucceeded, JobFailed, JobCancelled)
+PoolFactory = Callable[..., Awaitable[WorkerPool]]
+
+
+def _png(arr: np.ndarray) -> bytes:
+    return images.encode(Image.fromarray(arr.astype(np.uint8), "RGB"), "PNG")
+
+
+def _content() -> bytes:
+    y, x = np.mgrid[0:48, 0:64]
+    return _png(np.stack([x * 4, y * 5, (x + y) * 2], axis=-1))
+
+
+def _style() -> bytes:
+    rng = np.random.default_rng(7)
+    return _png(rng.integers(0, 256, (64, 64, 3)))
+
+
+def request(job_id: str, *, content: bytes | None = None, **params: Any) -> JobRequest:
+    p = StyleParams(**({"size": 32, "steps": 6, "scales": 1} | params))
+    return JobRequest(job_id, content if content is not None else _content(), (_style(),),
+                      ("style-key",), p.to_dict())
+
+
+class Events:
+    """Reads a pool's event stream, with deadlines."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.it: AsyncIterator[PoolEvent] = pool.events()
+        self.seen: dict[str, list[PoolEvent]] = {}
+
+    async def next(self, within: float = 60.0) -> PoolEvent:
+        event = await asyncio.wait_for(anext(self.it), within)
+        self.seen.setdefault(event.job_id, []).append(event)
+        return event
+
+    async def until(self, cond: Callable[[PoolEvent], bool], within: float = 60.0) -> PoolEvent:
+        """Reads events (of any job) up to the first that meets `cond`."""
+        deadline = time.monotonic() + within
+        while not cond(event := await self.next(deadline - time.monotonic())):
+            pass
+        return event
+
+    async def until_end(self, job_id: str, within: float = 60.0) -> list[PoolEvent]:
+        out: list[PoolEvent] = []
+        deadline = time.monotonic() + within
+        while True:
+            event = await self.next(deadline - time.monotonic())
+            assert event.job_id == job_id, event
+            out.append(event)
+            if isinstance(event, TERMINAL):
+                return out
+
+
+async def wait_until(cond: Callable[[], bool], within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """True once the process has exited *and* been reaped (a zombie still answers)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def spawned_children() -> list[int]:
+    """Our child processes that are multiprocessing spawn workers."""
+    me = str(os.getpid())
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = stat.rsplit(")", 1)[1].split()[1]
+        if ppid == me and b"spawn_main" in cmdline:
+            out.append(int(entry.name))
+    return out
+
+
+@pytest.fixture
+async def pool_factory() -> AsyncIterator[PoolFactory]:
+    pools: list[WorkerPool] = []
+
+    async def make(**kwargs: Any) -> WorkerPool:
+        kwargs.setdefault("device", "cpu")
+        kwargs.setdefault("preview_interval_s", 0.0)
+        pool = WorkerPool(**kwargs)
+        pools.append(pool)
+        await pool.start()
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.close(grace_s=0)
+
+
+async def test_real_job_paints_a_png_with_progress(pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1)
+    events = Events(pool)
+    assert (pool.capacity, pool.idle) == (1, 1)
+    await pool.submit(request("job-1", steps=6))
+    assert pool.idle == 0
+    with pytest.raises(PoolBusy):
+        await pool.submit(request("job-2"))
+
+    got = await events.until_end("job-1")
+    started, *progress, done = got
+    assert isinstance(started, JobStarted)
+    assert started.pid == pool.worker_pids()[0]
+    reports = [p for p in progress if isinstance(p, JobProgress)]
+    assert reports
+    assert reports == progress
+    assert [p.step for p in reports] == sorted({p.step for p in reports})
+    assert reports[-1].total == 6
+    preview = reports[0].preview_jpeg
+    assert preview is not None
+    assert Image.open(io.BytesIO(preview)).format == "JPEG"
+
+    assert isinstance(done, JobSucceeded)
+    img = Image.open(io.BytesIO(done.png))
+    assert img.format == "PNG"
+    assert max(img.size) == 32
+    assert done.stats["steps"] == 6
+    assert (done.stats["width"], done.stats["height"], done.stats["size"]) == (*img.size, 32)
+    assert done.stats["total_loss"] > 0
+    assert pool.idle == 1
+
+
+async def test_cancel_stops_a_running_job_within_a_step(pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1)
+    events = Events(pool)
+    await pool.submit(request("long", steps=400))
+    assert isinstance(await events.next(), JobStarted)
+    first = await events.next()
+    assert isinstance(first, JobProgress)
+    assert await pool.cancel("long")
+    assert not await pool.cancel("no-such-job")
+    after = await events.until_end("long", within=30)
+    assert isinstance(after[-1], JobCancelled)
+    steps_after = [e.step for e in after if isinstance(e, JobProgress)]
+    # The step under way finishes, plus at most one report already in the pipe.
+    assert len(steps_after) <= 2, steps_after
+    assert not await pool.cancel("long")
+
+    # The worker stays warm, and the old cancel does not touch the next job.
+    pid = pool.worker_pids()[0]
+    await pool.submit(request("next", steps=3))
+    got = await events.until_end("next")
+    assert isinstance(got[-1], JobSucceeded)
+    assert pool.worker_pids()[0] == pid
+
+
+async def test_kill_9_mid_job_is_reported_and_the_worker_replaced(
+        pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=2)
+    events = Events(pool)
+    await pool.submit(request("victim", steps=400))
+    await pool.submit(request("bystander", steps=8))
+    await events.until(lambda e: isinstance(e, JobProgress) and e.job_id == "victim")
+    started = events.seen["victim"][0]
+    assert isinstance(started, JobStarted)
+    survivor = next(pid for pid in pool.worker_pids().values() if pid != started.pid)
+
+    os.kill(started.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    failed = await events.until(lambda e: isinstance(e, TERMINAL) and e.job_id == "victim",
+                                within=10)
+    assert time.monotonic() - t0 < 2.0
+    assert isinstance(failed, JobFailed)
+    assert (failed.code, failed.retryable) == ("worker_died", True)
+    assert gone(started.pid)
+
+    # The other worker's job is untouched and the dead one is replaced.
+    if not any(isinstance(e, TERMINAL) for e in events.seen["bystander"]):
+        await events.until(lambda e: isinstance(e, TERMINAL) and e.job_id == "bystander")
+    assert isinstance(events.seen["bystander"][-1], JobSucceeded)
+    await wait_until(lambda: pool.idle == 2)
+    new_pid = pool.worker_pids()[0 if pool.worker_pids()[1] == survivor else 1]
+    assert new_pid not in (started.pid, survivor)
+    assert not any(isinstance(e, JobFailed) for e in events.seen["bystander"])
+
+
+async def test_hung_job_is_killed_at_its_time_limit(pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1, job_timeout_s=1.5,
+                              worker_target=pool_helpers.troubled_worker)
+    events = Events(pool)
+    t0 = time.monotonic()
+    await pool.submit(request("hang-1"))
+    started = await events.next()
+    assert isinstance(started, JobStarted)
+    failed = await events.next(within=10)
+    elapsed = time.monotonic() - t0
+    assert isinstance(failed, JobFailed)
+    assert (failed.job_id, failed.code, failed.retryable) == ("hang-1", "timeout", False)
+    assert 1.5 <= elapsed < 4.0
+    # The worker ignores SIGTERM: only the SIGKILL that follows can have ended it.
+    await wait_until(lambda: gone(started.pid), within=5)
+
+    # The replacement takes jobs. (One that returns at once: a painting could itself run
+    # past this test's short limit on a busy CPU.)
+    await wait_until(lambda: pool.idle == 1)
+    await pool.submit(request("next", content=b"not an image"))
+    got = await events.until_end("next")
+    assert isinstance(got[0], JobStarted)
+    assert got[0].pid not in (0, started.pid)
+    assert isinstance(got[-1], JobFailed)
+    assert got[-1].code == "corrupt_image"
+
+
+async def test_bad_input_fails_with_its_typed_error(pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1)
+    events = Events(pool)
+    pid = pool.worker_pids()[0]
+
+    await pool.submit(request("garbage", content=b"this is not an image"))
+    failed = (await events.until_end("garbage"))[-1]
+    assert isinstance(failed, JobFailed)
+    assert (failed.code, failed.retryable) == ("corrupt_image", False)
+    assert "not an image" in failed.message
+    assert "Traceback" not in failed.message
+
+    bad_params = request("tiny").params | {"size": 5}
+    await pool.submit(JobRequest("tiny", _content(), (_style(),), ("k",), bad_params))
+    failed = (await events.until_end("tiny"))[-1]
+    assert isinstance(failed, JobFailed)
+    assert (failed.code, failed.retryable) == ("invalid_params", False)
+    assert "size" in failed.message
+
+    assert pool.worker_pids()[0] == pid  # bad input does not cost a worker
+    assert pool.idle == 1
+
+
+async def test_out_of_memory_retries_smaller_then_gives_up(pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1, worker_target=pool_helpers.troubled_worker)
+    events = Events(pool)
+    # 64 px and 48 px run out of memory (see pool_helpers.OOM_ABOVE); half size fits.
+    await pool.submit(request("oom-fits", size=64, steps=3))
+    done = (await events.until_end("oom-fits"))[-1]
+    assert isinstance(done, JobSucceeded)
+    assert done.stats["size"] == 32
+    assert max(Image.open(io.BytesIO(done.png)).size) == 32
+
+    await pool.submit(request("oom-never", size=96, steps=3))  # 96, 72, 48: all too big
+    failed = (await events.until_end("oom-never"))[-1]
+    assert isinstance(failed, JobFailed)
+    assert (failed.code, failed.retryable) == ("out_of_memory", False)
+    assert "smaller size" in failed.message
+
+
+async def test_unexpected_error_is_generic_and_the_worker_recycled(
+        pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1, worker_target=pool_helpers.troubled_worker)
+    events = Events(pool)
+    old_pid = pool.worker_pids()[0]
+    await pool.submit(request("bug-1"))
+    failed = (await events.until_end("bug-1"))[-1]
+    assert failed == JobFailed("bug-1", "internal", "Something went wrong while painting.",
+                               retryable=True)
+    await wait_until(lambda: gone(old_pid), within=10)
+    await wait_until(lambda: pool.idle == 1)
+    assert pool.worker_pids()[0] != old_pid
+
+
+async def test_close_kills_what_outlives_the_grace_and_reaps_everything(
+        pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=2)
+    events = Events(pool)
+    pids = list(pool.worker_pids().values())
+    assert len(pids) == 2
+    await pool.submit(request("slow", steps=400))
+    assert isinstance(await events.next(), JobStarted)
+
+    killed = await pool.close(grace_s=0.5)
+    assert killed == ["slow"]
+    assert await pool.close() == ["slow"]  # a second call (e.g. a second signal) agrees
+    assert all(gone(pid) for pid in pids)
+    assert spawned_children() == []
+    rest = [e async for e in events.it]  # the stream ends; no event for the killed job
+    assert not any(isinstance(e, TERMINAL) for e in rest)
+    with pytest.raises(PoolClosed):
+        await pool.submit(request("late"))
+    assert (pool.capacity, pool.idle) == (0, 0)
+
+
+async def test_close_lets_a_job_finish_within_the_grace(pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1)
+    events = Events(pool)
+    pid = pool.worker_pids()[0]
+    await pool.submit(request("quick", steps=3))
+    assert await pool.close(grace_s=60) == []
+    got = [e async for e in events.it]
+    assert isinstance(got[-1], JobSucceeded)
+    assert gone(pid)
+
+
+async def test_a_worker_that_cannot_start_fails_start() -> None:
+    pool = WorkerPool(device="cpu", weights="/nonexistent/vgg19.pth")
+    with pytest.raises(PoolStartError) as info:
+        await pool.start()
+    assert info.value.code == "weights_unavailable"
+    assert "/nonexistent/vgg19.pth" in info.value.message
+    assert spawned_children() == []
+
+
+def test_importing_the_pool_does_not_import_torch() -> None:
+    code = "import sys, stylizer.pool; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_progress_is_sent_at_most_once_per_interval() -> None:
+    sent: list[Any] = []
+    report = ProgressReporter("j", sent.append, interval_s=3600)
+    preview = Image.new("RGB", (400, 300), (10, 20, 30))
+
+    class P:
+        def __init__(self, step: int) -> None:
+            self.step, self.total, self.content_loss, self.style_loss = step, 9, 1.0, 2.0
+            self.preview = preview
+
+    for step in range(1, 10):
+        report(P(step))
+    assert [p.step for p in sent] == [1]  # the first always goes; the rest wait an hour
+    small = Image.open(io.BytesIO(sent[0].preview_jpeg))
+    assert (small.format, max(small.size)) == ("JPEG", 256)
+
+
+async def test_close_during_start_stops_the_start() -> None:
+    pool = WorkerPool(device="cpu")
+    starting = asyncio.ensure_future(pool.start())
+    await asyncio.sleep(0.2)
+    assert await pool.close(grace_s=0) == []
+    with pytest.raises(PoolClosed):
+        await starting
+    assert spawned_children() == []
