@@ -1,0 +1,405 @@
+"""The job table, the engine/session factory, migrations, and every query.
+
+Queries are keyword-only functions that take an `AsyncSession`; the caller owns the
+transaction (`async with sessionmaker.begin() as session: ...`).
+
+SQLite (the default) is set up so that many writers in one or several processes queue
+up instead of failing: WAL journal, a busy timeout, foreign keys on, and every
+transaction opened with `BEGIN IMMEDIATE`, which takes the write lock up front. A
+deferred transaction that reads and then writes can fail at once with "database is
+locked" (SQLite cannot upgrade its read snapshot, so the busy timeout does not help).
+Other databases get none of this: only the URL changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    event,
+    false,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncAttrs,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from bot.jobs.states import ACTIVE, FINAL, JobStatus, check_transition
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 30.0
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the column (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_STATUS_VALUES = ", ".join(f"'{s.value}'" for s in JobStatus)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
+        Index("ix_jobs_user_id_started_at", "user_id", "started_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # Who and where. Discord snowflakes are kept as text; the CLI uses user "cli".
+    user_id: Mapped[str] = mapped_column(String(32))
+    user_name: Mapped[str] = mapped_column(String(100))
+    guild_id: Mapped[str | None] = mapped_column(String(32))
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))  # "cli", "slash", "context_menu", ...
+    # What: a preset name or "custom"; the images are blobs named by their sha256.
+    style: Mapped[str] = mapped_column(String(64))
+    style_hash: Mapped[str | None] = mapped_column(String(64))
+    input_hash: Mapped[str] = mapped_column(String(64))
+    output_hash: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"))
+    # State.
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # Abnormal ends so far (worker deaths, lost leases); `dead` at settings.max_attempts.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Set by a process that wants a job stopped which another process is running.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # "host:pid:nonce" of the service running the job, and until when it holds it.
+    runner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_steps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Delivery bookkeeping for the Discord side; the job id is the idempotency key.
+    interaction_token: Mapped[str | None] = mapped_column(Text)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    application_id: Mapped[str | None] = mapped_column(String(32))
+    progress_message_id: Mapped[str | None] = mapped_column(String(32))
+    result_message_id: Mapped[str | None] = mapped_column(String(32))
+    result_channel_id: Mapped[str | None] = mapped_column(String(32))
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    def __repr__(self) -> str:  # never the interaction token
+        return f"<Job {self.id} {self.status} user={self.user_id} style={self.style}>"
+
+
+DELIVERY_FIELDS = frozenset({"interaction_token", "token_expires_at", "application_id",
+                             "progress_message_id", "result_message_id", "result_channel_id"})
+
+
+# ---------------------------------------------------------------- engine and migrations
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine; for SQLite, with the pragmas and immediate transactions above."""
+    parsed = make_url(url)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    kwargs: dict[str, Any] = {"echo": echo}
+    if is_sqlite:
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
+    engine = create_async_engine(url, **kwargs)
+    if is_sqlite:
+        _setup_sqlite(engine)
+    return engine
+
+
+def _setup_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (it would BEGIN DEFERRED
+        # lazily); SQLAlchemy's "begin" event below emits BEGIN IMMEDIATE instead.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            # synchronous stays FULL: an accepted job survives a power cut, not just a crash.
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine_and_sessionmaker(
+        url: str, *, echo: bool = False,
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    engine = create_engine(url, echo=echo)
+    return engine, async_sessionmaker(engine, expire_on_commit=False)
+
+
+def migrations_dir() -> Path:
+    import migrations
+
+    # __path__ rather than __file__: an editable install may load it as a namespace package.
+    return Path(next(iter(migrations.__path__))).resolve()
+
+
+def alembic_config(url: str | None = None) -> Any:
+    """An Alembic `Config` for the `migrations` package (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+async def upgrade_database(url: str, revision: str = "head") -> None:
+    """Applies the migrations up to `revision` (creating the database file if needed)."""
+    from alembic import command
+
+    def run(connection: Connection) -> None:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
+    finally:
+        await engine.dispose()
+    log.info("database at %s migrated to %s", make_url(url).render_as_string(), revision)
+
+
+async def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    def get(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(get)
+    finally:
+        await engine.dispose()
+
+
+# ---------------------------------------------------------------------------- queries
+
+async def add_job(session: AsyncSession, *, job: Job) -> Job:
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def get_job(session: AsyncSession, *, job_id: str, for_update: bool = False) -> Job | None:
+    stmt = select(Job).where(Job.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_jobs(session: AsyncSession, *, job_ids: Iterable[str]) -> list[Job]:
+    ids = list(job_ids)
+    if not ids:
+        return []
+    return list((await session.scalars(select(Job).where(Job.id.in_(ids)))).all())
+
+
+def set_status(job: Job, status: JobStatus, **fields: Any) -> None:
+    """Moves `job` through the state machine (raises `IllegalTransition`) and sets fields."""
+    check_transition(job.status, status)
+    job.status = status.value
+    for name, value in fields.items():
+        setattr(job, name, value)
+
+
+async def count_active_for_user(session: AsyncSession, *, user_id: str) -> int:
+    stmt = select(func.count()).select_from(Job).where(
+        Job.user_id == user_id, Job.status.in_([s.value for s in ACTIVE]))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def count_by_status(session: AsyncSession) -> dict[JobStatus, int]:
+    rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
+    counts = dict.fromkeys(JobStatus, 0)
+    for status, n in rows:
+        counts[JobStatus(status)] = int(n)
+    return counts
+
+
+async def count_queued(session: AsyncSession) -> int:
+    stmt = select(func.count()).select_from(Job).where(Job.status == JobStatus.queued.value)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def queued_jobs(session: AsyncSession, *, only_ids: Iterable[str] | None = None
+                      ) -> list[Job]:
+    """Queued jobs, oldest first."""
+    stmt = select(Job).where(Job.status == JobStatus.queued.value)
+    if only_ids is not None:
+        stmt = stmt.where(Job.id.in_(list(only_ids)))
+    stmt = stmt.order_by(Job.created_at, Job.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def last_served(session: AsyncSession, *, user_ids: Iterable[str]
+                      ) -> dict[str, datetime | None]:
+    """When each user last had a job started (None: never)."""
+    ids = list(set(user_ids))
+    out: dict[str, datetime | None] = dict.fromkeys(ids)
+    if ids:
+        rows = await session.execute(
+            select(Job.user_id, func.max(Job.started_at)).where(Job.user_id.in_(ids))
+            .group_by(Job.user_id))
+        for user_id, latest in rows:  # max() keeps the column's type: aware UTC
+            out[user_id] = latest
+    return out
+
+
+async def list_jobs(session: AsyncSession, *, user_id: str | None = None, limit: int = 10,
+                    offset: int = 0) -> list[Job]:
+    """Newest first; all users when `user_id` is None."""
+    stmt = select(Job)
+    if user_id is not None:
+        stmt = stmt.where(Job.user_id == user_id)
+    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    return list((await session.scalars(stmt)).all())
+
+
+async def count_jobs(session: AsyncSession, *, user_id: str | None = None) -> int:
+    stmt = select(func.count()).select_from(Job)
+    if user_id is not None:
+        stmt = stmt.where(Job.user_id == user_id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def jobs_with_status(session: AsyncSession, *, statuses: Iterable[JobStatus]
+                           ) -> list[Job]:
+    stmt = (select(Job).where(Job.status.in_([s.value for s in statuses]))
+            .order_by(Job.created_at, Job.id))
+    return list((await session.scalars(stmt)).all())
+
+
+async def renew_leases(session: AsyncSession, *, job_ids: Sequence[str], runner: str,
+                       until: datetime) -> None:
+    if job_ids:
+        await session.execute(
+            update(Job).where(Job.id.in_(list(job_ids)), Job.runner == runner,
+                              Job.status == JobStatus.running.value)
+            .values(lease_expires_at=until))
+
+
+async def cancel_requested_ids(session: AsyncSession, *, job_ids: Sequence[str]) -> list[str]:
+    if not job_ids:
+        return []
+    stmt = select(Job.id).where(Job.id.in_(list(job_ids)), Job.cancel_requested.is_(True))
+    return list((await session.scalars(stmt)).all())
+
+
+async def recent_durations(session: AsyncSession, *, limit: int = 20,
+                           since: datetime | None = None) -> list[float]:
+    """Seconds from start to finish of the latest succeeded jobs."""
+    stmt = select(Job.started_at, Job.finished_at).where(
+        Job.status == JobStatus.succeeded.value, Job.started_at.is_not(None),
+        Job.finished_at.is_not(None))
+    if since is not None:
+        stmt = stmt.where(Job.finished_at >= since)
+    stmt = stmt.order_by(Job.finished_at.desc()).limit(limit)
+    rows = (await session.execute(stmt)).all()
+    return [max(0.0, (finished - started).total_seconds()) for started, finished in rows
+            if started is not None and finished is not None]
+
+
+async def count_created_since(session: AsyncSession, *, since: datetime) -> int:
+    stmt = select(func.count()).select_from(Job).where(Job.created_at >= since)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def set_delivery(session: AsyncSession, *, job_id: str, fields: dict[str, Any]) -> int:
+    unknown = set(fields) - DELIVERY_FIELDS
+    if unknown:
+        raise TypeError(f"not delivery fields: {', '.join(sorted(unknown))}")
+    result = await session.execute(update(Job).where(Job.id == job_id).values(**fields))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_delivered(session: AsyncSession, *, job_id: str, now: datetime,
+                         result_message_id: str | None = None,
+                         result_channel_id: str | None = None) -> bool:
+    """Compare-and-set on `delivered`: True for exactly one caller per job."""
+    values: dict[str, Any] = {"delivered": True, "delivered_at": now}
+    if result_message_id is not None:
+        values["result_message_id"] = result_message_id
+    if result_channel_id is not None:
+        values["result_channel_id"] = result_channel_id
+    result = await session.execute(
+        update(Job).where(Job.id == job_id, Job.delivered.is_(False)).values(**values))
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+async def undelivered(session: AsyncSession) -> list[Job]:
+    stmt = (select(Job).where(Job.status.in_([s.value for s in FINAL
+                                              if s is not JobStatus.cancelled]),
+                              Job.delivered.is_(False))
+            .order_by(Job.finished_at, Job.id))
+    return list((await session.scalars(stmt)).all())

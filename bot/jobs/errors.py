@@ -1,0 +1,53 @@
+"""Errors a user can cause. Their message is short and safe to show as it is."""
+
+from __future__ import annotations
+
+from stylizer.errors import StylizerError
+
+
+class UserError(Exception):
+    """Base: something about the request is wrong; `str()` is the message to show."""
+
+    code = "user_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class LimitExceeded(UserError):
+    """Too many jobs for this user, or the queue is full."""
+
+    code = "limit_exceeded"
+
+
+class JobNotFound(UserError):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"There is no job {job_id!r}.")
+        self.job_id = job_id
+
+
+class NotAllowed(UserError):
+    """E.g. cancelling someone else's job."""
+
+    code = "not_allowed"
+
+
+class InvalidRequest(UserError):
+    """Bad input: wraps a `StylizerError` (same message, its `code` kept)."""
+
+    code = "invalid_request"
+
+    @classmethod
+    def from_stylizer(cls, exc: StylizerError) -> InvalidRequest:
+        err = cls(exc.message, code=exc.code)
+        err.__cause__ = exc
+        return err
+
+
+class IllegalTransition(RuntimeError):
+    """A job status change the state machine does not allow (a bug, not a user error)."""

@@ -1,0 +1,146 @@
+"""The executor seam: "something that runs jobs and reports events".
+
+The job service sees workers only through `Executor`. `LocalPoolExecutor` adapts the
+local supervised pool (`stylizer.pool.WorkerPool`); a distributed engine can take its
+place without the service changing. Requests and events are the pool's plain
+dataclasses (`stylizer.pool.messages`), which import neither torch nor the pool itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from stylizer.pool.messages import (
+    JobCancelled,
+    JobFailed,
+    JobProgress,
+    JobRequest,
+    JobStarted,
+    JobSucceeded,
+    PoolEvent,
+)
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
+__all__ = [
+    "Executor", "ExecutorBusy", "ExecutorStartError", "JobCancelled", "JobFailed",
+    "JobProgress", "JobRequest", "JobStarted", "JobSucceeded", "LocalPoolExecutor",
+    "OfflineExecutor", "PoolEvent",
+]
+
+
+class ExecutorBusy(RuntimeError):
+    """No free worker right now (or the executor is not running); try again later."""
+
+
+class ExecutorStartError(RuntimeError):
+    """The executor could not start; the message is fit for an operator."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Executor(Protocol):
+    async def start(self) -> None: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def idle(self) -> int: ...
+    async def submit(self, req: JobRequest) -> None: ...  # raises ExecutorBusy
+    async def cancel(self, job_id: str) -> bool: ...
+    def events(self) -> AsyncIterator[PoolEvent]: ...
+    async def close(self, grace_s: float = 30.0) -> list[str]: ...
+
+
+class LocalPoolExecutor:
+    """The supervised pool of worker processes on this machine."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> LocalPoolExecutor:
+        """A pool as the settings describe; `overrides` go to `WorkerPool` (tests)."""
+        from stylizer.pool.supervisor import WorkerPool
+
+        kwargs: dict[str, Any] = {"workers": settings.workers, "device": settings.device,
+                                  "weights": settings.weights,
+                                  "job_timeout_s": settings.job_timeout_s}
+        kwargs.update(overrides)
+        return cls(WorkerPool(**kwargs))
+
+    @property
+    def pool(self) -> Any:
+        return self._pool
+
+    async def start(self) -> None:
+        from stylizer.pool.supervisor import PoolStartError
+
+        try:
+            await self._pool.start()
+        except PoolStartError as exc:
+            raise ExecutorStartError(exc.code, exc.message) from exc
+
+    @property
+    def capacity(self) -> int:
+        return int(self._pool.capacity)
+
+    @property
+    def idle(self) -> int:
+        return int(self._pool.idle)
+
+    async def submit(self, req: JobRequest) -> None:
+        from stylizer.pool.supervisor import PoolBusy
+
+        try:
+            await self._pool.submit(req)
+        except PoolBusy as exc:
+            raise ExecutorBusy(str(exc)) from exc
+
+    async def cancel(self, job_id: str) -> bool:
+        return bool(await self._pool.cancel(job_id))
+
+    def events(self) -> AsyncIterator[PoolEvent]:
+        events: AsyncIterator[PoolEvent] = self._pool.events()
+        return events
+
+    async def close(self, grace_s: float = 30.0) -> list[str]:
+        return list(await self._pool.close(grace_s))
+
+
+class OfflineExecutor:
+    """No workers at all: for tools that read or cancel jobs but never run them."""
+
+    def __init__(self) -> None:
+        self._closed = asyncio.Event()
+
+    async def start(self) -> None:
+        return None
+
+    @property
+    def capacity(self) -> int:
+        return 0
+
+    @property
+    def idle(self) -> int:
+        return 0
+
+    async def submit(self, req: JobRequest) -> None:
+        raise ExecutorBusy("This process does not run jobs.")
+
+    async def cancel(self, job_id: str) -> bool:
+        return False
+
+    async def events(self) -> AsyncIterator[PoolEvent]:
+        await self._closed.wait()
+        return
+        yield  # an async generator that ends at close()
+
+    async def close(self, grace_s: float = 30.0) -> list[str]:
+        self._closed.set()
+        return []

@@ -1,0 +1,24 @@
+"""Short job ids people can read aloud and type: six characters, no look-alikes."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+# No 0/o, 1/l/i: ids get typed from screenshots. 31**6 is about 890 million ids.
+ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+LENGTH = 6
+_ID_RE = re.compile(rf"^[{ALPHABET}]{{{LENGTH}}}$")
+
+
+def new_job_id() -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
+
+
+def normalize_job_id(text: str) -> str:
+    """What a person typed to the canonical form (trimmed, lower case, '#' dropped)."""
+    return text.strip().lstrip("#").lower()
+
+
+def looks_like_job_id(text: str) -> bool:
+    return bool(_ID_RE.match(normalize_job_id(text)))

@@ -1,0 +1,443 @@
+"""`JobService`: accepts, schedules, tracks and hands back painting jobs.
+
+No Discord and no torch here. The service validates requests with the stylizer's own
+checks, enforces the limits from the settings, keeps every job in the database (the
+source of truth) and its images in content-addressed storage, runs jobs through an
+`Executor`, and tells its subscribers what happened (`JobEvent`s). See `dispatch` for
+the scheduling loop, leases and crash recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.jobs import db
+from bot.jobs.dispatch import Dispatcher
+from bot.jobs.errors import (
+    InvalidRequest,
+    JobNotFound,
+    LimitExceeded,
+    NotAllowed,
+    UserError,
+)
+from bot.jobs.executor import Executor
+from bot.jobs.ids import new_job_id, normalize_job_id
+from bot.jobs.scheduling import eta_queued, eta_running, mean_duration
+from bot.jobs.states import ACTIVE, JobStatus
+from bot.jobs.storage import BlobStorage
+from bot.jobs.views import (
+    JobCancelledEvent,
+    JobEvent,
+    JobFailedEvent,
+    JobProgressEvent,
+    JobQueued,
+    JobStartedEvent,
+    JobSucceededEvent,
+    JobView,
+    utcnow,
+)
+from bot.settings import Settings
+from stylizer import images
+from stylizer.errors import InvalidParams, StylizerError
+from stylizer.params import StyleParams
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "JobCancelledEvent", "JobEvent", "JobFailedEvent", "JobProgressEvent", "JobQueued",
+    "JobService", "JobStartedEvent", "JobStatus", "JobSucceededEvent", "JobView",
+]
+
+Listener = Callable[[JobEvent], Awaitable[None]]
+CUSTOM_STYLE = "custom"
+RECENT_JOBS_FOR_ETA = 20
+
+
+class _Subscriber:
+    """One listener with its own queue, so a slow listener never holds up the others or
+    the dispatch loop, and each listener sees events in order."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, event: JobEvent) -> None:
+        self.queue.put_nowait(event)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                await self.listener(event)
+            except Exception:
+                log.exception("a job event listener failed on %s", type(event).__name__)
+            finally:
+                self.queue.task_done()
+
+    async def close(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout_s)
+        except TimeoutError:
+            log.warning("a job event listener did not catch up; dropping %d event(s)",
+                        self.queue.qsize())
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+
+
+class JobService:
+    """See the module docstring. `own_jobs_only` makes this service run only the jobs
+    submitted through it (the CLI uses it beside a running bot on the same database)."""
+
+    def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession], storage: BlobStorage,
+                 executor: Executor, settings: Settings, presets_dir: Path | None,
+                 clock: Callable[[], datetime] = utcnow, lease_s: float = 60.0,
+                 poll_interval_s: float = 2.0, default_job_s: float = 60.0,
+                 cancel_wait_s: float = 10.0, own_jobs_only: bool = False) -> None:
+        self._sm = sessionmaker
+        self._storage = storage
+        self._executor = executor
+        self._settings = settings
+        self._presets_dir = presets_dir
+        self._clock = clock
+        self._default_job_s = default_job_s
+        self._cancel_wait_s = cancel_wait_s
+        self._poll_s = poll_interval_s
+        self._subscribers: list[_Subscriber] = []
+        self._style_bytes: dict[str, bytes] = {}
+        self._dispatch = Dispatcher(
+            sessionmaker=sessionmaker, storage=storage, executor=executor, settings=settings,
+            clock=clock, emit=self._emit, requeued=self._emit_queued, lease_s=lease_s,
+            poll_interval_s=poll_interval_s, own_jobs_only=own_jobs_only)
+
+    # -- life ------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._subscribers.append(_Subscriber(listener))
+
+    async def start(self) -> None:
+        """Recovers orphaned jobs, starts the executor, then the dispatch loop."""
+        await self._dispatch.start()
+
+    async def stop(self, grace_s: float = 30) -> None:
+        """Stops taking jobs, lets running ones finish for up to `grace_s`, and puts the
+        rest back in the queue (attempts unchanged); then lets listeners catch up."""
+        await self._dispatch.stop(grace_s)
+        for sub in self._subscribers:
+            await sub.close(5.0)
+
+    @property
+    def runner_id(self) -> str:
+        return self._dispatch.runner
+
+    async def _emit(self, event: JobEvent) -> None:
+        for sub in self._subscribers:
+            sub.put(event)
+
+    async def _emit_queued(self, view: JobView) -> None:
+        position, eta = await self._position_and_eta(view.id)
+        await self._emit(JobQueued(view, position or 1, eta))
+
+    # -- submitting ------------------------------------------------------------------------
+
+    async def submit(self, *, user_id: str, user_name: str, content: bytes,
+                     style: str | None = None, style_image: bytes | None = None,
+                     params: dict[str, Any] | None = None, source: str = "cli",
+                     guild_id: str | None = None, channel_id: str | None = None,
+                     private: bool = False, parent_id: str | None = None) -> JobView:
+        """Validates and queues a job (see the contract in the module docstring).
+
+        Raises `InvalidRequest` for a bad image, style or parameter, `LimitExceeded`
+        when this user or the whole queue is full, `JobNotFound` for a bad parent.
+        """
+        if (style is None) == (style_image is None):
+            raise InvalidRequest("Choose one style: a preset name or a style image.")
+        self._probe(content, "photo")
+        merged: dict[str, Any] = {"size": self._settings.default_size}
+        if style is not None:
+            preset = await self._preset(style)
+            merged.update(preset.params)
+            style_name = preset.name
+            style_bytes = await self._preset_bytes(preset)
+        else:
+            assert style_image is not None
+            self._probe(style_image, "style image")
+            style_name, style_bytes = CUSTOM_STYLE, style_image
+        merged.update(self._user_params(params))
+        style_params = self._validate(merged)
+        # The blobs go first: a row never points at bytes that are not there. If the
+        # insert fails, an unreferenced blob is left behind, which is harmless.
+        input_hash = await self._storage.put_async(content)
+        style_hash = await self._storage.put_async(style_bytes)
+        now = self._clock()
+        async with self._sm.begin() as session:
+            await self._check_limits(session, user_id)
+            if parent_id is not None:
+                parent_id = normalize_job_id(parent_id)
+                if await db.get_job(session, job_id=parent_id) is None:
+                    raise JobNotFound(parent_id)
+            job = db.Job(
+                id=await self._unused_id(session), user_id=user_id, user_name=user_name[:100],
+                guild_id=guild_id, channel_id=channel_id, source=source, style=style_name,
+                style_hash=style_hash, input_hash=input_hash, params=style_params.to_dict(),
+                status=JobStatus.queued.value, attempts=0, step=0,
+                total_steps=style_params.steps, created_at=now, private=private,
+                parent_id=parent_id, cancel_requested=False, delivered=False)
+            await db.add_job(session, job=job)
+            view = JobView.from_row(job)
+        log.info("job %s: queued for %s (%s, %s px)", view.id, user_id, style_name,
+                 style_params.size)
+        self._dispatch.own.add(view.id)
+        await self._emit_queued(view)
+        self._dispatch.wake()
+        return view
+
+    def _probe(self, data: bytes, what: str) -> None:
+        try:
+            images.probe(data, max_bytes=self._settings.max_upload_bytes,
+                         max_pixels=self._settings.max_pixels)
+        except StylizerError as exc:
+            raise InvalidRequest.from_stylizer(exc) from exc
+
+    async def _preset(self, name: str) -> Any:
+        from stylizer import presets
+
+        try:
+            return await asyncio.to_thread(presets.get, name, self._presets_dir)
+        except StylizerError as exc:
+            raise InvalidRequest.from_stylizer(exc) from exc
+
+    async def _preset_bytes(self, preset: Any) -> bytes:
+        from stylizer import presets
+
+        name: str = preset.name
+        if name not in self._style_bytes:
+            data: bytes = await asyncio.to_thread(presets.image_bytes, preset,
+                                                  self._presets_dir)
+            self._style_bytes[name] = data
+        return self._style_bytes[name]
+
+    @staticmethod
+    def _user_params(params: dict[str, Any] | None) -> dict[str, Any]:
+        if not params:
+            return {}
+        known = set(StyleParams.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise InvalidRequest(f"Unknown setting: {', '.join(unknown)}.", code="invalid_params")
+        return {k: v for k, v in params.items() if v is not None}
+
+    def _validate(self, merged: dict[str, Any]) -> StyleParams:
+        try:
+            params = StyleParams.from_dict(merged)
+        except InvalidParams as exc:
+            raise InvalidRequest.from_stylizer(exc) from exc
+        if params.size > self._settings.max_size:
+            raise InvalidRequest(f"The largest size is {self._settings.max_size} pixels.",
+                                 code=InvalidParams.code)
+        return params
+
+    async def _check_limits(self, session: AsyncSession, user_id: str) -> None:
+        active = await db.count_active_for_user(session, user_id=user_id)
+        if active >= self._settings.max_jobs_per_user:
+            jobs = "job" if active == 1 else "jobs"
+            raise LimitExceeded(f"You already have {active} {jobs} in the queue. Wait for one "
+                                "to finish, or cancel one.")
+        queued = await db.count_queued(session)
+        if queued >= self._settings.max_queue:
+            raise LimitExceeded(f"The queue is full ({queued} jobs waiting). Please try again "
+                                "in a few minutes.")
+
+    @staticmethod
+    async def _unused_id(session: AsyncSession) -> str:
+        for _ in range(20):
+            job_id = new_job_id()
+            if await db.get_job(session, job_id=job_id) is None:
+                return job_id
+        raise RuntimeError("could not find an unused job id")
+
+    # -- cancelling and waiting ------------------------------------------------------------
+
+    async def cancel(self, job_id: str, *, user_id: str, is_admin: bool = False) -> JobView:
+        """Cancels a queued job at once, or stops a running one (waits up to a few seconds
+        for it to stop; the view returned may still say running if it has not yet).
+
+        Raises `JobNotFound`, `NotAllowed` (someone else's job), or `UserError` with code
+        "already_finished".
+        """
+        job_id = normalize_job_id(job_id)
+        now = self._clock()
+        async with self._sm.begin() as session:
+            job = await db.get_job(session, job_id=job_id, for_update=True)
+            if job is None:
+                raise JobNotFound(job_id)
+            if job.user_id != user_id and not is_admin:
+                raise NotAllowed("You can only cancel your own jobs.")
+            status = JobStatus(job.status)
+            if status.is_final:
+                raise UserError(f"Job {job_id} has already finished ({status}).",
+                                code="already_finished")
+            if status is JobStatus.queued:
+                db.set_status(job, JobStatus.cancelled, finished_at=now, lease_expires_at=None)
+                view: JobView | None = JobView.from_row(job)
+            else:
+                job.cancel_requested = True  # seen by whichever process runs it
+                view = None
+        if view is not None:
+            log.info("job %s: cancelled while queued", job_id)
+            self._dispatch.own.discard(job_id)
+            self._dispatch.notify_final(job_id)
+            await self._emit(JobCancelledEvent(view))
+            return view
+        log.info("job %s: cancelling while running", job_id)
+        await self._dispatch.cancel_running(job_id)
+        return await self.wait(job_id, timeout_s=self._cancel_wait_s)
+
+    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> JobView:
+        """Returns once the job has finished (any final status), or after `timeout_s` with its
+        latest state. Works for jobs run by another process too (it polls the row)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            event = self._dispatch.final_event(job_id)
+            view = await self.get(job_id)
+            if view.status.is_final:
+                self._dispatch.notify_final(job_id)
+                return view
+            wait_s = self._poll_s
+            if deadline is not None:
+                wait_s = min(wait_s, deadline - loop.time())
+                if wait_s <= 0:
+                    return view
+            try:
+                await asyncio.wait_for(event.wait(), wait_s)
+            except TimeoutError:
+                pass
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobView:
+        job_id = normalize_job_id(job_id)
+        async with self._sm() as session:
+            job = await db.get_job(session, job_id=job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            return JobView.from_row(job)
+
+    async def list_for_user(self, user_id: str, *, limit: int = 10, offset: int = 0
+                            ) -> list[JobView]:
+        async with self._sm() as session:
+            rows = await db.list_jobs(session, user_id=user_id, limit=limit, offset=offset)
+            return [JobView.from_row(j) for j in rows]
+
+    async def list_all(self, *, limit: int = 20, offset: int = 0) -> list[JobView]:
+        async with self._sm() as session:
+            rows = await db.list_jobs(session, limit=limit, offset=offset)
+            return [JobView.from_row(j) for j in rows]
+
+    async def count_for_user(self, user_id: str) -> int:
+        async with self._sm() as session:
+            return await db.count_jobs(session, user_id=user_id)
+
+    async def queue_position(self, job_id: str) -> int | None:
+        """1-based place in the fair order; None unless the job is queued."""
+        position, _ = await self._position_and_eta(job_id, want_eta=False)
+        return position
+
+    async def eta_seconds(self, job_id: str) -> float | None:
+        """Rough seconds until the job is done: from the mean duration of recent jobs
+        (or a default guess) and its place in the queue; None once it has finished."""
+        _, eta = await self._position_and_eta(job_id)
+        return eta
+
+    async def _position_and_eta(self, job_id: str, *, want_eta: bool = True
+                                ) -> tuple[int | None, float | None]:
+        job_id = normalize_job_id(job_id)
+        async with self._sm() as session:
+            job = await db.get_job(session, job_id=job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            status = JobStatus(job.status)
+            if status not in ACTIVE:
+                return None, None
+            position = None
+            if status is JobStatus.queued:
+                order = await self._dispatch.fair_queue(session)
+                position = order.index(job_id) + 1 if job_id in order else None
+            if not want_eta:
+                return position, None
+            mean = mean_duration(await db.recent_durations(session, limit=RECENT_JOBS_FOR_ETA),
+                                 self._default_job_s)
+            if status is JobStatus.running:
+                started = job.started_at or self._clock()
+                elapsed = max(0.0, (self._clock() - started).total_seconds())
+                return None, eta_running(job.step, job.total_steps, elapsed, mean)
+            workers = self._executor.capacity or self._settings.workers
+            return position, eta_queued(position or 1, workers, mean)
+
+    async def read_input(self, job_id: str) -> bytes:
+        view = await self.get(job_id)
+        return await self._storage.get_async(view.input_hash)
+
+    async def read_output(self, job_id: str) -> bytes | None:
+        view = await self.get(job_id)
+        if view.output_hash is None:
+            return None
+        return await self._storage.get_async(view.output_hash)
+
+    async def active_jobs(self) -> list[JobView]:
+        """Queued and running jobs (to re-attach progress displays after a restart)."""
+        async with self._sm() as session:
+            rows = await db.jobs_with_status(session, statuses=ACTIVE)
+            return [JobView.from_row(j) for j in rows]
+
+    async def undelivered(self) -> list[JobView]:
+        """Succeeded, failed or dead jobs whose result nobody has delivered yet."""
+        async with self._sm() as session:
+            return [JobView.from_row(j) for j in await db.undelivered(session)]
+
+    async def stats(self) -> dict[str, Any]:
+        now = self._clock()
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        async with self._sm() as session:
+            counts = await db.count_by_status(session)
+            today = await db.count_created_since(session, since=midnight)
+            durations = await db.recent_durations(session, limit=10_000, since=midnight)
+        capacity, idle = self._executor.capacity, self._executor.idle
+        return {
+            "queue_depth": counts[JobStatus.queued], "running": counts[JobStatus.running],
+            "workers": capacity, "busy": max(0, capacity - idle), "idle": idle,
+            "jobs_today": today,
+            "avg_seconds_today": sum(durations) / len(durations) if durations else None,
+        }
+
+    # -- delivery bookkeeping --------------------------------------------------------------
+
+    async def set_delivery(self, job_id: str, **fields: Any) -> None:
+        """Records interaction_token, token_expires_at, application_id,
+        progress_message_id, result_message_id or result_channel_id."""
+        job_id = normalize_job_id(job_id)
+        async with self._sm.begin() as session:
+            if await db.set_delivery(session, job_id=job_id, fields=fields) == 0:
+                raise JobNotFound(job_id)
+
+    async def mark_delivered(self, job_id: str, *, result_message_id: str | None = None,
+                             result_channel_id: str | None = None) -> bool:
+        """Marks the result delivered; False if it already was (the caller must not send
+        it again). Atomic: of several concurrent callers exactly one gets True."""
+        job_id = normalize_job_id(job_id)
+        async with self._sm.begin() as session:
+            return await db.mark_delivered(session, job_id=job_id, now=self._clock(),
+                                           result_message_id=result_message_id,
+                                           result_channel_id=result_channel_id)

@@ -1,0 +1,135 @@
+"""Plain snapshots of jobs and the events the service emits (never ORM objects)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.jobs.db import Job
+from bot.jobs.states import JobStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    user_id: str
+    user_name: str
+    guild_id: str | None
+    channel_id: str | None
+    source: str
+    style: str                      # preset name, or "custom" for an uploaded style image
+    style_hash: str | None
+    input_hash: str
+    output_hash: str | None
+    params: dict[str, Any]
+    status: JobStatus
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    step: int
+    total_steps: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    private: bool
+    parent_id: str | None
+    # The interaction token is a credential for 15 minutes: kept out of reprs.
+    interaction_token: str | None = field(repr=False)
+    token_expires_at: datetime | None
+    application_id: str | None
+    progress_message_id: str | None
+    result_message_id: str | None
+    result_channel_id: str | None
+    delivered: bool
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())
+
+    @property
+    def size(self) -> int | None:
+        size = self.params.get("size")
+        return int(size) if isinstance(size, int | float) else None
+
+    def to_dict(self, *, include_token: bool = False) -> dict[str, Any]:
+        """JSON-ready; the interaction token is left out unless asked for."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "interaction_token" and not include_token:
+                out["has_interaction_token"] = self.interaction_token is not None
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, JobStatus):
+                value = value.value
+            out[f.name] = value
+        out["seconds"] = self.seconds
+        return out
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobView:
+        return cls(
+            id=job.id, user_id=job.user_id, user_name=job.user_name, guild_id=job.guild_id,
+            channel_id=job.channel_id, source=job.source, style=job.style,
+            style_hash=job.style_hash, input_hash=job.input_hash, output_hash=job.output_hash,
+            params=dict(job.params), status=JobStatus(job.status), error_code=job.error_code,
+            error_message=job.error_message, attempts=job.attempts, step=job.step,
+            total_steps=job.total_steps, created_at=job.created_at, started_at=job.started_at,
+            finished_at=job.finished_at, private=job.private, parent_id=job.parent_id,
+            interaction_token=job.interaction_token, token_expires_at=job.token_expires_at,
+            application_id=job.application_id, progress_message_id=job.progress_message_id,
+            result_message_id=job.result_message_id, result_channel_id=job.result_channel_id,
+            delivered=job.delivered)
+
+
+@dataclass(frozen=True)
+class JobQueued:
+    """Accepted (or put back after a worker died); `position` is 1-based."""
+
+    job: JobView
+    position: int
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class JobStartedEvent:
+    job: JobView
+
+
+@dataclass(frozen=True)
+class JobProgressEvent:
+    job_id: str
+    step: int
+    total: int
+    preview_jpeg: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class JobSucceededEvent:
+    job: JobView
+    png: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class JobFailedEvent:
+    """`job.status` is failed or dead; `job.error_code` / `error_message` say why."""
+
+    job: JobView
+
+
+@dataclass(frozen=True)
+class JobCancelledEvent:
+    job: JobView
+
+
+JobEvent = (JobQueued | JobStartedEvent | JobProgressEvent | JobSucceededEvent | JobFailedEvent
+            | JobCancelledEvent)

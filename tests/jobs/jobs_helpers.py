@@ -1,0 +1,167 @@
+"""Shared helpers for the job tests: tiny images, a fake executor, an event recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bot.jobs.executor import (
+    ExecutorBusy,
+    JobCancelled,
+    JobFailed,
+    JobRequest,
+    JobSucceeded,
+    PoolEvent,
+)
+from bot.jobs.service import JobService
+from bot.jobs.views import JobEvent
+from stylizer import images
+
+TERMINAL = (JobSucceeded, JobFailed, JobCancelled)
+ServiceFactory = Callable[..., JobService]
+
+
+def png(seed: int = 0, width: int = 48, height: int = 48,
+        corner: tuple[int, int, int] | None = None) -> bytes:
+    """A small random PNG; `corner` paints the top-left 4x4 pixels (a marker for
+    the test worker targets)."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+    if corner is not None:
+        arr[:4, :4] = corner
+    return images.encode(Image.fromarray(arr, "RGB"), "PNG")
+
+
+class TickingClock:
+    """A clock that moves forward a millisecond at every reading (deterministic order)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeExecutor:
+    """An in-process executor that does what the test tells it (the `Executor` seam).
+
+    `auto`: when set, called with each request, returns the events to report for it.
+    """
+
+    def __init__(self, workers: int = 1,
+                 auto: Callable[[JobRequest], list[PoolEvent]] | None = None) -> None:
+        self.workers = workers
+        self.auto = auto
+        self.started = False
+        self.closed = False
+        self.submitted: list[JobRequest] = []
+        self.running: dict[str, JobRequest] = {}
+        self.cancel_calls: list[str] = []
+        self.cancel_reports = True  # report JobCancelled when asked to cancel
+        self.keep_on_close: list[str] = []
+        self._events: asyncio.Queue[PoolEvent | None] = asyncio.Queue()
+
+    async def start(self) -> None:
+        self.started = True
+
+    @property
+    def capacity(self) -> int:
+        return self.workers if self.started and not self.closed else 0
+
+    @property
+    def idle(self) -> int:
+        return max(0, self.capacity - len(self.running))
+
+    async def submit(self, req: JobRequest) -> None:
+        if self.idle <= 0:
+            raise ExecutorBusy("busy")
+        self.running[req.job_id] = req
+        self.submitted.append(req)
+        if self.auto is not None:
+            for event in self.auto(req):
+                self.emit(event)
+
+    async def cancel(self, job_id: str) -> bool:
+        self.cancel_calls.append(job_id)
+        if job_id not in self.running:
+            return False
+        if self.cancel_reports:
+            self.emit(JobCancelled(job_id))
+        return True
+
+    def emit(self, event: PoolEvent) -> None:
+        if isinstance(event, TERMINAL):
+            self.running.pop(event.job_id, None)
+        self._events.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[PoolEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def close(self, grace_s: float = 30.0) -> list[str]:
+        self.closed = True
+        killed = list(self.running)
+        self.running.clear()
+        self._events.put_nowait(None)
+        return killed
+
+
+class Recorder:
+    """Subscribes to a service and keeps every event; waits for conditions."""
+
+    def __init__(self) -> None:
+        self.events: list[JobEvent] = []
+        self._changed = asyncio.Event()
+
+    async def __call__(self, event: JobEvent) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type, job_id: str | None = None) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)
+                and (job_id is None or _job_id(e) == job_id)]
+
+    def kinds(self, job_id: str) -> list[str]:
+        return [type(e).__name__ for e in self.events if _job_id(e) == job_id]
+
+    async def wait_for(self, predicate: Callable[[], object], within: float = 10.0) -> None:
+        deadline = time.monotonic() + within
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out; events so far: {self.events}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
+            except TimeoutError:
+                pass
+
+
+def _job_id(event: JobEvent) -> str:
+    job = getattr(event, "job", None)
+    return job.id if job is not None else str(getattr(event, "job_id", ""))
+
+
+async def until(predicate: Callable[[], Any], within: float = 10.0,
+                interval: float = 0.05) -> None:
+    """Polls an async or plain predicate until it is true."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

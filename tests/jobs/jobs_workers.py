@@ -1,0 +1,104 @@
+"""Worker process targets for the job tests (spawned workers import them by module name).
+
+Both are the pool's real `Worker` in a real process; the photo's top-left pixel picks a
+misbehaviour:
+- `CRASH` (pure red): the worker kills itself with SIGKILL once the job has started;
+- `HANG` (pure blue): the job never ends and the process ignores SIGTERM.
+`marked_worker` paints everything else with the real engine; `quick_worker` uses a
+stand-in engine that takes `QUICK_STEP_S` per step and never imports torch, so tests
+about the pipeline's plumbing do not pay for VGG19 on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from stylizer import images
+from stylizer.errors import Cancelled
+from stylizer.params import StyleParams
+from stylizer.pool.messages import JobRequest, JobStarted
+from stylizer.pool.worker import Engine, Worker, WorkerSpec
+
+CRASH = (255, 0, 0)
+HANG = (0, 0, 255)
+QUICK_STEP_S = 0.02
+
+
+def marker(content: bytes) -> tuple[int, int, int]:
+    pixel = images.decode(content).getpixel((0, 0))
+    assert isinstance(pixel, tuple)
+    return (int(pixel[0]), int(pixel[1]), int(pixel[2]))
+
+
+class MarkedWorker(Worker):
+    def handle(self, seq: int, req: JobRequest) -> bool:
+        mark = marker(req.content)
+        if mark == CRASH:
+            self.send(JobStarted(req.job_id, self.spec.worker_id, self.pid))
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if mark == HANG:
+            self.send(JobStarted(req.job_id, self.spec.worker_id, self.pid))
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            while True:
+                time.sleep(1)
+        return super().handle(seq, req)
+
+
+@dataclass(frozen=True)
+class _Progress:
+    step: int
+    total: int
+    content_loss: float
+    style_loss: float
+    preview: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class _Result:
+    image: Image.Image
+    steps: int
+
+    def stats(self) -> dict[str, float | int]:
+        return {"steps": self.steps, "seconds": self.steps * QUICK_STEP_S,
+                "content_loss": 0.0, "style_loss": 0.0, "total_loss": 0.0}
+
+
+class QuickEngine:
+    """Stands in for `Stylizer`: honours steps, progress and cancellation, no torch."""
+
+    def run(self, content: Image.Image, styles: Sequence[Image.Image], params: StyleParams, *,
+            on_progress: Callable[[Any], None] | None = None,
+            should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
+            **_: Any) -> _Result:
+        for step in range(1, params.steps + 1):
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped")
+            time.sleep(QUICK_STEP_S)
+            if on_progress is not None and (step % progress_every == 0 or step == 1):
+                on_progress(_Progress(step, params.steps, 1.0, 1.0))
+        blended = Image.blend(content, styles[0].resize(content.size), 0.3)
+        return _Result(blended, params.steps)
+
+
+class QuickWorker(MarkedWorker):
+    def make_engine(self) -> Engine:
+        return QuickEngine()
+
+    def style_image(self, data: bytes, key: str | None) -> Image.Image:
+        return images.decode(data, max_side=256)
+
+
+def marked_worker(spec: WorkerSpec) -> None:
+    MarkedWorker(spec).serve()
+
+
+def quick_worker(spec: WorkerSpec) -> None:
+    QuickWorker(spec).serve()

@@ -1,0 +1,163 @@
+"""The `stylebot` command: a real job through the whole pipeline, listings, errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jobs_helpers import png
+from PIL import Image
+
+from bot import cli
+
+PAINT = ["--size", "48", "--steps", "5", "--scales", "1", "--optimizer", "adam"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOT_")}
+    env.update(STYLEBOT_DATA_DIR=str(tmp_path / "data"), STYLEBOT_DEVICE="cpu",
+               PYTHONPATH=os.pathsep.join(sys.path))
+    return env
+
+
+def _stylebot(tmp_path: Path, *args: str, timeout: float = 120
+              ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=tmp_path,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Runs `cli.main` here (fast) against a fresh data directory."""
+    for key in list(os.environ):
+        if key.startswith("STYLEBOT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("STYLEBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    # Logging set-up belongs to the process; leave pytest's capture alone.
+    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_stylize_through_the_pipeline_then_list_it(tmp_path: Path) -> None:
+    (tmp_path / "harbour.png").write_bytes(png(1, 64, 40))
+    run = _stylebot(tmp_path, "stylize", "harbour.png", "-s", "mosaic", *PAINT)
+    assert run.returncode == 0, run.stderr
+    match = re.fullmatch(r"job (\w{6}) done in [\d.]+ s: harbour-mosaic\.png\n", run.stdout)
+    assert match, run.stdout
+    job_id = match.group(1)
+    assert f"job {job_id}: mosaic, 48 px, 5 steps" in run.stderr
+    assert "step 5/5" in run.stderr  # plain progress lines when stderr is not a terminal
+    with Image.open(tmp_path / "harbour-mosaic.png") as img:
+        assert img.format == "PNG"
+        assert img.size == (48, 30)
+
+    listing = _stylebot(tmp_path, "jobs", "--json")
+    assert listing.returncode == 0, listing.stderr
+    (job,) = json.loads(listing.stdout)
+    assert (job["id"], job["status"], job["style"], job["user_id"]) == (
+        job_id, "succeeded", "mosaic", "cli")
+    assert job["delivered"] is True  # written to a file: the bot must not deliver it
+    table = _stylebot(tmp_path, "jobs").stdout.splitlines()
+    assert table[0].split() == ["ID", "WHEN", "USER", "STYLE", "SIZE", "STATUS", "SECONDS"]
+    assert table[1].split()[0] == job_id
+    assert "succeeded" in table[1]
+    one = json.loads(_stylebot(tmp_path, "job", job_id.upper(), "--json").stdout)
+    assert one["id"] == job_id
+    assert one["params"]["steps"] == 5
+    assert one["seconds"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_ctrl_c_cancels_the_job(tmp_path: Path) -> None:
+    (tmp_path / "p.png").write_bytes(png(2))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "stylize", "p.png", "-s", "mosaic", "--size", "48",
+         "--steps", "5000", "--scales", "1", "--optimizer", "adam"],
+        cwd=tmp_path, env=_env(tmp_path), stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        while not (line := proc.stderr.readline()).startswith("painting"):  # it runs
+            assert line, "".join(lines)
+            lines.append(line)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.rstrip().endswith("cancelled")
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("*.png"))[1:]  # only the photo
+    (job,) = json.loads(_stylebot(tmp_path, "jobs", "--json").stdout)
+    assert job["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["stylize", "missing.jpg", "-s", "mosaic"], "cannot read the photo missing.jpg"),
+    (["stylize", "notes.txt", "-s", "mosaic"], "not an image"),
+    (["stylize", "p.png", "-s", "starry-night"], "STYLEBOT_STYLES_DIR"),
+    (["stylize", "p.png", "-s", "mosaic", "--size", "4000"], "size must be between"),
+    (["stylize", "p.png", "-s", "mosaic", "--size", "2048"], "largest size is 1024"),
+    (["job", "zzzzzz"], "There is no job 'zzzzzz'"),
+    (["cancel", "zzzzzz"], "There is no job 'zzzzzz'"),
+])
+def test_mistakes_are_one_line_and_exit_2(in_process: Path, capsys: pytest.CaptureFixture[str],
+                                          args: list[str], fragment: str) -> None:
+    (in_process / "notes.txt").write_text("hello")
+    (in_process / "p.png").write_bytes(png(3))
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stylebot: "), err
+    assert err.count("\n") == 1, err
+    assert fragment in err
+
+
+def test_listing_and_upgrading_an_empty_database(in_process: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["db", "upgrade"]) == 0
+    assert "is at revision 0001" in capsys.readouterr().out
+    assert cli.main(["jobs"]) == 0
+    assert "No jobs yet" in capsys.readouterr().out
+    assert cli.main(["jobs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_param_flags_come_from_the_parameter_limits() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["stylize", "x.jpg", "-s", "mosaic", "--style-weight", "2.5",
+                              "--preserve-colors", "--pooling", "avg", "--seed", "7"])
+    assert (args.style_weight, args.preserve_colors, args.pooling, args.seed) == (
+        2.5, True, "avg", 7)
+    assert args.steps is None  # unset flags leave the preset's and the settings' defaults
+    with pytest.raises(SystemExit):
+        parser.parse_args(["stylize", "x.jpg", "-s", "mosaic", "--optimizer", "sgd"])
+    with pytest.raises(SystemExit):  # a preset or a style image, not both
+        parser.parse_args(["stylize", "x.jpg", "-s", "mosaic", "--style-image", "y.jpg"])
+
+
+def test_run_and_sync_hand_over_to_the_bot(in_process: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.app
+
+    calls: list[tuple[str, object]] = []
+    monkeypatch.setattr(bot.app, "run_bot", lambda s: calls.append(("run", s.data_dir)) or 0)
+    monkeypatch.setattr(bot.app, "sync_commands",
+                        lambda s, guild: calls.append(("sync", guild)) or 3)
+    monkeypatch.setenv("STYLEBOT_DEV_GUILD", "77")
+    assert cli.main(["run"]) == 0
+    assert cli.main(["sync"]) == 3
+    assert cli.main(["sync", "--guild", "5"]) == 3
+    assert calls == [("run", in_process / "data"), ("sync", 77), ("sync", 5)]
