@@ -1,0 +1,183 @@
+"""The composition root: settings -> logging -> database -> storage -> worker pool ->
+job service -> Discord client, built here and nowhere else.
+
+`run_bot` is `stylebot run` (and `python -m bot`); `sync_commands` is `stylebot sync`.
+Both return a process exit code and turn the errors an operator can fix (no token, a
+rejected token, missing weights) into one log line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.discord.client import StyleBot, point_discord_py_at
+from bot.jobs.db import create_engine_and_sessionmaker, upgrade_database
+from bot.jobs.executor import Executor, ExecutorStartError, LocalPoolExecutor, OfflineExecutor
+from bot.jobs.service import JobService
+from bot.jobs.storage import BlobStorage
+from bot.logging_setup import setup_logging
+from bot.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+# How long running jobs may take to finish on SIGTERM before they go back to the queue.
+SHUTDOWN_GRACE_S = 30.0
+
+
+class TokenMissing(RuntimeError):
+    pass
+
+
+@dataclass
+class App:
+    """The running pieces, for `run_bot` and for tests."""
+
+    settings: Settings
+    engine: AsyncEngine
+    storage: BlobStorage
+    executor: Executor
+    service: JobService
+    client: StyleBot
+    connection: asyncio.Task[None] | None = field(default=None)
+
+    async def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Jobs first (running ones finish or go back to the queue, their results still
+        delivered), then the Discord connection, then the database."""
+        try:
+            await self.service.stop(grace_s)
+        finally:
+            try:
+                await self.client.close()
+                if self.connection is not None:
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await self.connection
+            finally:
+                await self.engine.dispose()
+
+
+async def build(settings: Settings, *, executor: Executor | None = None,
+                default_params: Mapping[str, Any] | None = None) -> App:
+    """Every piece, wired, nothing started.
+
+    `executor` replaces the local worker pool (tests, or a distributed engine).
+    `default_params` are `StyleParams` overrides every new job starts from; the
+    settings have no knob for them, so only tests use this (tiny, quick jobs).
+    """
+    await upgrade_database(settings.database_url)
+    engine, sessionmaker = create_engine_and_sessionmaker(settings.database_url)
+    storage = BlobStorage(settings.blobs_dir)
+    if executor is None:
+        executor = LocalPoolExecutor.from_settings(settings)
+    service = JobService(sessionmaker=sessionmaker, storage=storage, executor=executor,
+                         settings=settings, presets_dir=settings.styles_dir)
+    point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
+    client = StyleBot(settings=settings, service=service, storage=storage,
+                      default_params=default_params)
+    return App(settings, engine, storage, executor, service, client)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, executor: Executor | None = None,
+                  default_params: Mapping[str, Any] | None = None,
+                  grace_s: float = SHUTDOWN_GRACE_S) -> AsyncIterator[App]:
+    """Logs in, starts the job service and connects; shuts everything down on exit."""
+    token = settings.discord_token
+    if not token:
+        raise TokenMissing("DISCORD_TOKEN is not set.")
+    app = await build(settings, executor=executor, default_params=default_params)
+    try:
+        # Log in (which checks the token and loads the cogs) before starting workers:
+        # a bad token fails in a second rather than after the pool has loaded VGG19.
+        await app.client.login(token)
+        await app.service.start()
+        app.connection = asyncio.create_task(app.client.connect(), name="discord-gateway")
+        yield app
+    finally:
+        await app.shutdown(grace_s)
+
+
+async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(sig, stop.set)
+    async with running(settings) as app:
+        assert app.connection is not None
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({app.connection, stopping},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if app.connection in done:
+            app.connection.result()  # the gateway gave up: raise why
+        else:
+            log.info("stopping (signal received)")
+
+
+def run_bot(settings: Settings) -> int:
+    """`stylebot run`: runs until SIGTERM/SIGINT; returns the exit code."""
+    setup_logging(settings.log_level, secrets=[settings.discord_token or ""])
+    return _guarded(_serve(settings))
+
+
+async def push_commands(settings: Settings, guild_id: int | None = None
+                        ) -> list[discord.app_commands.AppCommand]:
+    """Sends the command definitions to Discord: to one guild (instant), or globally."""
+    if not settings.discord_token:
+        raise TokenMissing("DISCORD_TOKEN is not set.")
+    # Syncing needs the command definitions, not workers: no pool is started.
+    app = await build(settings, executor=OfflineExecutor())
+    try:
+        await app.client.login(settings.discord_token)
+        tree = app.client.tree
+        if guild_id is not None:
+            guild = discord.Object(guild_id)
+            tree.copy_global_to(guild=guild)
+            synced = await tree.sync(guild=guild)
+            log.info("synced %d command(s) to guild %s", len(synced), guild_id)
+        else:
+            synced = await tree.sync()
+            log.info("synced %d global command(s); Discord may take a while to show them",
+                     len(synced))
+        return synced
+    finally:
+        await app.shutdown(grace_s=0)
+
+
+def sync_commands(settings: Settings, guild_id: int | None = None) -> int:
+    """`stylebot sync [--guild ID]`: pushes the command definitions; returns the exit code."""
+    setup_logging(settings.log_level, secrets=[settings.discord_token or ""])
+    return _guarded(push_commands(settings, guild_id))
+
+
+def _guarded(coro: Any) -> int:
+    try:
+        asyncio.run(coro)
+    except TokenMissing as exc:
+        log.error("%s Put the bot's token in the DISCORD_TOKEN environment variable.", exc)
+        return 2
+    except discord.LoginFailure:
+        log.error("Discord rejected the token in DISCORD_TOKEN; check it in the developer "
+                  "portal.")
+        return 2
+    except discord.PrivilegedIntentsRequired:
+        log.error("Discord refused the connection: the bot asks for an intent it may not use.")
+        return 2
+    except ExecutorStartError as exc:
+        log.error("The worker pool could not start: %s", exc.message)
+        return 1
+    except (SettingsError, discord.HTTPException, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,101 @@
+"""The Discord client: a `commands.Bot` that holds the services its cogs use.
+
+Everything it needs is passed in by the composition root (`bot.app`); the cogs reach
+the job service, settings and downloader through `interaction.client`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bot.discord.delivery import Delivery
+from bot.discord.downloads import AttachmentFetcher
+from bot.discord.errors import report_error
+from bot.discord.views import JobButton
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.jobs.service import JobService
+    from bot.jobs.storage import BlobStorage
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (
+    "bot.discord.cogs.stylize",
+    "bot.discord.cogs.styles",
+    "bot.discord.cogs.history",
+    "bot.discord.cogs.cancel",
+    "bot.discord.cogs.admin",
+)
+
+
+def point_discord_py_at(api_base: str, gateway_url: str) -> None:
+    """Sends discord.py's REST, webhook and gateway traffic to another server.
+
+    discord.py has no per-client setting for this: REST and webhook URLs (interaction
+    callbacks and follow-ups included) are built from the class attribute `Route.BASE`,
+    and a `Client` opens its first gateway connection at `DiscordWebSocket.DEFAULT_GATEWAY`
+    (later resumes use the `resume_gateway_url` the server sends in READY). Both are
+    process-wide, so the composition root calls this once, before any client exists.
+    """
+    Route.BASE = api_base.rstrip("/")
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class StyleTree(app_commands.CommandTree["StyleBot"]):
+    """Errors from every slash command and context menu end up in one place."""
+
+    async def on_error(self, interaction: discord.Interaction[StyleBot],
+                       error: app_commands.AppCommandError) -> None:
+        await report_error(interaction, error)
+
+
+class StyleBot(commands.Bot):
+    def __init__(self, *, settings: Settings, service: JobService, storage: BlobStorage,
+                 default_params: Mapping[str, Any] | None = None) -> None:
+        # The default intents: no privileged ones (no message content, no members list).
+        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
+                         help_command=None, tree_cls=StyleTree,
+                         allowed_mentions=discord.AllowedMentions(everyone=False, roles=False,
+                                                                  users=True))
+        self.settings = settings
+        self.service = service
+        self.storage = storage
+        # Parameters every new job starts from before the user's options (e.g. fewer steps).
+        self.default_params: dict[str, Any] = dict(default_params or {})
+        self.fetcher = AttachmentFetcher(hosts=settings.attachment_hosts,
+                                         max_bytes=settings.max_upload_bytes)
+        self.delivery = Delivery(self)
+
+    async def setup_hook(self) -> None:
+        await self.fetcher.open()
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        # Buttons on results and progress messages keep working after a restart: they
+        # are matched by their custom id (which carries the job id), not by a live view.
+        self.add_dynamic_items(JobButton)
+        if self.settings.dev_guild_id is not None:
+            # Commands synced to the development guild arrive with its id; look them up
+            # there too.
+            self.tree.copy_global_to(guild=discord.Object(self.settings.dev_guild_id))
+        self.delivery.start()
+
+    async def on_ready(self) -> None:
+        user = self.user
+        log.info("connected as %s (%s) to %d guild(s)", user, user.id if user else "?",
+                 len(self.guilds))
+        self.delivery.client_ready()
+
+    async def close(self) -> None:
+        await self.delivery.stop()
+        await super().close()
+        await self.fetcher.close()

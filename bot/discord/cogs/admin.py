@@ -1,0 +1,39 @@
+"""`/stylebot stats` for guild admins: the queue and the workers at a glance."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord import embeds
+from bot.discord.views import is_admin
+from bot.jobs.errors import NotAllowed
+
+if TYPE_CHECKING:
+    from bot.discord.client import StyleBot
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class Admin(commands.GroupCog, group_name="stylebot",
+            group_description="stylebot administration"):
+    def __init__(self, bot: StyleBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    @app_commands.command(name="stats")
+    async def stats(self, interaction: discord.Interaction[StyleBot]) -> None:
+        """Queue depth, busy and idle workers, jobs and average time today."""
+        # Discord hides the command from others by default; a server may change that,
+        # so check here too.
+        if not is_admin(interaction):
+            raise NotAllowed("Only server admins can see the stats.")
+        data = await self.bot.service.stats()
+        await interaction.response.send_message(embed=embeds.stats(data), ephemeral=True)
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(Admin(bot))

@@ -1,0 +1,78 @@
+"""`/history` (your recent jobs) and `/job` (one job in full)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord import embeds, pictures, views
+from bot.discord.views import Page, Pager
+from bot.jobs.errors import NotAllowed
+from bot.jobs.ids import normalize_job_id
+from bot.jobs.states import JobStatus
+
+if TYPE_CHECKING:
+    from bot.discord.client import StyleBot
+
+PAGE_SIZE = 5
+
+
+class History(commands.Cog):
+    def __init__(self, bot: StyleBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="history")
+    @app_commands.describe(limit="How many of your latest jobs to show")
+    async def history(self, interaction: discord.Interaction[StyleBot],
+                      limit: app_commands.Range[int, 1, 100] = 20) -> None:
+        """Your recent paintings, newest first."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        user_id = str(interaction.user.id)
+        service = self.bot.service
+        total = min(limit, await service.count_for_user(user_id))
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+
+        async def render(index: int) -> Page:
+            offset = index * PAGE_SIZE
+            jobs = await service.list_for_user(user_id, limit=min(PAGE_SIZE, total - offset),
+                                               offset=offset) if total > offset else []
+            return embeds.history(jobs, page=index, pages=pages, total=total), []
+
+        embed, _ = await render(0)
+        view = Pager(owner_id=interaction.user.id, count=pages, render=render) if pages > 1 \
+            else discord.utils.MISSING
+        await interaction.edit_original_response(embed=embed, view=view)
+
+    @app_commands.command(name="job")
+    @app_commands.rename(job_id="id")
+    @app_commands.describe(job_id="The job's id, e.g. k3x9p2")
+    async def job(self, interaction: discord.Interaction[StyleBot], job_id: str) -> None:
+        """One of your jobs in full: pictures, parameters and status."""
+        service = self.bot.service
+        job = await service.get(normalize_job_id(job_id))
+        if job.user_id != str(interaction.user.id) and not views.is_admin(interaction):
+            raise NotAllowed("That job belongs to someone else.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        files = [discord.File(io.BytesIO(await asyncio.to_thread(
+            pictures.thumbnail, await service.read_input(job.id))), "input.jpg")]
+        output = await service.read_output(job.id)
+        if output is not None:
+            files.append(discord.File(io.BytesIO(await asyncio.to_thread(
+                pictures.thumbnail, output, 512)), "output.jpg"))
+        embed = embeds.job_detail(job, input_name="input.jpg",
+                                  output_name="output.jpg" if output is not None else None)
+        status = JobStatus(job.status)
+        view = (views.progress_view(job.id) if status.is_active
+                else views.result_view(job.id) if status == JobStatus.succeeded
+                else discord.utils.MISSING)
+        await interaction.edit_original_response(embed=embed, attachments=files, view=view)
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(History(bot))

@@ -1,0 +1,139 @@
+"""`/stylize` and the "Stylize image" message context menu."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord import validation
+from bot.discord.jobflow import start_job
+from bot.discord.validation import AttachmentInfo
+from bot.discord.views import PresetPicker
+from bot.jobs.errors import InvalidRequest, UserError
+from stylizer import presets
+from stylizer.errors import UnknownStyle
+from stylizer.images import ALLOWED_EXTENSIONS, describe_allowed
+from stylizer.params import limits
+
+if TYPE_CHECKING:
+    from bot.discord.client import StyleBot
+
+log = logging.getLogger(__name__)
+
+_SIZE = limits()["size"]
+_STRENGTH = limits()["style_weight"]
+# Discord's option ranges come from StyleParams (the server may allow less; see build_params).
+SizeRange = app_commands.Range[int, int(_SIZE.min or 32), int(_SIZE.max or 2048)]
+StrengthRange = app_commands.Range[float, float(_STRENGTH.min or 0.01),
+                                   float(_STRENGTH.max or 100.0)]
+
+
+def attachment_info(a: discord.Attachment) -> AttachmentInfo:
+    return AttachmentInfo(a.filename, a.content_type, a.size, a.width, a.height)
+
+
+class Stylize(commands.Cog):
+    def __init__(self, bot: StyleBot) -> None:
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Stylize image", callback=self.stylize_message)
+        bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    # ---- helpers ---------------------------------------------------------------------
+    def _check_meta(self, attachment: discord.Attachment, what: str) -> None:
+        s = self.bot.settings
+        validation.check_attachment(attachment_info(attachment), what=what,
+                                    max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels)
+
+    async def _download(self, attachment: discord.Attachment, what: str) -> bytes:
+        s = self.bot.settings
+        data = await self.bot.fetcher.fetch(attachment.url, what=what)
+        await asyncio.to_thread(validation.check_image_bytes, data, what=what,
+                                max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels)
+        return data
+
+    def _check_preset(self, name: str) -> str:
+        try:
+            return presets.get(name, self.bot.settings.styles_dir).name
+        except UnknownStyle as exc:
+            raise InvalidRequest.from_stylizer(exc) from exc
+
+    # ---- /stylize ----------------------------------------------------------------------
+    @app_commands.command(name="stylize")
+    @app_commands.describe(
+        image="The photo to paint",
+        style="A preset painting (start typing to search)",
+        style_image="Or: your own image to take the style from",
+        strength="How much style: 1 is the default, 2 twice as much",
+        size="Long side of the painting in pixels",
+        preserve_colors="Keep the photo's colours",
+        private="Only you see the painting",
+    )
+    async def stylize(self, interaction: discord.Interaction[StyleBot],
+                      image: discord.Attachment, style: str | None = None,
+                      style_image: discord.Attachment | None = None,
+                      strength: StrengthRange | None = None, size: SizeRange | None = None,
+                      preserve_colors: bool | None = None, private: bool = False) -> None:
+        """Paint a photo in the style of a famous artwork, or of an image you upload."""
+        s = self.bot.settings
+        # Everything that needs no download is checked before answering, so a mistake
+        # costs the user no wait.
+        validation.check_style_choice(style, style_image is not None)
+        self._check_meta(image, "photo")
+        if style_image is not None:
+            self._check_meta(style_image, "style image")
+        preset = self._check_preset(style) if style else None
+        params = validation.build_params(self.bot.default_params, strength=strength, size=size,
+                                         preserve_colors=preserve_colors, max_size=s.max_size)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        content = await self._download(image, "photo")
+        style_bytes = await self._download(style_image, "style image") if style_image else None
+        await start_job(interaction, content=content, style=preset, style_image=style_bytes,
+                        params=params, private=private, source="slash")
+
+    @stylize.autocomplete("style")
+    async def style_autocomplete(self, interaction: discord.Interaction[StyleBot],
+                                 current: str) -> list[app_commands.Choice[str]]:
+        found = presets.suggest(current, self.bot.settings.styles_dir, limit=25)
+        return [app_commands.Choice(name=p.label[:100], value=p.name) for p in found]
+
+    # ---- context menu ------------------------------------------------------------------
+    async def stylize_message(self, interaction: discord.Interaction[StyleBot],
+                              message: discord.Message) -> None:
+        image = next((a for a in message.attachments
+                      if a.filename.lower().endswith(ALLOWED_EXTENSIONS)
+                      or (a.content_type or "").startswith("image/")), None)
+        if image is None:
+            raise UserError(f"That message has no image I can paint ({describe_allowed()}).",
+                            code="no_image")
+        self._check_meta(image, "image")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        # Download now: attachment links expire, and the user may take a while to choose.
+        content = await self._download(image, "image")
+        choices = await asyncio.to_thread(presets.list_presets, self.bot.settings.styles_dir)
+        picker = PresetPicker(owner_id=interaction.user.id,
+                              options=[(p.name, p.label) for p in choices],
+                              on_pick=functools.partial(self._picked, content=content))
+        await interaction.edit_original_response(content="Which style should I paint it in?",
+                                                 view=picker)
+
+    async def _picked(self, interaction: discord.Interaction[StyleBot], style: str, *,
+                      content: bytes) -> None:
+        params = validation.build_params(self.bot.default_params, strength=None, size=None,
+                                         preserve_colors=None,
+                                         max_size=self.bot.settings.max_size)
+        await interaction.response.edit_message(content=f"Starting `{style}`…", view=None)
+        await start_job(interaction, content=content, style=style, style_image=None,
+                        params=params, private=False, source="context_menu")
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(Stylize(bot))

@@ -1,0 +1,364 @@
+"""Showing a job's life in Discord: progress edits, then the result, never lost.
+
+The job service calls `on_event`, which only queues the event: each job gets its own
+worker task, so one job's Discord calls never hold up the service or another job, and
+one job's events are handled in order.
+
+A result goes, in this order of preference, (1) into the job's progress message
+through the interaction's webhook token while it lives (15 minutes), (2) as a channel
+message replying to the user, (3) as a DM when the channel refuses. Only then is the
+job marked delivered; the job id is the idempotency key, so a restart delivers what
+is left and nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.discord import embeds, pictures, views
+from bot.jobs.service import (
+    JobCancelledEvent,
+    JobEvent,
+    JobFailedEvent,
+    JobProgressEvent,
+    JobQueued,
+    JobStartedEvent,
+    JobSucceededEvent,
+    JobView,
+)
+from bot.jobs.states import JobStatus
+
+if TYPE_CHECKING:
+    from bot.discord.client import StyleBot
+    from bot.jobs.service import JobService
+
+log = logging.getLogger(__name__)
+
+# Jobs this front end created (the CLI delivers its own).
+DISCORD_SOURCES = frozenset({"slash", "context_menu", "button"})
+PROGRESS_INTERVAL_S = 4.0
+# Do not start a webhook call on a token this close to its end.
+TOKEN_MARGIN = timedelta(seconds=30)
+# Discord's answers meaning "that interaction token is no longer valid".
+DEAD_TOKEN_CODES = frozenset({10015, 50027})
+UNKNOWN_MESSAGE = 10008
+TOO_LARGE = 40005
+STOP_GRACE_S = 15.0
+
+
+@dataclass(frozen=True)
+class _Redeliver:
+    """Deliver a finished job found undelivered at start-up."""
+
+    job_id: str
+
+
+_Item = JobEvent | _Redeliver | None
+
+
+class Delivery:
+    def __init__(self, client: StyleBot, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.client = client
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._queues: dict[str, asyncio.Queue[_Item]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._holds: dict[str, asyncio.Event] = {}
+        self._limits: dict[str, int] = {}
+        self._last_progress: dict[str, float] = {}
+        # Jobs whose interaction token Discord has already refused: stop trying it.
+        self._dead_tokens: set[str] = set()
+        self._ready = asyncio.Event()
+        self._startup: asyncio.Task[None] | None = None
+
+    # ---- wiring ----------------------------------------------------------------------
+    @property
+    def service(self) -> JobService:
+        return self.client.service
+
+    def start(self) -> None:
+        self.service.subscribe(self.on_event)
+
+    def client_ready(self) -> None:
+        """Called on every READY; the first one redelivers what a previous run left."""
+        if not self._ready.is_set():
+            self._ready.set()
+            self._startup = asyncio.create_task(self._redeliver_all(), name="redeliver")
+
+    async def stop(self) -> None:
+        if self._startup is not None:
+            self._startup.cancel()
+        for queue in self._queues.values():
+            queue.put_nowait(None)
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+            for task in pending:
+                task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def holding(self, job_id: str) -> AsyncIterator[None]:
+        """Holds the job's events while its messages are being set up (and stored)."""
+        gate = asyncio.Event()
+        self._holds[job_id] = gate
+        try:
+            yield
+        finally:
+            gate.set()
+            self._holds.pop(job_id, None)
+
+    def remember_upload_limit(self, job_id: str, limit: int) -> None:
+        self._limits[job_id] = limit
+
+    async def on_event(self, event: JobEvent) -> None:
+        job_id = event.job_id if isinstance(event, JobProgressEvent) else event.job.id
+        self._enqueue(job_id, event)
+
+    def _enqueue(self, job_id: str, item: _Item) -> None:
+        queue = self._queues.get(job_id)
+        if queue is None:
+            queue = self._queues[job_id] = asyncio.Queue()
+            self._tasks[job_id] = asyncio.create_task(self._worker(job_id, queue),
+                                                      name=f"delivery-{job_id}")
+        queue.put_nowait(item)
+
+    async def _worker(self, job_id: str, queue: asyncio.Queue[_Item]) -> None:
+        try:
+            await self._ready.wait()
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                gate = self._holds.get(job_id)
+                if gate is not None:
+                    await gate.wait()
+                try:
+                    await self._handle(item)
+                except Exception:
+                    log.exception("showing an update of job %s in Discord failed", job_id)
+                final = isinstance(item, JobSucceededEvent | JobFailedEvent | JobCancelledEvent
+                                   | _Redeliver)
+                if final and queue.empty():
+                    return
+        finally:
+            # No await between the last empty check and here: no event can slip in between.
+            self._queues.pop(job_id, None)
+            self._tasks.pop(job_id, None)
+
+    async def _redeliver_all(self) -> None:
+        try:
+            jobs = await self.service.undelivered()
+        except Exception:
+            log.exception("could not list undelivered jobs")
+            return
+        for job in jobs:
+            if job.source in DISCORD_SOURCES:
+                log.info("delivering job %s left over from a previous run", job.id)
+                self._enqueue(job.id, _Redeliver(job.id))
+
+    # ---- events ----------------------------------------------------------------------
+    async def _handle(self, item: JobEvent | _Redeliver) -> None:
+        if isinstance(item, JobQueued):
+            return  # the submitting command shows the queued state itself
+        if isinstance(item, JobStartedEvent):
+            job = await self.service.get(item.job.id)
+            await self._edit_progress(job, embeds.running(job, step=0, total=job.total_steps,
+                                                          preview=False), [])
+        elif isinstance(item, JobProgressEvent):
+            await self._progress(item)
+        elif isinstance(item, JobCancelledEvent):
+            self._forget(item.job.id)
+            job = await self.service.get(item.job.id)
+            await self._edit_progress(job, embeds.cancelled(job), [], view=None)
+        elif isinstance(item, JobSucceededEvent):
+            await self._deliver(item.job.id, item.png)
+        elif isinstance(item, JobFailedEvent):
+            await self._deliver(item.job.id, None)
+        else:
+            await self._deliver(item.job_id, None)
+
+    async def _progress(self, event: JobProgressEvent) -> None:
+        now = time.monotonic()
+        last = self._last_progress.get(event.job_id)
+        if last is not None and now - last < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress[event.job_id] = now
+        job = await self.service.get(event.job_id)
+        if JobStatus(job.status) != JobStatus.running:
+            return
+        files = []
+        if event.preview_jpeg:
+            files.append(discord.File(io.BytesIO(event.preview_jpeg), embeds.PREVIEW_NAME))
+        embed = embeds.running(job, step=event.step, total=event.total,
+                               preview=bool(event.preview_jpeg))
+        await self._edit_progress(job, embed, files)
+
+    def _forget(self, job_id: str) -> None:
+        self._last_progress.pop(job_id, None)
+        self._limits.pop(job_id, None)
+        self._dead_tokens.discard(job_id)
+
+    def _token_alive(self, job: JobView) -> bool:
+        if not job.interaction_token or not job.application_id or job.id in self._dead_tokens:
+            return False
+        return job.token_expires_at is None or self.clock() < job.token_expires_at - TOKEN_MARGIN
+
+    def _webhook(self, job: JobView) -> discord.Webhook:
+        assert job.application_id
+        assert job.interaction_token
+        return discord.Webhook.partial(int(job.application_id), job.interaction_token,
+                                       client=self.client)
+
+    async def _edit_progress(self, job: JobView, embed: discord.Embed,
+                             files: list[discord.File], *, view: Any = ...) -> None:
+        if not job.progress_message_id or not self._token_alive(job):
+            return
+        if view is ...:
+            view = views.progress_view(job.id)
+        try:
+            await self._webhook(job).edit_message(int(job.progress_message_id), embed=embed,
+                                                  attachments=files, view=view)
+        except discord.HTTPException as exc:
+            if exc.code in DEAD_TOKEN_CODES or exc.status == 401:
+                self._dead_tokens.add(job.id)
+            log.info("could not update the progress message of job %s: %s", job.id, exc)
+
+    # ---- results ---------------------------------------------------------------------
+    async def _deliver(self, job_id: str, png: bytes | None) -> None:
+        self._last_progress.pop(job_id, None)
+        job = await self.service.get(job_id)
+        if job.delivered or job.source not in DISCORD_SOURCES:
+            return
+        if JobStatus(job.status) == JobStatus.succeeded and png is None:
+            png = await self.service.read_output(job.id)
+        message = await self._via_interaction(job, png)
+        if message is None and not job.private:
+            message = await self._via_channel(job, png)
+        if message is None:
+            message = await self._via_dm(job, png)
+        if message is None:
+            log.error("job %s could not be delivered anywhere; trying again at the next start",
+                      job.id)
+            return
+        await self.service.mark_delivered(job.id, result_message_id=str(message.id),
+                                          result_channel_id=str(message.channel.id))
+        self._forget(job.id)
+        log.info("job %s delivered (message %s)", job.id, message.id)
+
+    async def _content(self, job: JobView, png: bytes | None, limit: int
+                       ) -> dict[str, Any]:
+        """Message fields for the finished job; the painting shrunk to `limit` bytes."""
+        if png is None:
+            return {"embed": embeds.failed(job), "attachments": [], "view": None}
+        fitted = await asyncio.to_thread(pictures.fit_to_limit, png, limit)
+        filename = f"stylebot-{job.id}.{fitted.ext}"
+        embed = embeds.result(job, filename=filename, width=fitted.width, height=fitted.height,
+                              note=fitted.note)
+        return {"embed": embed, "attachments": [discord.File(io.BytesIO(fitted.data), filename)],
+                "view": views.result_view(job.id)}
+
+    async def _send_fitting(self, send: Callable[[dict[str, Any]], Any], job: JobView,
+                            png: bytes | None, limit: int) -> discord.Message:
+        """Sends; when Discord still says "too large" (our idea of the limit was wrong),
+        halves the limit and tries again."""
+        for _ in range(4):
+            fields = await self._content(job, png, limit)
+            try:
+                return await send(fields)  # type: ignore[no-any-return]
+            except discord.HTTPException as exc:
+                if exc.code != TOO_LARGE and exc.status != 413:
+                    raise
+                log.info("job %s: result too large for %d bytes; shrinking", job.id, limit)
+                limit //= 2
+        raise RuntimeError(f"job {job.id}: the result never fitted")
+
+    async def _via_interaction(self, job: JobView, png: bytes | None) -> discord.Message | None:
+        if not self._token_alive(job):
+            return None
+        webhook = self._webhook(job)
+        limit = self._limits.get(job.id, discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
+        pmid = int(job.progress_message_id) if job.progress_message_id else None
+
+        async def edit(fields: dict[str, Any]) -> discord.Message:
+            assert pmid is not None
+            return await webhook.edit_message(pmid, **fields)
+
+        async def send(fields: dict[str, Any]) -> discord.Message:
+            files = fields.pop("attachments")
+            view = fields.pop("view") or discord.utils.MISSING
+            return await webhook.send(**fields, files=files, view=view, wait=True,
+                                      ephemeral=job.private)
+
+        try:
+            if pmid is not None:
+                try:
+                    return await self._send_fitting(edit, job, png, limit)
+                except discord.NotFound as exc:
+                    if exc.code != UNKNOWN_MESSAGE:
+                        raise
+                    log.info("progress message of job %s is gone; sending a new one", job.id)
+            return await self._send_fitting(send, job, png, limit)
+        except discord.HTTPException as exc:
+            if exc.code in DEAD_TOKEN_CODES or exc.status == 401:
+                log.info("interaction token of job %s has expired", job.id)
+                self._dead_tokens.add(job.id)
+                return None
+            raise
+
+    async def _via_channel(self, job: JobView, png: bytes | None) -> discord.Message | None:
+        if not job.channel_id:
+            return None
+        channel_id = int(job.channel_id)
+        guild = self.client.get_guild(int(job.guild_id)) if job.guild_id else None
+        channel: Any = self.client.get_channel(channel_id) or self.client.get_partial_messageable(
+            channel_id, guild_id=guild.id if guild else None)
+        limit = guild.filesize_limit if guild else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+        reference = None
+        if job.progress_message_id:
+            reference = discord.MessageReference(message_id=int(job.progress_message_id),
+                                                 channel_id=channel_id, fail_if_not_exists=False)
+
+        async def send(fields: dict[str, Any]) -> discord.Message:
+            files = fields.pop("attachments")
+            view = fields.pop("view") or discord.utils.MISSING
+            return await channel.send(content=f"<@{job.user_id}>", **fields,  # type: ignore
+                                      files=files, view=view, reference=reference)
+
+        try:
+            return await self._send_fitting(send, job, png, limit)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            log.info("channel %s refused the result of job %s: %s", channel_id, job.id, exc)
+            return None
+
+    async def _via_dm(self, job: JobView, png: bytes | None) -> discord.Message | None:
+        try:
+            user_id = int(job.user_id)
+        except ValueError:
+            return None
+        try:
+            dm = await self.client.create_dm(discord.Object(user_id))
+
+            async def send(fields: dict[str, Any]) -> discord.Message:
+                files = fields.pop("attachments")
+                view = fields.pop("view") or discord.utils.MISSING
+                return await dm.send(**fields, files=files, view=view)
+
+            return await self._send_fitting(send, job, png,
+                                            discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            log.warning("could not DM user %s the result of job %s: %s", user_id, job.id, exc)
+            return None
+
+
+def token_expiry(created_at: datetime) -> datetime:
+    """Interaction tokens are valid for 15 minutes after the interaction was created."""
+    return created_at + timedelta(minutes=15)

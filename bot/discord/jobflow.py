@@ -1,0 +1,93 @@
+"""Starting a job from an interaction, and the buttons on a job's messages.
+
+Every path that makes a job (the slash command, the context menu, "Again" / "More
+style" / "Less style") ends in `start_job`. Its interaction has already been answered
+with a private ("ephemeral") placeholder, so errors before this point reach only the
+user; `start_job` turns that placeholder into a short receipt and posts the job's
+public progress message as a follow-up (or, for a private job, uses the placeholder
+itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.discord import embeds, validation, views
+from bot.discord.delivery import token_expiry
+from bot.jobs.errors import NotAllowed
+
+if TYPE_CHECKING:
+    from bot.discord.client import StyleBot
+    from bot.jobs.service import JobView
+
+log = logging.getLogger(__name__)
+
+
+async def start_job(interaction: discord.Interaction[StyleBot], *, content: bytes,
+                    style: str | None, style_image: bytes | None, params: dict[str, Any],
+                    private: bool, source: str, parent_id: str | None = None) -> JobView:
+    bot = interaction.client
+    service = bot.service
+    job = await service.submit(
+        user_id=str(interaction.user.id), user_name=interaction.user.display_name,
+        content=content, style=style, style_image=style_image, params=params, source=source,
+        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+        channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+        private=private, parent_id=parent_id)
+    # No await between submit returning and the hold: the job's events wait until its
+    # messages exist and are recorded.
+    async with bot.delivery.holding(job.id):
+        bot.delivery.remember_upload_limit(job.id, interaction.filesize_limit)
+        position = await service.queue_position(job.id)
+        eta = await service.eta_seconds(job.id)
+        embed = embeds.queued(job, position=position, eta_s=eta)
+        progress_id: str | None = None
+        msg: discord.Message
+        try:
+            if private:
+                msg = await interaction.edit_original_response(content=None, embed=embed,
+                                                               view=views.progress_view(job.id))
+            else:
+                await interaction.edit_original_response(
+                    content=f"Job `{job.id}` is in the queue; the painting will appear below.",
+                    embed=None, view=None)
+                msg = await interaction.followup.send(embed=embed, wait=True,
+                                                      view=views.progress_view(job.id))
+            progress_id = str(msg.id)
+        except discord.HTTPException:
+            # The job is safe in the database; delivery falls back to the channel or a DM.
+            log.warning("could not post the progress message of job %s", job.id, exc_info=True)
+        await service.set_delivery(job.id, interaction_token=interaction.token,
+                                   token_expires_at=token_expiry(interaction.created_at),
+                                   application_id=str(interaction.application_id),
+                                   progress_message_id=progress_id)
+    log.info("job %s queued for user %s (%s)", job.id, interaction.user.id, source)
+    return job
+
+
+async def on_job_button(interaction: discord.Interaction[StyleBot], action: str,
+                        job_id: str) -> None:
+    bot = interaction.client
+    job = await bot.service.get(job_id)
+    if action == "cancel":
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await bot.service.cancel(job_id, user_id=str(interaction.user.id),
+                                 is_admin=views.is_admin(interaction))
+        await interaction.edit_original_response(content=f"Job `{job_id}` is cancelled.")
+        return
+    if str(interaction.user.id) != job.user_id:
+        raise NotAllowed("Only the person who asked for this painting can use its buttons.")
+    params = validation.derive_params(job.params, action, new_seed=secrets.randbelow(2**31))
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    content = await bot.service.read_input(job.id)
+    style_image = None
+    if job.style == "custom" and job.style_hash:
+        style_image = await bot.storage.get_async(job.style_hash)
+    await start_job(interaction, content=content,
+                    style=None if style_image is not None else job.style,
+                    style_image=style_image, params=params, private=job.private,
+                    source="button", parent_id=job.id)

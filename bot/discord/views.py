@@ -1,0 +1,147 @@
+"""Buttons and menus.
+
+`JobButton` is a dynamic item: its custom id carries the action and the job id
+(`job:again:k3x9p2`), so a button on a message sent before a restart still works
+without any view being kept in memory. Only the job's owner may press them (and, for
+"Cancel", a guild admin).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import discord
+
+from bot.discord.errors import report_error, send_ephemeral
+
+log = logging.getLogger(__name__)
+
+ACTION_LABELS = {
+    "again": ("Again", "🎲", discord.ButtonStyle.primary),
+    "more": ("More style", "➕", discord.ButtonStyle.secondary),
+    "less": ("Less style", "➖", discord.ButtonStyle.secondary),
+    "cancel": ("Cancel", "✖️", discord.ButtonStyle.danger),
+}
+
+
+def is_admin(interaction: discord.Interaction[Any]) -> bool:
+    perms = interaction.permissions
+    return interaction.guild_id is not None and (perms.administrator or perms.manage_guild)
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                template=r"job:(?P<action>again|more|less|cancel):(?P<job_id>[0-9a-z]{1,16})"):
+    def __init__(self, action: str, job_id: str) -> None:
+        label, emoji, style = ACTION_LABELS[action]
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style,
+                                           custom_id=f"job:{action}:{job_id}"))
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str], /) -> JobButton:
+        return cls(match["action"], match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        # discord.py only logs errors raised here; route them to the user instead.
+        from bot.discord import jobflow  # jobflow builds these views: import at use
+
+        try:
+            await jobflow.on_job_button(interaction, self.action, self.job_id)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a message + log line
+            await report_error(interaction, exc, job_id=None)
+
+
+def progress_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton("cancel", job_id))
+    return view
+
+
+def result_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in ("again", "more", "less"):
+        view.add_item(JobButton(action, job_id))
+    return view
+
+
+Page = tuple[discord.Embed, list[discord.File]]
+
+
+class Pager(discord.ui.View):
+    """◀ ▶ through `count` pages that `render(index)` draws; only `owner_id` may page."""
+
+    def __init__(self, *, owner_id: int, count: int, render: Callable[[int], Awaitable[Page]],
+                 timeout: float = 300) -> None:
+        super().__init__(timeout=timeout)
+        self.owner_id = owner_id
+        self.count = count
+        self.render = render
+        self.index = 0
+        self._sync()
+
+    def _sync(self) -> None:
+        self.previous.disabled = self.index <= 0
+        self.next.disabled = self.index >= self.count - 1
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        if interaction.user.id != self.owner_id:
+            await send_ephemeral(interaction, "These buttons belong to someone else's command.")
+            return False
+        return True
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception,
+                       item: discord.ui.Item[Any], /) -> None:
+        await report_error(interaction, error)
+
+    async def _show(self, interaction: discord.Interaction[Any], index: int) -> None:
+        self.index = max(0, min(index, self.count - 1))
+        self._sync()
+        embed, files = await self.render(self.index)
+        await interaction.response.edit_message(embed=embed, attachments=files, view=self)
+
+    @discord.ui.button(label="◀", style=discord.ButtonStyle.secondary)
+    async def previous(self, interaction: discord.Interaction[Any],
+                       button: discord.ui.Button[Any]) -> None:
+        await self._show(interaction, self.index - 1)
+
+    @discord.ui.button(label="▶", style=discord.ButtonStyle.secondary)
+    async def next(self, interaction: discord.Interaction[Any],
+                   button: discord.ui.Button[Any]) -> None:
+        await self._show(interaction, self.index + 1)
+
+
+class PresetPicker(discord.ui.View):
+    """The context menu's answer: pick a preset for an image already downloaded."""
+
+    def __init__(self, *, owner_id: int, options: Sequence[tuple[str, str]],
+                 on_pick: Callable[[discord.Interaction[Any], str], Awaitable[None]],
+                 timeout: float = 600) -> None:
+        super().__init__(timeout=timeout)
+        self.owner_id = owner_id
+        self.on_pick = on_pick
+        select: discord.ui.Select[Any] = discord.ui.Select(
+            placeholder="Choose a style", min_values=1, max_values=1,
+            options=[discord.SelectOption(label=label[:100], value=value)
+                     for value, label in options[:25]])
+        select.callback = self._picked  # type: ignore[method-assign]
+        self.select = select
+        self.add_item(select)
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        if interaction.user.id != self.owner_id:
+            await send_ephemeral(interaction, "This menu belongs to someone else.")
+            return False
+        return True
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception,
+                       item: discord.ui.Item[Any], /) -> None:
+        await report_error(interaction, error)
+
+    async def _picked(self, interaction: discord.Interaction[Any]) -> None:
+        self.stop()
+        await self.on_pick(interaction, self.select.values[0])

@@ -1,0 +1,583 @@
+"""A small emulator of Discord's REST API, gateway and CDN, for end-to-end tests.
+
+It speaks enough of Discord's wire protocol for discord.py's own client code to log in,
+connect, sync application commands, receive interactions and answer them: the
+gateway (HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats, RESUME), interaction
+callbacks, webhook follow-ups and edits, channel messages, DM channels, multipart
+uploads and a CDN route for attachments.
+
+Faults a test can ask for: a 429 (with `retry_after`, the way Discord sends it) or a
+500 on the next matching request, an expired interaction token (webhook calls answer
+404 "Unknown Webhook", code 10015), a channel that refuses messages (403, code 50013),
+users who refuse DMs (403, code 50007), and a per-interaction upload size limit (413,
+code 40005).
+
+State is plain data (`Message`, `Interaction`) that tests read directly; every change
+wakes `wait_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import mimetypes
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import BodyPartReader, WSMsgType, web
+from emulator_interactions import InteractionSender
+from emulator_model import (
+    API_PREFIX,
+    DEFAULT_PERMISSIONS,
+    DISCORD_EPOCH_MS,
+    EPHEMERAL,
+    LOADING,
+    ApiError,
+    Call,
+    Fault,
+    Interaction,
+    Message,
+    StoredFile,
+    Upload,
+    User,
+    image_size,
+)
+
+__all__ = ["DiscordEmulator", "Interaction", "Message", "Upload", "User"]
+
+log = logging.getLogger(__name__)
+
+
+class DiscordEmulator(InteractionSender):
+    """Runs on 127.0.0.1 on a free port; `api_base`, `gateway_url`, `cdn_host` point at it."""
+
+    def __init__(self, *, token: str = "emulator-token", guild_filesize_limit: int = 10 << 20,
+                 ) -> None:
+        self.token = token
+        self._ids = itertools.count()
+        self.app_id = self.snowflake()
+        self.bot_user = {"id": str(self.app_id), "username": "stylebot", "global_name": None,
+                         "discriminator": "0", "avatar": None, "bot": True, "public_flags": 0}
+        self.guild_id = self.snowflake()
+        self.channel_id = self.snowflake()
+        self.alice = User(self.snowflake(), "alice")
+        self.bob = User(self.snowflake(), "bob")
+        self.admin = User(self.snowflake(), "admin", admin=True)
+        self.users = {u.id: u for u in (self.alice, self.bob, self.admin)}
+        self.guild_filesize_limit = guild_filesize_limit
+        self.global_commands: list[dict[str, Any]] = []
+        self.guild_commands: dict[int, list[dict[str, Any]]] = {}
+        self.messages: dict[int, Message] = {}
+        self.interactions: dict[int, Interaction] = {}
+        self.files: dict[int, StoredFile] = {}
+        self.dm_channels: dict[int, int] = {}  # dm channel id -> user id
+        self.calls: list[Call] = []
+        self.expired_tokens: set[str] = set()
+        self.refusing_channels: set[int] = set()
+        self.refuse_dms = False
+        self.identifies = 0
+        self.resumes = 0
+        self._faults: list[Fault] = []
+        self._sockets: list[web.WebSocketResponse] = []
+        self._acks: set[asyncio.Task[None]] = set()
+        self._seq = 0
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ---- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/cdn/attachments/{file_id}/{filename}", self._cdn)
+        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._api)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return self.base + API_PREFIX
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    @property
+    def cdn_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def snowflake(self) -> int:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return (ms << 22) | (next(self._ids) % 4096)
+
+    # ---- what tests control ----------------------------------------------------------
+    def fail_next(self, method: str, path_regex: str, status: int, *, retry_after: float = 0.3,
+                  times: int = 1) -> None:
+        """The next `times` requests matching answer `status` (429 carries retry_after)."""
+        self._faults.append(Fault(method.upper(), re.compile(path_regex), status, retry_after,
+                                   times))
+
+    def expire_token(self, token: str) -> None:
+        self.expired_tokens.add(token)
+
+    def refuse_channel(self, channel_id: int) -> None:
+        self.refusing_channels.add(channel_id)
+
+    def faults_left(self) -> int:
+        return sum(f.times for f in self._faults)
+
+    async def wait_for(self, predicate: Callable[[], Any], within: float = 30.0) -> Any:
+        """Waits until `predicate()` is truthy and returns its value."""
+        async def loop() -> Any:
+            async with self._changed:
+                while True:
+                    value = predicate()
+                    if value:
+                        return value
+                    await self._changed.wait()
+        return await asyncio.wait_for(loop(), within)
+
+    async def _touch(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def calls_to(self, method: str, path_regex: str) -> list[Call]:
+        rx = re.compile(path_regex)
+        return [c for c in self.calls if c.method == method and rx.search(c.path)]
+
+    def messages_in(self, channel_id: int) -> list[Message]:
+        return [m for m in self.messages.values() if m.channel_id == channel_id and not m.deleted]
+
+    def file_bytes(self, message: Message, index: int = 0) -> bytes:
+        return message.files[index].data
+
+    def add_file(self, upload: Upload) -> StoredFile:
+        fid = self.snowflake()
+        ctype = upload.content_type or mimetypes.guess_type(upload.filename)[0]
+        width, height = image_size(upload.data)
+        stored = StoredFile(fid, upload.filename, ctype, upload.data, width, height)
+        self.files[fid] = stored
+        return stored
+
+    def attachment_payload(self, f: StoredFile, declared_size: int | None = None
+                           ) -> dict[str, Any]:
+        url = f"{self.base}/cdn/attachments/{f.id}/{f.filename}"
+        out: dict[str, Any] = {"id": str(f.id), "filename": f.filename,
+                               "size": declared_size if declared_size is not None else len(f.data),
+                               "url": url, "proxy_url": url}
+        if f.content_type:
+            out["content_type"] = f.content_type
+        if f.width is not None:
+            out["width"], out["height"] = f.width, f.height
+        return out
+
+    def message_payload(self, m: Message) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": str(m.id), "channel_id": str(m.channel_id), "author": m.author,
+            "content": m.content, "embeds": m.embeds, "components": m.components,
+            "attachments": [self.attachment_payload(f) for f in m.files], "flags": m.flags,
+            "type": 0 if m.message_reference is None else 19, "tts": False, "pinned": False,
+            "mentions": [], "mention_roles": [], "mention_everyone": False,
+            "timestamp": "2024-01-01T00:00:00+00:00", "edited_timestamp": None,
+        }
+        if m.channel_id not in self.dm_channels:
+            out["guild_id"] = str(self.guild_id)
+        if m.message_reference is not None:
+            out["message_reference"] = m.message_reference
+        if m.webhook_id is not None:
+            out["webhook_id"] = str(m.webhook_id)
+            out["application_id"] = str(self.app_id)
+        return out
+
+    def post_user_message(self, user: User, content: str = "",
+                          uploads: tuple[Upload, ...] = ()) -> Message:
+        """A message some user sent to the guild channel (for the context menu)."""
+        m = Message(self.snowflake(), self.channel_id, user.payload(), content,
+                    files=[self.add_file(u) for u in uploads])
+        self.messages[m.id] = m
+        return m
+
+    # ---- gateway ----------------------------------------------------------------------
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        await self.wait_for(lambda: self._sockets, 30)
+        self._seq += 1
+        frame = {"op": 0, "t": event, "s": self._seq, "d": data}
+        for ws in list(self._sockets):
+            await ws.send_str(json.dumps(frame))
+
+    async def drop_connections(self) -> None:
+        """Closes every gateway socket with a resumable code (as a network blip would)."""
+        for ws in list(self._sockets):
+            await ws.close(code=4000)
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                op, d = frame.get("op"), frame.get("d")
+                if op == 1:
+                    # A few ms of "network": an instant ACK can beat discord.py's own
+                    # bookkeeping of when it sent the heartbeat (a spurious warning).
+                    task = asyncio.create_task(_ack(ws))
+                    self._acks.add(task)
+                    task.add_done_callback(self._acks.discard)
+                elif op == 2:
+                    if d.get("token") != self.token:
+                        await ws.close(code=4004, message=b"Authentication failed.")
+                        break
+                    self.identifies += 1
+                    self._sockets.append(ws)
+                    await self._send_ready(ws)
+                elif op == 6:
+                    self.resumes += 1
+                    self._sockets.append(ws)
+                    self._seq += 1
+                    await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": self._seq,
+                                                  "d": {}}))
+                await self._touch()
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+        return ws
+
+    async def _send_ready(self, ws: web.WebSocketResponse) -> None:
+        self._seq += 1
+        ready = {"v": 10, "user": self.bot_user, "session_id": f"session-{self.snowflake()}",
+                 "resume_gateway_url": self.gateway_url, "guilds": [
+                     {"id": str(self.guild_id), "unavailable": True}],
+                 "application": {"id": str(self.app_id), "flags": 0}}
+        await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
+        self._seq += 1
+        await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq,
+                                      "d": self._guild_payload()}))
+
+    def _guild_payload(self) -> dict[str, Any]:
+        gid = str(self.guild_id)
+        members = [u.member_payload() for u in self.users.values()]
+        members.append({"user": self.bot_user, "roles": [], "joined_at": "2024-01-01T00:00:00",
+                        "deaf": False, "mute": False, "flags": 0})
+        return {
+            "id": gid, "name": "Emulated Guild", "owner_id": str(self.admin.id),
+            "unavailable": False, "member_count": len(members), "premium_tier": 0,
+            "roles": [{"id": gid, "name": "@everyone", "permissions": str(DEFAULT_PERMISSIONS),
+                       "position": 0, "color": 0, "hoist": False, "managed": False,
+                       "mentionable": False, "flags": 0}],
+            "channels": [{"id": str(self.channel_id), "type": 0, "name": "general",
+                          "position": 0, "guild_id": gid, "permission_overwrites": []}],
+            "members": members, "threads": [], "emojis": [], "stickers": [],
+            "features": [], "large": False,
+        }
+
+    # ---- HTTP -------------------------------------------------------------------------
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        f = self.files.get(int(request.match_info["file_id"]))
+        if f is None or f.filename != request.match_info["filename"]:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=f.data, content_type=f.content_type or
+                            "application/octet-stream")
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        method = request.method
+        fault = self._take_fault(method, path)
+        if fault is not None:
+            self.calls.append(Call(method, path, fault.status))
+            await self._touch()
+            return _fault_response(fault)
+        try:
+            body, uploads = await _read_body(request)
+            files = [self.add_file(u) for u in uploads]
+            status, result = await self._route(method, path, body, files, request)
+        except ApiError as exc:
+            self.calls.append(Call(method, path, exc.status))
+            await self._touch()
+            return _json({"message": exc.message, "code": exc.code},
+                                     status=exc.status)
+        self.calls.append(Call(method, path, status, body))
+        await self._touch()
+        if status == 204:
+            return web.Response(status=204)
+        return _json(result, status=status)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        for fault in self._faults:
+            if fault.method == method and fault.pattern.search(path) and fault.times > 0:
+                fault.times -= 1
+                if fault.times == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    async def _route(self, method: str, path: str, body: Any, files: list[StoredFile],
+                     request: web.Request) -> tuple[int, Any]:
+        auth = request.headers.get("Authorization")
+        p = path.rstrip("/")
+        if p in ("/gateway", "/gateway/bot"):
+            return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": {
+                "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}
+        if p.startswith(("/interactions/", "/webhooks/")):
+            return self._webhook_route(method, p, body, files, request)
+        if auth != f"Bot {self.token}":
+            raise ApiError(401, 0, "401: Unauthorized")
+        if p == "/users/@me":
+            return 200, self.bot_user
+        if p == "/oauth2/applications/@me":
+            return 200, {"id": str(self.app_id), "name": "stylebot", "description": "",
+                         "icon": None, "bot_public": True, "bot_require_code_grant": False,
+                         "owner": self.admin.payload(), "verify_key": "0" * 64, "flags": 0,
+                         "interactions_endpoint_url": None}
+        if m := re.fullmatch(r"/applications/(\d+)(?:/guilds/(\d+))?/commands", p):
+            return self._commands(method, int(m[1]), m[2], body)
+        if p == "/users/@me/channels" and method == "POST":
+            user_id = int(body["recipient_id"])
+            cid = next((c for c, u in self.dm_channels.items() if u == user_id), None)
+            if cid is None:
+                cid = self.snowflake()
+                self.dm_channels[cid] = user_id
+            user = self.users[user_id]
+            return 200, {"id": str(cid), "type": 1, "recipients": [user.payload()],
+                         "last_message_id": None}
+        if m := re.fullmatch(r"/users/(\d+)", p):
+            if int(m[1]) not in self.users:
+                raise ApiError(404, 10013, "Unknown User")
+            return 200, self.users[int(m[1])].payload()
+        if m := re.fullmatch(r"/channels/(\d+)", p):
+            cid = int(m[1])
+            if cid != self.channel_id:
+                raise ApiError(404, 10003, "Unknown Channel")
+            return 200, {"id": str(cid), "type": 0, "guild_id": str(self.guild_id),
+                         "name": "general", "position": 0, "permission_overwrites": []}
+        if m := re.fullmatch(r"/channels/(\d+)/messages(?:/(\d+))?", p):
+            return self._channel_messages(method, int(m[1]), m[2], body, files)
+        raise ApiError(404, 0, f"404: Not Found ({method} {path})")
+
+    def _commands(self, method: str, app_id: int, guild: str | None, body: Any
+                  ) -> tuple[int, Any]:
+        if app_id != self.app_id:
+            raise ApiError(403, 50001, "Missing Access")
+        store = self.global_commands if guild is None else self.guild_commands.setdefault(
+            int(guild), [])
+        if method == "PUT":
+            store.clear()
+            for cmd in body:
+                cmd = dict(cmd, id=str(self.snowflake()), application_id=str(self.app_id),
+                           version=str(self.snowflake()))
+                cmd.setdefault("description", "")
+                if guild is not None:
+                    cmd["guild_id"] = guild
+                store.append(cmd)
+        return 200, store
+
+    def _channel_messages(self, method: str, cid: int, mid: str | None, body: Any,
+                          files: list[StoredFile]) -> tuple[int, Any]:
+        if cid != self.channel_id and cid not in self.dm_channels:
+            raise ApiError(404, 10003, "Unknown Channel")
+        if method == "POST" and mid is None:
+            if cid in self.refusing_channels:
+                raise ApiError(403, 50013, "Missing Permissions")
+            if cid in self.dm_channels and self.refuse_dms:
+                raise ApiError(403, 50007, "Cannot send messages to this user")
+            self._check_size(files, self.guild_filesize_limit)
+            m = Message(self.snowflake(), cid, self.bot_user)
+            self._apply(m, body, files, edit=False)
+            m.message_reference = body.get("message_reference")
+            self.messages[m.id] = m
+            return 200, self.message_payload(m)
+        msg = self.messages.get(int(mid)) if mid else None
+        if msg is None or msg.deleted or msg.channel_id != cid:
+            raise ApiError(404, 10008, "Unknown Message")
+        if method == "GET":
+            return 200, self.message_payload(msg)
+        if method == "PATCH":
+            self._check_size(files, self.guild_filesize_limit)
+            self._apply(msg, body, files, edit=True)
+            return 200, self.message_payload(msg)
+        raise ApiError(405, 0, "405: Method Not Allowed")
+
+    def _interaction_for(self, token: str) -> Interaction:
+        if token in self.expired_tokens:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        for ix in self.interactions.values():
+            if ix.token == token:
+                return ix
+        raise ApiError(404, 10015, "Unknown Webhook")
+
+    def _webhook_route(self, method: str, p: str, body: Any, files: list[StoredFile],
+                       request: web.Request) -> tuple[int, Any]:
+        if m := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
+            ix = self._interaction_for(m[2])
+            if int(m[1]) != ix.id:
+                raise ApiError(404, 10062, "Unknown interaction")
+            if ix.callbacks:
+                raise ApiError(400, 40060, "Interaction has already been acknowledged.")
+            self._check_size(files, ix.filesize_limit)
+            return self._callback(ix, body, files)
+        m = re.fullmatch(r"/webhooks/(\d+)/([^/]+)(?:/messages/(@original|\d+))?", p)
+        if m is None or int(m[1]) != self.app_id:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        ix = self._interaction_for(m[2])
+        target = m[3]
+        if target is None:
+            if method != "POST":
+                raise ApiError(405, 0, "405: Method Not Allowed")
+            self._check_size(files, ix.filesize_limit)
+            return self._followup(ix, body, files)
+        mid = ix.original_id if target == "@original" else int(target)
+        msg = self.messages.get(mid) if mid else None
+        if msg is None or msg.deleted or (msg.interaction_token != ix.token
+                                          and msg.id != ix.original_id):
+            raise ApiError(404, 10008, "Unknown Message")
+        if method == "GET":
+            return 200, self.message_payload(msg)
+        if method == "PATCH":
+            self._check_size(files, ix.filesize_limit)
+            self._apply(msg, body, files, edit=True)
+            msg.flags &= ~LOADING
+            return 200, self.message_payload(msg)
+        if method == "DELETE":
+            msg.deleted = True
+            return 204, None
+        raise ApiError(405, 0, "405: Method Not Allowed")
+
+    def _callback(self, ix: Interaction, body: Any, files: list[StoredFile]
+                  ) -> tuple[int, Any]:
+        kind = body["type"]
+        data = body.get("data") or {}
+        ix.callbacks.append(body)
+        info: dict[str, Any] = {"id": str(ix.id), "type": ix.type,
+                                "response_message_loading": kind == 5,
+                                "response_message_ephemeral": bool(data.get("flags", 0)
+                                                                   & EPHEMERAL)}
+        resource: dict[str, Any] = {"type": kind}
+        if kind in (4, 5):  # a new message: the reply, or the "thinking..." placeholder
+            m = Message(self.snowflake(), int(ix.payload["channel_id"]), self.bot_user,
+                        webhook_id=self.app_id, interaction_token=ix.token)
+            self._apply(m, data, files, edit=False)
+            if kind == 5:
+                m.flags |= LOADING
+            self.messages[m.id] = m
+            ix.original_id = m.id
+            info["response_message_id"] = str(m.id)
+            resource["message"] = self.message_payload(m)
+        elif kind in (6, 7):  # (deferred) update of the message the component is on,
+            # which then is the interaction's "@original"
+            src = self.messages[int(ix.payload["message"]["id"])]
+            ix.original_id = src.id
+            if kind == 7:
+                self._apply(src, data, files, edit=True)
+                resource["message"] = self.message_payload(src)
+        return 200, {"interaction": info, "resource": resource}
+
+    def _followup(self, ix: Interaction, body: Any, files: list[StoredFile]
+                  ) -> tuple[int, Any]:
+        if not ix.callbacks:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        original = self.original(ix)
+        if original is not None and original.loading and not ix.followup_ids:
+            # Discord: the first follow-up after a deferral replaces the "thinking..."
+            # message and keeps its flags (an ephemeral deferral stays ephemeral).
+            flags = original.flags & EPHEMERAL
+            self._apply(original, body, files, edit=True)
+            original.flags = flags
+            ix.followup_ids.append(original.id)
+            return 200, self.message_payload(original)
+        m = Message(self.snowflake(), int(ix.payload["channel_id"]), self.bot_user,
+                    webhook_id=self.app_id, interaction_token=ix.token)
+        self._apply(m, body, files, edit=False)
+        self.messages[m.id] = m
+        ix.followup_ids.append(m.id)
+        return 200, self.message_payload(m)
+
+    def _apply(self, m: Message, body: dict[str, Any], files: list[StoredFile], *, edit: bool
+               ) -> None:
+        if "content" in body:
+            m.content = body["content"] or ""
+        if "embeds" in body:
+            m.embeds = body["embeds"] or []
+        if "components" in body:
+            m.components = body["components"] or []
+        if "flags" in body and not edit:
+            m.flags = body["flags"] or 0
+        if "attachments" in body:
+            keep = {int(a["id"]) for a in body["attachments"]}
+            m.files = [f for f in m.files if f.id in keep] + files
+        elif files:
+            m.files = (m.files if edit else []) + files
+        if edit:
+            m.edits += 1
+            m.history.append((m.text(), [f.filename for f in m.files]))
+
+    @staticmethod
+    def _check_size(files: list[StoredFile], limit: int) -> None:
+        if any(len(f.data) > limit for f in files):
+            raise ApiError(413, 40005, "Request entity too large")
+
+
+async def _ack(ws: web.WebSocketResponse) -> None:
+    await asyncio.sleep(0.05)
+    if not ws.closed:
+        await ws.send_str(json.dumps({"op": 11}))
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+          ) -> web.Response:
+    # Exactly "application/json", no charset: discord.py parses only that as JSON.
+    return web.Response(body=json.dumps(data).encode(), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def _fault_response(fault: Fault) -> web.Response:
+    if fault.status == 429:
+        # discord.py only trusts a 429 that came through Discord's proxy (a Via header).
+        return _json(
+            {"message": "You are being rate limited.", "retry_after": fault.retry_after,
+             "global": False},
+            status=429, headers={"Via": "1.1 google", "Retry-After": str(fault.retry_after),
+                                 "X-RateLimit-Scope": "user"})
+    return _json({"message": "500: Internal Server Error", "code": 0},
+                             status=fault.status)
+
+
+async def _read_body(request: web.Request) -> tuple[Any, list[Upload]]:
+    """JSON, or multipart with `payload_json` and `files[n]` parts (as discord.py sends)."""
+    if request.content_type.startswith("multipart/"):
+        payload: Any = {}
+        uploads: list[tuple[int, Upload]] = []
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            name = part.name or ""
+            data = bytes(await part.read())
+            if name == "payload_json":
+                payload = json.loads(data)
+            elif m := re.fullmatch(r"files\[(\d+)\]", name):
+                uploads.append((int(m[1]), Upload(part.filename or "file", data,
+                                                  part.headers.get("Content-Type"))))
+        return payload, [u for _, u in sorted(uploads, key=lambda t: t[0])]
+    raw = await request.read()
+    return (json.loads(raw) if raw else None), []

@@ -1,0 +1,145 @@
+"""The emulator's state: users, files, messages and interactions as plain data."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+DISCORD_EPOCH_MS = 1420070400000
+API_PREFIX = "/api/v10"
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+ADMINISTRATOR = 1 << 3
+DEFAULT_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 31)  # view, send..
+
+
+@dataclass
+class User:
+    id: int
+    username: str
+    admin: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": str(self.id), "username": self.username, "global_name": self.username,
+                "discriminator": "0", "avatar": None, "bot": False, "public_flags": 0}
+
+    def member_payload(self) -> dict[str, Any]:
+        perms = DEFAULT_PERMISSIONS | (ADMINISTRATOR | (1 << 5) if self.admin else 0)
+        return {"user": self.payload(), "roles": [], "nick": None, "avatar": None,
+                "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False,
+                "flags": 0, "pending": False, "permissions": str(perms)}
+
+
+@dataclass
+class Upload:
+    """A file a test attaches to an interaction (an option value or a message)."""
+
+    filename: str
+    data: bytes
+    content_type: str | None = None
+    declared_size: int | None = None  # lie about the size in the metadata
+
+
+@dataclass
+class StoredFile:
+    id: int
+    filename: str
+    content_type: str | None
+    data: bytes
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class Message:
+    id: int
+    channel_id: int
+    author: dict[str, Any]
+    content: str = ""
+    embeds: list[dict[str, Any]] = field(default_factory=list)
+    components: list[dict[str, Any]] = field(default_factory=list)
+    files: list[StoredFile] = field(default_factory=list)
+    flags: int = 0
+    message_reference: dict[str, Any] | None = None
+    webhook_id: int | None = None
+    interaction_token: str | None = None
+    edits: int = 0
+    deleted: bool = False
+    # (text, file names) after each edit, oldest first.
+    history: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    @property
+    def ephemeral(self) -> bool:
+        return bool(self.flags & EPHEMERAL)
+
+    @property
+    def loading(self) -> bool:
+        return bool(self.flags & LOADING)
+
+    def custom_ids(self) -> list[str]:
+        out: list[str] = []
+        for row in self.components:
+            for comp in row.get("components", []):
+                if "custom_id" in comp:
+                    out.append(comp["custom_id"])
+        return out
+
+    def text(self) -> str:
+        """Content plus every embed's visible text, for assertions."""
+        parts = [self.content]
+        for e in self.embeds:
+            parts += [e.get("title", ""), e.get("description", "")]
+            parts += [f"{f.get('name', '')} {f.get('value', '')}" for f in e.get("fields", [])]
+            parts.append((e.get("footer") or {}).get("text", ""))
+        return "\n".join(p for p in parts if p)
+
+
+@dataclass
+class Interaction:
+    id: int
+    token: str
+    type: int
+    user: User
+    payload: dict[str, Any]
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    original_id: int | None = None
+    followup_ids: list[int] = field(default_factory=list)
+    filesize_limit: int = 10 * 1024 * 1024
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    status: int
+    body: Any = None
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    retry_after: float
+    times: int
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def image_size(data: bytes) -> tuple[int | None, int | None]:
+    """Width and height from the header, as Discord reports them for images."""
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    return None, None

@@ -1,0 +1,97 @@
+"""A bot restart loses nothing: queued jobs run and reach their progress messages,
+results nobody could receive are delivered, and old buttons still work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bot_helpers import (
+    PRESET,
+    GatedPool,
+    bot_running,
+    decode,
+    job_id_of,
+    make_settings,
+    painting,
+    photo_png,
+    progress_message,
+    wait_delivered,
+    wait_job,
+    wait_painting,
+)
+from emulator import DiscordEmulator, Upload
+
+from bot.app import push_commands
+from bot.jobs.states import JobStatus
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_restart(emu: DiscordEmulator, tmp_path: Path) -> None:
+    settings = make_settings(emu, tmp_path / "bot")
+    await push_commands(settings)
+
+    async with bot_running(settings, gate=True) as app:
+        pool = app.executor
+        assert isinstance(pool, GatedPool)
+        # 1. A finished job whose message will carry buttons across the restart.
+        done_ix = await emu.slash("stylize", emu.alice, image=Upload("a.png", photo_png()),
+                                  style=PRESET)
+        done_msg = await progress_message(emu, done_ix)
+        await wait_painting(emu, done_msg)
+        done_id = job_id_of(done_msg)
+        await wait_delivered(app, done_id)
+
+        # 2. A job that finishes while nobody can receive it: token gone, channel and DMs
+        #    refused. It stays undelivered.
+        pool.open = False
+        lost_ix = await emu.slash("stylize", emu.bob, image=Upload("b.png", photo_png(seed=3)),
+                                  style=PRESET)
+        lost_id = job_id_of(await progress_message(emu, lost_ix))
+        emu.expire_token(lost_ix.token)
+        emu.refuse_channel(emu.channel_id)
+        emu.refuse_dms = True
+        pool.open = True
+        await wait_job(app, lost_id, lambda j: j.status == JobStatus.succeeded)
+        await emu.wait_for(lambda: any(
+            c.status == 403 for c in emu.calls_to("POST", r"^/channels/\d+/messages$")
+            if int(c.path.split("/")[2]) in emu.dm_channels), 30)
+
+        # 3. A job still queued when the bot stops.
+        pool.open = False
+        queued_ix = await emu.slash("stylize", emu.alice, image=Upload("c.png", photo_png(seed=5)),
+                                    style=PRESET)
+        queued_msg = await progress_message(emu, queued_ix)
+        queued_id = job_id_of(queued_msg)
+        assert (await app.service.get(queued_id)).status == JobStatus.queued
+
+    emu.refusing_channels.clear()
+    emu.refuse_dms = False
+    identifies = emu.identifies
+    async with bot_running(settings) as app:
+        assert emu.identifies == identifies + 1
+        # The queued job runs and lands in the progress message posted before the restart.
+        await wait_painting(emu, queued_msg)
+        await wait_delivered(app, queued_id)
+
+        # The undelivered result reaches the channel, replying to bob.
+        lost = await wait_delivered(app, lost_id)
+        reply = emu.messages[int(lost.result_message_id)]
+        assert reply.channel_id == emu.channel_id
+        assert f"<@{emu.bob.id}>" in reply.content
+        assert decode(painting(reply)).format == "PNG"
+
+        # A button on a message from before the restart still works.
+        again = await emu.press(done_msg, f"job:again:{done_id}", emu.alice)
+        child_msg = await progress_message(emu, again)
+        await wait_painting(emu, child_msg)
+        child = await wait_delivered(app, job_id_of(child_msg))
+        parent = await app.service.get(done_id)
+        assert child.parent_id == done_id
+        assert child.params["seed"] != parent.params["seed"]
+
+    # Each result was delivered exactly once.
+    for job_id in (done_id, lost_id, queued_id):
+        sent = [m for m in emu.messages.values() if job_id in m.text() and painting(m)]
+        assert len(sent) == 1, job_id
