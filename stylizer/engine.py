@@ -63,7 +63,8 @@ class Result:
     image: Image.Image
     steps: int
     seconds: float
-    # The objective evaluated on the image as saved (rounded to 8 bits), in fp32.
+    # The objective evaluated on the image as saved (rounded to 8 bits), with the same
+    # network precision as the optimisation (fp32 on a CPU, bf16 convolutions on a GPU).
     content_loss: float
     style_loss: float
     total_loss: float
@@ -145,10 +146,14 @@ class Stylizer:
     """Holds VGG19 on a device; paints with `run`."""
 
     def __init__(self, device: str = "auto", weights: str = "caffe", *,
-                 cuda_graphs: bool = True) -> None:
+                 cuda_graphs: bool = True, precision: str = "auto") -> None:
+        """`precision`: "auto" (bf16 convolutions on a GPU, fp32 on a CPU), "bf16" or "fp32"."""
         self.device = resolve_device(device)
         self.weights = weights
         self.cuda_graphs = cuda_graphs
+        if precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"unknown precision {precision!r}")
+        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -168,9 +173,9 @@ class Stylizer:
         return self._models[pooling]
 
     def _autocast(self) -> AbstractContextManager[object]:
-        # bf16 convolutions on the GPU; Grams and losses stay fp32 (see losses.py).
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        # bf16 convolutions; Grams and losses stay fp32 (see losses.py).
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
     def features(self, img: torch.Tensor, pooling: str) -> list[torch.Tensor]:
@@ -300,15 +305,19 @@ class Stylizer:
                                  preview_size, preserve, content_t)
             done += n_steps
         assert img is not None
-        final = self._recolour(img, content_t) if preserve else img
-        results = []
-        for i, (content, job_styles) in enumerate(zip(contents, styles, strict=True)):
-            # Judge the result as it will be saved: rounded to 8 bits, scored in fp32.
-            saved = to_image(final[i:i + 1])
-            scores = self.evaluate(saved, content, job_styles, params)
-            results.append(Result(saved, total_steps, time.perf_counter() - start,
-                                  scores["content"], scores["style"], scores["total"]))
-        return results
+        final = (self._recolour(img, content_t) if preserve else img).round()
+        # Score the images as they will be saved (rounded to 8 bits) against the last
+        # level's targets: one batched forward, no targets recomputed.
+        with torch.no_grad():
+            scored = _luminance(final).expand(-1, 3, -1, -1) if preserve else final
+            feats = self.features(scored, params.pooling)
+            c_loss = losses.content_loss(feats[_CONTENT_POS], content_feat)
+            s_loss = losses.style_loss([feats[p] for p in _STYLE_POS], grams)
+            c_vals, s_vals = c_loss.tolist(), s_loss.tolist()
+        seconds = time.perf_counter() - start
+        return [Result(to_image(final[i:i + 1]), total_steps, seconds, c, s,
+                       params.content_weight * c + params.style_weight * s)
+                for i, (c, s) in enumerate(zip(c_vals, s_vals, strict=True))]
 
     def _batch_targets(self, work: torch.Tensor, styles: Sequence[Sequence[Image.Image]],
                        params: StyleParams, style_keys: Sequence[Sequence[str]] | None,

@@ -100,6 +100,13 @@ class VGGFeatures(nn.Module):
         for i, layer in enumerate(self.features):
             if target is None:
                 break
+            if i == 0:
+                # The first convolution always runs in fp32: in bf16 a pixel near 200 has a
+                # resolution of 1.0, so sub-unit updates of the image would be invisible.
+                # It is 3 input channels, a sliver of the network's work.
+                with torch.autocast(x.device.type, enabled=False):
+                    x = layer(x.float())
+                continue
             x = layer(x)
             if i == target:
                 out.append(x)

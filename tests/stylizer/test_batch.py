@@ -1,0 +1,73 @@
+"""Batched jobs and the GPU fast path give the same paintings as one job at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylizer.engine import Stylizer
+from stylizer.params import StyleParams
+
+
+def _photo(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3)
+    return Image.fromarray((base * 0.6 + rng.uniform(0, 100, base.shape)).astype(np.uint8))
+
+
+def test_a_batch_paints_each_image_as_if_alone() -> None:
+    st = Stylizer("cpu")
+    params = StyleParams(size=64, steps=6, scales=1)
+    photos = [_photo(1), _photo(2)]
+    styles = [[_photo(3)], [_photo(4), _photo(5)]]
+    batch = st.run_batch(photos, styles, params)
+    alone = [st.run(p, s, params) for p, s in zip(photos, styles, strict=True)]
+    for b, a in zip(batch, alone, strict=True):
+        diff = np.abs(np.asarray(b.image, np.int16) - np.asarray(a.image, np.int16))
+        assert diff.max() <= 2  # float summation order differs between batch sizes
+        assert b.total_loss == pytest.approx(a.total_loss, rel=1e-3)
+    assert batch[0].image.tobytes() != batch[1].image.tobytes()
+
+
+def test_a_batch_needs_photos_of_one_size() -> None:
+    st = Stylizer("cpu")
+    with pytest.raises(ValueError, match="one size"):
+        st.run_batch([_photo(1), _photo(2, (48, 64))], [[_photo(3)], [_photo(3)]],
+                     StyleParams(size=48, steps=2, scales=1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_match_eager_steps() -> None:
+    photo, style = _photo(1, (256, 192)), _photo(2, (256, 256))
+    params = StyleParams(size=256, steps=30, scales=1)
+    graphed = Stylizer("cuda", cuda_graphs=True).run(photo, [style], params)
+    eager = Stylizer("cuda", cuda_graphs=False).run(photo, [style], params)
+    assert graphed.total_loss == pytest.approx(eager.total_loss, rel=0.05)
+
+
+def test_bf16_path_stays_within_a_few_percent_of_fp32() -> None:
+    """The GPU's numerics (bf16 convolutions, fp32 Grams) run on the CPU too: the same
+    job's saved painting, scored by one fp32 evaluator, loses no more than a few percent."""
+    photo, style = _photo(1, (48, 40)), _photo(2, (48, 48))
+    params = StyleParams(size=48, steps=16, scales=1)
+    ref_engine = Stylizer("cpu", precision="fp32")
+    fast = Stylizer("cpu", precision="bf16").run(photo, [style], params)
+    ref = ref_engine.run(photo, [style], params)
+    fast_score = ref_engine.evaluate(fast.image, photo, [style], params)
+    ref_score = ref_engine.evaluate(ref.image, photo, [style], params)
+    assert fast_score["total"] == pytest.approx(ref_score["total"], rel=0.05)
+    assert fast_score["style"] == pytest.approx(ref_score["style"], rel=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fast_path_stays_close_to_fp32() -> None:
+    """bf16 convolutions + graphs on the GPU against the fp32 CPU path, same job."""
+    photo, style = _photo(1), _photo(2, (64, 64))
+    params = StyleParams(size=64, steps=30, scales=1)
+    fast = Stylizer("cuda").run(photo, [style], params)
+    ref = Stylizer("cpu").run(photo, [style], params)
+    assert fast.total_loss == pytest.approx(ref.total_loss, rel=0.1)
