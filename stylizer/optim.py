@@ -33,18 +33,25 @@ class BatchLBFGS:
         self.prev_x = torch.zeros(b, n, device=dev)
         self.prev_g = torch.zeros(b, n, device=dev)
         self.k = torch.zeros((), dtype=torch.long, device=dev)  # steps taken
+        self.fresh = torch.ones(b, dtype=torch.bool, device=dev)  # no usable last step
+        self.best_loss = torch.full((b,), float("inf"), device=dev)
+        self.best_x = x.detach().reshape(b, -1).float().clone()
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)  # next ring slot
         self._ar = torch.arange(history, device=dev)
 
     # Every state update below is in place, so that a captured CUDA graph of a step
     # reads and writes the same memory on every replay.
     @torch.no_grad()
-    def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
-        """Updates x in place from its gradient (both (B, ...)), then clamps it."""
+    def step(self, x: torch.Tensor, grad: torch.Tensor, loss: torch.Tensor | None = None) -> None:
+        """Updates x in place from its gradient (both (B, ...)), then clamps it.
+
+        `loss`, (B,), is f(x) before the update; with it the step keeps track of the best
+        iterate and restarts an image that overshot (see the module notes).
+        """
         b = x.shape[0]
         xf = x.reshape(b, -1).float()
         g = grad.reshape(b, -1).float()
-        first = self.k == 0
+        first = self.fresh.clone()
         # Store the pair from the previous step (none before the first).
         s = xf - self.prev_x
         y = g - self.prev_g
@@ -89,5 +96,26 @@ class BatchLBFGS:
         self.prev_x.copy_(xf)
         self.prev_g.copy_(g)
         new = (xf + t[:, None] * d).clamp_(self.lo, self.hi)
+        if loss is not None:
+            loss = loss.detach().float()
+            better = loss < self.best_loss
+            self.best_loss.copy_(torch.where(better, loss, self.best_loss))
+            self.best_x.copy_(torch.where(better[:, None], xf, self.best_x))
+            blown = loss > 2.0 * self.best_loss
+            new = torch.where(blown[:, None], self.best_x, new)
+            self.valid.mul_((~blown).float()[:, None])
+            self.fresh.copy_(blown)
+        else:
+            self.fresh.zero_()
         x.copy_(new.view_as(x))
         self.k.add_(1)
+
+    def forget_best(self) -> None:
+        """The objective changed (a new phase of a schedule): old losses no longer compare."""
+        self.best_loss.fill_(float("inf"))
+
+    @torch.no_grad()
+    def keep_best(self, x: torch.Tensor, loss: torch.Tensor) -> None:
+        """Given f(x) for the final x, puts back the best iterate where it was better."""
+        worse = loss.detach().float() > self.best_loss
+        x.copy_(torch.where(worse[:, None], self.best_x, x.reshape(x.shape[0], -1)).view_as(x))

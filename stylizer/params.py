@@ -72,18 +72,43 @@ class StyleParams:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get(
-                "choices")
+            if f.name == "style_blend":
+                continue
+            kind = type(f.default)
+            # Types first: JSON and slash commands hand us strings and bools that Python
+            # would otherwise compare happily with numbers.
+            if kind is bool and not isinstance(value, bool):
+                raise InvalidParams(f"{f.name} must be true or false, not {value!r}.")
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidParams(f"{f.name} must be a whole number, not {value!r}.")
+            if kind is float:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise InvalidParams(f"{f.name} must be a number, not {value!r}.")
+                object.__setattr__(self, f.name, float(value))
+                value = float(value)
+            if kind is str and not isinstance(value, str):
+                raise InvalidParams(f"{f.name} must be text, not {value!r}.")
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            choices = f.metadata.get("choices")
             if choices is not None and value not in choices:
                 raise InvalidParams(f"{f.name} must be one of {', '.join(choices)}, not {value!r}.")
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise InvalidParams(f"{f.name} must be a finite number.")
-                if (lo is not None and value < lo) or (hi is not None and value > hi):
-                    raise InvalidParams(f"{f.name} must be between {lo:g} and {hi:g}, not {value}.")
-        if any(w < 0 or not math.isfinite(w) for w in self.style_blend):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidParams(f"{f.name} must be a finite number.")
+            if kind in (int, float) and (
+                    (lo is not None and value < lo) or (hi is not None and value > hi)):
+                raise InvalidParams(f"{f.name} must be between {lo:g} and {hi:g}, not {value}.")
+        self._check_blend()
+
+    def _check_blend(self) -> None:
+        blend = self.style_blend
+        if not isinstance(blend, tuple | list) or any(
+                isinstance(w, bool) or not isinstance(w, int | float) for w in blend):
+            raise InvalidParams("style weights must be a list of numbers.")
+        blend = tuple(float(w) for w in blend)
+        object.__setattr__(self, "style_blend", blend)
+        if any(w < 0 or not math.isfinite(w) for w in blend):
             raise InvalidParams("style weights must be non-negative numbers.")
-        if self.style_blend and sum(self.style_blend) <= 0:
+        if blend and sum(blend) <= 0:
             raise InvalidParams("style weights must not all be zero.")
 
     def replace(self, **changes: Any) -> StyleParams:
@@ -100,8 +125,6 @@ class StyleParams:
         """Builds params from plain data (JSON), ignoring unknown keys."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
-        if "style_blend" in kwargs:
-            kwargs["style_blend"] = tuple(float(w) for w in kwargs["style_blend"])
         try:
             return cls(**kwargs)
         except TypeError as exc:  # a wrong type for a field

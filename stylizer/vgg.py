@@ -151,6 +151,16 @@ def torchvision_cache_path() -> Path:
 
 
 def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return _read_state_file(path)
+    except WeightsUnavailable:
+        raise
+    except Exception as exc:
+        raise WeightsUnavailable(f"{path} is not a readable VGG19 state dict "
+                                 f"({type(exc).__name__}).") from exc
+
+
+def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -190,7 +200,11 @@ def load_vgg(weights: str = "caffe", *, device: torch.device | str = "cpu",
                                      "or a path to a .pth/.safetensors VGG19 state dict.")
         state, pre = _load_state_file(path), Preprocess.imagenet()
     features = _skeleton().to_empty(device=device)
-    features.load_state_dict(state)
+    try:
+        features.load_state_dict(state)
+    except RuntimeError as exc:  # wrong shapes: not VGG19
+        raise WeightsUnavailable(f"{weights} does not hold VGG19's convolution weights: the "
+                                 "shapes do not match.") from exc
     model = VGGFeatures(features, pre, pooling).to(device)
     log.debug("VGG19 (%s weights, %s pooling) ready on %s", weights, pooling, device)
     return model

@@ -1,0 +1,327 @@
+"""Untrusted bytes in, clean pictures out: formats, modes, orientation, limits, metadata."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile, PngImagePlugin
+
+from stylizer import images
+from stylizer.errors import CorruptImage, ImageTooLarge, StylizerError, UnsupportedImage
+
+
+def _save(img: Image.Image, fmt: str, **kw: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _rgb(img: Image.Image) -> list[list[list[int]]]:
+    assert img.mode == "RGB"
+    out: list[list[list[int]]] = np.asarray(img).tolist()
+    return out
+
+
+def _noise(w: int = 64, h: int = 64) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def _png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose header is patched to claim width x height (a bomb's header)."""
+    data = bytearray(_save(Image.new("L", (8, 8)), "PNG"))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+@pytest.fixture
+def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records (and refuses) any attempt to decode pixel data."""
+    calls: list[str] = []
+
+    def refuse(self: ImageFile.ImageFile) -> Any:
+        calls.append(str(self.format))
+        raise AssertionError("pixel data was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    return calls
+
+
+# -- bad input gets its typed error -----------------------------------------------------------
+
+def test_zero_bytes_is_corrupt() -> None:
+    with pytest.raises(CorruptImage, match="empty"):
+        images.decode(b"")
+    with pytest.raises(CorruptImage):
+        images.probe(b"")
+
+
+def test_text_renamed_to_png_is_corrupt() -> None:
+    data = b"Dear bot, this is a text file wearing a .png name.\n" * 4
+    with pytest.raises(CorruptImage) as info:
+        images.decode(data)
+    assert "PNG" in str(info.value)  # says what would be accepted
+    with pytest.raises(CorruptImage):
+        images.probe(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_a_truncated_file_is_corrupt(fmt: str) -> None:
+    data = _save(_noise(), fmt)
+    with pytest.raises(CorruptImage):
+        images.decode(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM", "TGA"])
+def test_a_valid_image_of_a_format_not_allowed_is_unsupported(fmt: str) -> None:
+    data = _save(Image.new("RGB", (16, 16), (10, 20, 30)), fmt)
+    with pytest.raises(UnsupportedImage) as info:
+        images.decode(data)
+    assert fmt in str(info.value)
+    assert "JPEG" in str(info.value)
+    with pytest.raises(UnsupportedImage):
+        images.probe(data)
+
+
+@pytest.mark.parametrize(("width", "height"), [(30000, 30000), (8000, 6000)])
+def test_a_decompression_bomb_is_refused_from_its_header(
+        width: int, height: int, no_pixel_decoding: list[str]) -> None:
+    # 30000x30000 also trips Pillow's own guard; 8000x6000 (48 MP) only ours (40 MP).
+    data = _png_claiming_size(width, height)
+    assert len(data) < 200
+    with pytest.raises(ImageTooLarge, match="megapixels"):
+        images.decode(data)
+    with pytest.raises(ImageTooLarge):
+        images.probe(data)
+    assert no_pixel_decoding == []
+
+
+def test_the_pixel_decoding_spy_catches_a_real_decode(no_pixel_decoding: list[str]) -> None:
+    # The control for the two tests above: an ordinary image does reach the decoder.
+    with pytest.raises(AssertionError, match="pixel data"):
+        images.decode(_save(Image.new("RGB", (8, 8)), "PNG"))
+    assert no_pixel_decoding == ["PNG"]
+
+
+def test_the_pixel_limit_is_a_parameter() -> None:
+    data = _save(Image.new("RGB", (100, 100)), "PNG")
+    with pytest.raises(ImageTooLarge):
+        images.decode(data, max_pixels=9999)
+    assert images.decode(data, max_pixels=10000).size == (100, 100)
+
+
+def test_too_many_bytes_is_too_large() -> None:
+    data = _save(_noise(), "PNG")
+    with pytest.raises(ImageTooLarge, match="MB"):
+        images.decode(data, max_bytes=len(data) - 1)
+    assert images.decode(data, max_bytes=len(data)).size == (64, 64)
+
+
+def test_every_error_is_a_stylizer_error_with_a_code() -> None:
+    for exc in (CorruptImage, UnsupportedImage, ImageTooLarge):
+        assert issubclass(exc, StylizerError)
+    assert {CorruptImage.code, UnsupportedImage.code, ImageTooLarge.code} == {
+        "corrupt_image", "unsupported_image", "image_too_large"}
+
+
+# -- what is accepted -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_each_allowed_format_decodes_to_rgb(fmt: str) -> None:
+    data = _save(_noise(24, 16), fmt)
+    info = images.probe(data)
+    assert (info.format, info.width, info.height) == (fmt, 24, 16)
+    img = images.decode(data)
+    assert img.mode == "RGB"
+    assert img.size == (24, 16)
+
+
+def test_probe_reads_only_the_header(no_pixel_decoding: list[str]) -> None:
+    info = images.probe(_save(_noise(40, 30), "JPEG"))
+    assert (info.format, info.width, info.height) == ("JPEG", 40, 30)
+    assert no_pixel_decoding == []
+
+
+def test_a_phone_jpeg_with_a_second_picture_decodes_to_the_first() -> None:
+    # Many phones write JPEGs carrying extra pictures (MPO: depth maps, HDR gain maps);
+    # Pillow names them "MPO". They are JPEG files and must be accepted.
+    first = Image.new("RGB", (16, 8), (200, 30, 30))
+    data = _save(first, "MPO", save_all=True,
+                 append_images=[Image.new("RGB", (16, 8), (30, 30, 200))])
+    img = images.decode(data)
+    assert img.size == (16, 8)
+    assert all(abs(a - b) < 8 for a, b in zip(_rgb(img)[4][8], (200, 30, 30), strict=True))
+
+
+def test_gif_gives_its_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), c) for c in ((0, 0, 255), (255, 0, 0))]
+    data = _save(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 2
+    assert _rgb(images.decode(data))[0][0] == [0, 0, 255]
+
+
+def test_apng_gives_its_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), c) for c in ((200, 30, 30), (30, 30, 200))]
+    data = _save(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 2
+    assert images.probe(data).format == "PNG"
+    assert _rgb(images.decode(data))[0][0] == [200, 30, 30]
+
+
+# -- modes ------------------------------------------------------------------------------------
+
+def test_palette_with_transparency_is_composited_on_white() -> None:
+    p = Image.new("P", (2, 1))
+    p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    p.putpixel((0, 0), 0)
+    p.putpixel((1, 0), 1)
+    for fmt in ("PNG", "GIF"):
+        assert _rgb(images.decode(_save(p, fmt, transparency=0))) == [
+            [[255, 255, 255], [255, 0, 0]]], fmt
+
+
+def test_palette_without_transparency_keeps_its_colours() -> None:
+    p = Image.new("P", (1, 1))
+    p.putpalette([12, 34, 56] + [0] * 765)
+    assert _rgb(images.decode(_save(p, "PNG"))) == [[[12, 34, 56]]]
+
+
+def test_la_is_composited_on_white() -> None:
+    la = Image.new("LA", (3, 1))
+    la.putpixel((0, 0), (0, 0))  # transparent black -> white
+    la.putpixel((1, 0), (0, 255))  # opaque black
+    la.putpixel((2, 0), (100, 255))
+    assert _rgb(images.decode(_save(la, "PNG"))) == [
+        [[255, 255, 255], [0, 0, 0], [100, 100, 100]]]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_rgba_is_composited_on_white(fmt: str) -> None:
+    rgba = Image.new("RGBA", (2, 1))
+    rgba.putpixel((0, 0), (255, 0, 0, 128))  # half-transparent red over white
+    rgba.putpixel((1, 0), (10, 20, 30, 0))  # fully transparent: white, whatever the colour
+    got = _rgb(images.decode(_save(rgba, fmt, lossless=True) if fmt == "WEBP"
+                             else _save(rgba, fmt)))
+    assert got[0][1] == [255, 255, 255]
+    assert got[0][0][0] == 255
+    assert abs(got[0][0][1] - 127) <= 1
+    assert abs(got[0][0][2] - 127) <= 1
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    for cmyk, rgb in (((0, 0, 0, 0), (255, 255, 255)), ((0, 255, 255, 0), (255, 0, 0)),
+                      ((0, 0, 0, 255), (0, 0, 0))):
+        data = _save(Image.new("CMYK", (8, 8), cmyk), "JPEG", quality=95)
+        assert Image.open(io.BytesIO(data)).mode == "CMYK"
+        got = _rgb(images.decode(data))[4][4]
+        assert all(abs(a - b) <= 3 for a, b in zip(got, rgb, strict=True)), (cmyk, got)
+
+
+def test_16_bit_grey_is_scaled_to_8_bits() -> None:
+    arr = np.array([[0, 257 * 100, 32768, 65535]], dtype=np.uint16)
+    img16 = Image.fromarray(arr)
+    assert img16.mode == "I;16"
+    data = _save(img16, "PNG")
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    assert _rgb(images.decode(data)) == [[[0] * 3, [100] * 3, [128] * 3, [255] * 3]]
+
+
+def test_grey_becomes_three_equal_channels() -> None:
+    grey = Image.fromarray(np.array([[0, 77, 255]], dtype=np.uint8), "L")
+    assert _rgb(images.decode(_save(grey, "PNG"))) == [[[0] * 3, [77] * 3, [255] * 3]]
+
+
+def test_one_bit_becomes_black_and_white() -> None:
+    bw = Image.new("1", (2, 1))
+    bw.putpixel((1, 0), 1)
+    assert _rgb(images.decode(_save(bw, "PNG"))) == [[[0] * 3, [255] * 3]]
+
+
+# -- orientation and size ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_exif_orientation_6_is_turned_upright(fmt: str) -> None:
+    # Stored 40x20 with a red block top-left; orientation 6 means "rotate 90° clockwise
+    # to display", which puts the block top-right of a 20x40 picture.
+    stored = Image.new("RGB", (40, 20), (255, 255, 255))
+    stored.paste((255, 0, 0), (0, 0, 8, 8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img = images.decode(_save(stored, fmt, exif=exif))
+    assert img.size == (20, 40)
+    px = _rgb(img)
+    assert px[3][16][0] > 200
+    assert px[3][16][1] < 60
+    assert min(px[3][3]) > 200  # top-left: white
+    assert min(px[36][3]) > 200  # bottom-left: white
+
+
+def test_decode_resizes_to_the_max_side_keeping_the_aspect() -> None:
+    data = _save(_noise(200, 100), "PNG")
+    assert images.decode(data, max_side=50).size == (50, 25)
+    assert images.decode(data, max_side=500).size == (200, 100)  # never enlarged
+    jpeg = _save(_noise(400, 300), "JPEG")
+    assert images.decode(jpeg, max_side=100).size == (100, 75)
+
+
+def test_resize_to_fit() -> None:
+    img = Image.new("RGB", (30, 90))
+    assert images.resize_to_fit(img, 45).size == (15, 45)
+    assert images.resize_to_fit(img, 90) is img
+
+
+# -- output -----------------------------------------------------------------------------------
+
+def _tagged_png() -> bytes:
+    """A PNG carrying text, EXIF and an ICC profile, all naming a secret."""
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Author", "secret-name")
+    text.add_itxt("Comment", "secret-comment")
+    exif = Image.Exif()
+    exif[0x010E] = "secret-description"
+    exif[0x8825] = {2: (51.0, 30.0, 0.0)}  # a GPS latitude
+    return _save(Image.new("RGB", (8, 8), (1, 2, 3)), "PNG", pnginfo=text, exif=exif,
+                 icc_profile=b"secret-icc" * 20)
+
+
+def test_encode_writes_no_metadata() -> None:
+    src = _tagged_png()
+    assert b"secret" in src
+    img = images.decode(src)
+    png = images.encode(img, "PNG")
+    jpeg = images.encode(img, "JPEG")
+    assert b"secret" not in png
+    assert b"secret" not in jpeg
+    for chunk in (b"tEXt", b"iTXt", b"zTXt", b"eXIf", b"iCCP", b"tIME"):
+        assert chunk not in png, chunk
+    assert b"Exif" not in jpeg
+    assert b"ICC_PROFILE" not in jpeg
+    for data in (png, jpeg):
+        back = Image.open(io.BytesIO(data))
+        assert not dict(back.getexif())
+        assert not {"exif", "icc_profile", "Author", "Comment"} & set(back.info)
+
+
+def test_encode_round_trips_the_pixels() -> None:
+    img = _noise(20, 10)
+    png = images.encode(img, "PNG")
+    assert png.startswith(b"\x89PNG")
+    assert _rgb(images.decode(png)) == _rgb(img)
+    jpeg = images.encode(img, "JPEG", quality=95)
+    assert jpeg.startswith(b"\xff\xd8")
+    assert images.decode(jpeg).size == (20, 10)
+    with pytest.raises(ValueError, match="TIFF"):
+        images.encode(img, "TIFF")
+
+
+def test_describe_allowed_names_every_format() -> None:
+    text = images.describe_allowed()
+    for name in ("JPEG", "PNG", "WebP", "GIF", "BMP"):
+        assert name in text
