@@ -10,8 +10,10 @@ mkdir -p "$OUT"
 {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
-timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stylizer/test_batch.py 2>&1 | tail -5
-python3 benchmarks/startup.py --device cuda
+if [ -z "${LEAN:-}" ]; then  # LEAN=1: only the report (a short rerun)
+  timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stylizer 2>&1 | tail -5
+  python3 benchmarks/startup.py --device cuda
+fi
 } 2>&1 | tee "$OUT/env.txt"
 timeout 420 python3 benchmarks/iso_quality.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt"
 rm -f "$OUT"/results.json.tmp

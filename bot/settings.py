@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from stylizer import presets
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -38,6 +40,8 @@ class Settings:
     job_timeout_s: float = 600.0                     # STYLEBOT_JOB_TIMEOUT
     default_size: int = 512                          # STYLEBOT_DEFAULT_SIZE
     max_size: int = 1024                             # STYLEBOT_MAX_SIZE
+    # Steps per job; None keeps StyleParams' default. Lower it on a CPU-only host.
+    default_steps: int | None = None                 # STYLEBOT_DEFAULT_STEPS
     max_upload_bytes: int = 25 * 1024 * 1024         # STYLEBOT_MAX_UPLOAD_BYTES
     max_pixels: int = 40_000_000                     # STYLEBOT_MAX_PIXELS
     # The token must never reach a log line or a repr.
@@ -58,6 +62,8 @@ class Settings:
                 raise SettingsError(f"{_ENV_NAMES[name]} must be at least 1.")
         if self.job_timeout_s <= 0:
             raise SettingsError("STYLEBOT_JOB_TIMEOUT must be a positive number of seconds.")
+        if self.default_steps is not None and self.default_steps < 1:
+            raise SettingsError("STYLEBOT_DEFAULT_STEPS must be at least 1.")
         if self.default_size > self.max_size:
             raise SettingsError("STYLEBOT_DEFAULT_SIZE must not exceed STYLEBOT_MAX_SIZE.")
         if self.log_level not in LOG_LEVELS:
@@ -91,21 +97,12 @@ class Settings:
         if values.get("styles_dir") is not None:
             values["styles_dir"] = Path(values["styles_dir"]).expanduser()
         elif "styles_dir" not in overrides:
-            values["styles_dir"] = _default_styles_dir(values["data_dir"])
+            values["styles_dir"] = presets.find_style_pack(values["data_dir"] / "styles")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
         return cls(**values)
-
-
-def _default_styles_dir(data_dir: Path) -> Path | None:
-    """Without STYLEBOT_STYLES_DIR: a style pack in the data directory, or one laid out
-    beside a source checkout (`../shared/styles`), if either holds any images."""
-    for candidate in (data_dir / "styles", Path.cwd().parent / "shared" / "styles"):
-        if candidate.is_dir() and any(candidate.glob("*.jpg")):
-            return candidate
-    return None
 
 
 def _positive_float(raw: str) -> float:
@@ -142,6 +139,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_attempts": ("STYLEBOT_MAX_ATTEMPTS", int),
     "job_timeout_s": ("STYLEBOT_JOB_TIMEOUT", _positive_float),
     "default_size": ("STYLEBOT_DEFAULT_SIZE", int),
+    "default_steps": ("STYLEBOT_DEFAULT_STEPS", int),
     "max_size": ("STYLEBOT_MAX_SIZE", int),
     "max_upload_bytes": ("STYLEBOT_MAX_UPLOAD_BYTES", int),
     "max_pixels": ("STYLEBOT_MAX_PIXELS", int),

@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.styles_dir is None:
+        found = presets.find_style_pack()
+        args.styles_dir = str(found) if found else None
     if args.list_styles:
         for preset in presets.list_presets(args.styles_dir):
             print(f"{preset.name:20} {preset.label}")

@@ -63,6 +63,16 @@ def _pack_file(styles_dir: str | Path | None, name: str) -> Path | None:
     return None
 
 
+def find_style_pack(*candidates: Path) -> Path | None:
+    """Where the paintings are when no directory was named: the first of `candidates`,
+    then a `shared/styles` pack laid out beside the working directory, holding images."""
+    for candidate in (*candidates, Path.cwd().parent / "shared" / "styles"):
+        if candidate.is_dir() and any(p.suffix.lower() in PACK_EXTENSIONS
+                                      for p in candidate.iterdir()):
+            return candidate
+    return None
+
+
 def list_presets(styles_dir: str | Path | None = None) -> list[Preset]:
     """Presets available now: pack paintings found in `styles_dir`, then procedural ones."""
     return [p for p in _manifest()

@@ -165,6 +165,8 @@ class JobService:
             raise InvalidRequest("Choose one style: a preset name or a style image.")
         self._probe(content, "photo")
         merged: dict[str, Any] = {"size": self._settings.default_size}
+        if self._settings.default_steps is not None:
+            merged["steps"] = self._settings.default_steps
         if style is not None:
             preset = await self._preset(style)
             merged.update(preset.params)

@@ -27,6 +27,17 @@ async def _count(sm: async_sessionmaker[AsyncSession]) -> int:
         return await db.count_jobs(session)
 
 
+async def test_the_operators_default_steps_apply_unless_the_job_sets_its_own(
+        make_service: ServiceFactory, settings: Settings) -> None:
+    service = make_service(settings_=dataclasses.replace(settings, default_steps=25))
+    plain = await service.submit(user_id="u1", user_name="Ada", content=png(1),
+                                 style_image=STYLE)
+    own = await service.submit(user_id="u2", user_name="Bo", content=png(2), style_image=STYLE,
+                               params={"steps": 7})
+    assert (plain.params["steps"], plain.total_steps) == (25, 25)
+    assert own.params["steps"] == 7
+
+
 async def test_submit_stores_the_job_and_its_images(
         make_service: ServiceFactory, storage: BlobStorage,
         sessionmaker: async_sessionmaker[AsyncSession]) -> None:

@@ -141,3 +141,21 @@ def test_procedural_seeds_change_the_picture() -> None:
 def test_normalise() -> None:
     assert presets.normalise(" Impression, Sunrise ") == "impression-sunrise"
     assert presets.normalise("GRANDE__JATTE") == "grande-jatte"
+
+
+def test_a_style_pack_beside_the_checkout_is_found_without_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkout = tmp_path / "main"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    assert presets.find_style_pack() is None
+    pack = tmp_path / "shared" / "styles"
+    pack.mkdir(parents=True)
+    (pack / "README.md").write_text("not a painting")
+    assert presets.find_style_pack() is None
+    (pack / "starry-night.jpg").write_bytes(b"")
+    assert presets.find_style_pack() == pack
+    named = tmp_path / "named"
+    named.mkdir()
+    (named / "scream.png").write_bytes(b"")
+    assert presets.find_style_pack(named) == named
