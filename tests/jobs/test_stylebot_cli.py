@@ -59,6 +59,10 @@ def test_stylize_through_the_pipeline_then_list_it(tmp_path: Path) -> None:
     with Image.open(tmp_path / "harbour-mosaic.png") as img:
         assert img.format == "PNG"
         assert img.size == (48, 30)
+    # An ordinary file for its owner's umask, not mkstemp's private 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "harbour-mosaic.png").stat().st_mode & 0o777 == 0o666 & ~umask
 
     listing = _stylebot(tmp_path, "jobs", "--json")
     assert listing.returncode == 0, listing.stderr
