@@ -44,6 +44,9 @@ class Settings:
     default_steps: int | None = None                 # STYLEBOT_DEFAULT_STEPS
     max_upload_bytes: int = 25 * 1024 * 1024         # STYLEBOT_MAX_UPLOAD_BYTES
     max_pixels: int = 40_000_000                     # STYLEBOT_MAX_PIXELS
+    # Painting requests a user may make per minute (bad ones included: each one costs a
+    # download); 0 turns the limit off.
+    requests_per_minute: int = 6                     # STYLEBOT_REQUESTS_PER_MINUTE
     # The token must never reach a log line or a repr.
     discord_token: str | None = field(default=None, repr=False)  # DISCORD_TOKEN
     discord_api_base: str = "https://discord.com/api/v10"        # DISCORD_API_BASE
@@ -62,6 +65,8 @@ class Settings:
                 raise SettingsError(f"{_ENV_NAMES[name]} must be at least 1.")
         if self.job_timeout_s <= 0:
             raise SettingsError("STYLEBOT_JOB_TIMEOUT must be a positive number of seconds.")
+        if self.requests_per_minute < 0:
+            raise SettingsError("STYLEBOT_REQUESTS_PER_MINUTE must be 0 (no limit) or more.")
         if self.default_steps is not None and self.default_steps < 1:
             raise SettingsError("STYLEBOT_DEFAULT_STEPS must be at least 1.")
         if self.default_size > self.max_size:
@@ -143,6 +148,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_size": ("STYLEBOT_MAX_SIZE", int),
     "max_upload_bytes": ("STYLEBOT_MAX_UPLOAD_BYTES", int),
     "max_pixels": ("STYLEBOT_MAX_PIXELS", int),
+    "requests_per_minute": ("STYLEBOT_REQUESTS_PER_MINUTE", int),
     "discord_token": ("DISCORD_TOKEN", str),
     "discord_api_base": ("DISCORD_API_BASE", str),
     "discord_gateway_url": ("DISCORD_GATEWAY_URL", str),

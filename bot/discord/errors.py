@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from typing import Any
 
@@ -24,7 +25,8 @@ def user_message(error: BaseException, *, ref: str) -> str:
     if isinstance(error, UserError):
         return error.message
     if isinstance(error, app_commands.CommandOnCooldown):
-        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+        return (f"You are sending requests too fast: try again in "
+                f"{math.ceil(error.retry_after)} s.")
     if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
         return "You are not allowed to use this command here."
     if isinstance(error, app_commands.TransformerError):

@@ -37,7 +37,7 @@ def make_settings(emu: DiscordEmulator, data_dir: Path, **overrides: Any) -> Set
         "max_upload_bytes": 1_000_000, "max_jobs_per_user": 2, "job_timeout_s": 120,
         "discord_token": emu.token, "discord_api_base": emu.api_base,
         "discord_gateway_url": emu.gateway_url, "attachment_hosts": (emu.cdn_host,),
-        "log_level": "INFO"}
+        "requests_per_minute": 0, "log_level": "INFO"}
     values.update(overrides)
     return Settings.from_env({}, **values)
 

@@ -4,6 +4,7 @@ against the emulated Discord. One bot for the module; tests run in file order.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -421,3 +422,25 @@ async def test_history_pages(emu: DiscordEmulator, app: App) -> None:
     assert (await emu.response(press))["type"] == 7
     assert "page 2 of" in page.text()
     assert not set(first_ids) & {f["name"] for f in page.embeds[0]["fields"]}
+
+
+async def test_a_flood_of_requests_is_slowed_down(emu: DiscordEmulator, app: App) -> None:
+    settings = app.client.settings
+    app.client.settings = dataclasses.replace(settings, requests_per_minute=2)
+    try:
+        texts = []
+        for i in range(3):  # bad uploads: each still costs a download, and no job is made
+            ix = await emu.slash("stylize", emu.admin, image=Upload(
+                f"notes{i}.png", b"just some text\n" * 20, "image/png"), style=PRESET)
+            texts.append(await emu.wait_for(lambda ix=ix: ephemeral_text(emu, ix)))
+        assert "not an image" in texts[0]
+        assert "not an image" in texts[1]
+        assert "too fast" in texts[2]
+        assert "try again in" in texts[2]
+        assert "Traceback" not in texts[2]
+        # Another user is not slowed down by someone else's flood.
+        ix = await emu.slash("stylize", emu.bob, image=Upload(
+            "notes.png", b"just some text\n" * 20, "image/png"), style=PRESET)
+        assert "not an image" in await emu.wait_for(lambda: ephemeral_text(emu, ix))
+    finally:
+        app.client.settings = settings

@@ -39,8 +39,10 @@ def test_settings_from_env_and_overrides(tmp_path: Path) -> None:
     env = {"STYLEBOT_DATA_DIR": str(tmp_path), "STYLEBOT_DEVICE": "CUDA:1",
            "STYLEBOT_WORKERS": "2", "STYLEBOT_JOB_TIMEOUT": "12.5", "DISCORD_TOKEN": "sekrit",
            "STYLEBOT_ATTACHMENT_HOSTS": "localhost:8080, cdn.example", "STYLEBOT_DEV_GUILD": "42",
-           "STYLEBOT_STYLES_DIR": str(tmp_path / "styles"), "STYLEBOT_LOG_LEVEL": "debug"}
+           "STYLEBOT_STYLES_DIR": str(tmp_path / "styles"), "STYLEBOT_LOG_LEVEL": "debug",
+           "STYLEBOT_DEFAULT_STEPS": "60", "STYLEBOT_REQUESTS_PER_MINUTE": "0"}
     s = Settings.from_env(env, workers=3)
+    assert (s.default_steps, s.requests_per_minute) == (60, 0)
     assert (s.device, s.workers, s.job_timeout_s, s.dev_guild_id) == ("cuda:1", 3, 12.5, 42)
     assert s.attachment_hosts == ("localhost:8080", "cdn.example")
     assert s.styles_dir == tmp_path / "styles"
@@ -51,6 +53,8 @@ def test_settings_from_env_and_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("var", "value", "fragment"), [
     ("STYLEBOT_WORKERS", "two", "STYLEBOT_WORKERS"),
     ("STYLEBOT_WORKERS", "0", "STYLEBOT_WORKERS"),
+    ("STYLEBOT_DEFAULT_STEPS", "0", "STYLEBOT_DEFAULT_STEPS"),
+    ("STYLEBOT_REQUESTS_PER_MINUTE", "-1", "STYLEBOT_REQUESTS_PER_MINUTE"),
     ("STYLEBOT_DEVICE", "tpu", "STYLEBOT_DEVICE"),
     ("STYLEBOT_JOB_TIMEOUT", "nan", "STYLEBOT_JOB_TIMEOUT"),
     ("STYLEBOT_DEFAULT_SIZE", "4096", "STYLEBOT_DEFAULT_SIZE"),

@@ -34,6 +34,12 @@ StrengthRange = app_commands.Range[float, float(_STRENGTH.min or 0.01),
                                    float(_STRENGTH.max or 100.0)]
 
 
+def request_rate(interaction: discord.Interaction[StyleBot]) -> app_commands.Cooldown | None:
+    """Each user's painting requests per minute, from the settings (None: no limit)."""
+    per_minute = interaction.client.settings.requests_per_minute
+    return app_commands.Cooldown(per_minute, 60.0) if per_minute > 0 else None
+
+
 def attachment_info(a: discord.Attachment) -> AttachmentInfo:
     return AttachmentInfo(a.filename, a.content_type, a.size, a.width, a.height)
 
@@ -68,6 +74,7 @@ class Stylize(commands.Cog):
 
     # ---- /stylize ----------------------------------------------------------------------
     @app_commands.command(name="stylize")
+    @app_commands.checks.dynamic_cooldown(request_rate)
     @app_commands.describe(
         image="The photo to paint",
         style="A preset painting (start typing to search)",
@@ -106,6 +113,7 @@ class Stylize(commands.Cog):
         return [app_commands.Choice(name=p.label[:100], value=p.name) for p in found]
 
     # ---- context menu ------------------------------------------------------------------
+    @app_commands.checks.dynamic_cooldown(request_rate)
     async def stylize_message(self, interaction: discord.Interaction[StyleBot],
                               message: discord.Message) -> None:
         image = next((a for a in message.attachments
