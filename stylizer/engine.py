@@ -338,11 +338,7 @@ class Stylizer:
                        preserve: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feats, grams = [], []
         for i, job_styles in enumerate(styles):
-            blend = list(params.style_blend) or [1.0] * len(job_styles)
-            if len(blend) != len(job_styles):
-                raise InvalidParams(f"{len(blend)} style weights were given for "
-                                    f"{len(job_styles)} style images; give one per style.")
-            blend = [b / sum(blend) for b in blend]
+            blend = _blend_weights(params, len(job_styles))
             keys = style_keys[i] if style_keys is not None else None
             f, g = self._targets(work[i:i + 1], job_styles, blend, params, keys, preserve)
             feats.append(f)
@@ -448,34 +444,31 @@ class Stylizer:
                  params: StyleParams) -> dict[str, float]:
         """The objective (fp32) of an 8-bit image against `content` and `styles`, at the
         image's own size: how good a saved painting is, whoever made it."""
-        blend = list(params.style_blend) or [1.0] * len(styles)
-        blend = [b / sum(blend) for b in blend]
         img = to_tensor(image, self.device)
         content_t = to_tensor(_resize(content, image.size), self.device)
         preserve = params.preserve_colors
         if preserve:
             content_t = _luminance(content_t).expand(-1, 3, -1, -1)
             img = _luminance(img).expand(-1, 3, -1, -1)
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            model = self.model(params.pooling)
-            feats = model(img, _ALL_IDX)
-            content_feat = model(content_t, _ALL_IDX)[_CONTENT_POS]
-            area = img.shape[-1] * img.shape[-2] * params.style_scale**2
-            lum = None
-            if preserve:
-                y = _luminance(to_tensor(_resize(content, image.size), self.device))
-                lum = (float(y.mean()), float(y.std()))
-            targets: list[torch.Tensor] | None = None
-            for style, wgt in zip(styles, blend, strict=True):
-                st = to_tensor(_resize(style, _style_size(style, area)), self.device)
-                if lum is not None:
-                    y = _luminance(st)
-                    st = ((y - y.mean()) / (y.std() + 1e-5) * lum[1] + lum[0]).expand(-1, 3, -1, -1)
-                g = [losses.gram(f) * wgt for f in
-                     (model(st, _ALL_IDX)[p] for p in _STYLE_POS)]
-                targets = g if targets is None else [a + b for a, b in zip(targets, g, strict=True)]
-            assert targets is not None
-            c = float(losses.content_loss(feats[_CONTENT_POS], content_feat).sum())
-            s = float(losses.style_loss([feats[p] for p in _STYLE_POS], targets).sum())
+        bf16, self.bf16 = self.bf16, False  # the evaluator is always fp32
+        try:
+            with torch.no_grad():
+                content_feat, grams = self._targets(
+                    content_t, styles, _blend_weights(params, len(styles)), params, None,
+                    preserve)
+                feats = self.features(img, params.pooling)
+                c = float(losses.content_loss(feats[_CONTENT_POS], content_feat).sum())
+                s = float(losses.style_loss([feats[p] for p in _STYLE_POS], grams).sum())
+        finally:
+            self.bf16 = bf16
         total = params.content_weight * c + params.style_weight * s
         return {"content": c, "style": s, "total": total}
+
+
+def _blend_weights(params: StyleParams, n_styles: int) -> list[float]:
+    """Each style's share of the style target, summing to 1."""
+    blend = list(params.style_blend) or [1.0] * n_styles
+    if len(blend) != n_styles:
+        raise InvalidParams(f"{len(blend)} style weights were given for {n_styles} style "
+                            "images; give one per style.")
+    return [b / sum(blend) for b in blend]
