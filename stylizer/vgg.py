@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from stylizer.errors import WeightsUnavailable
@@ -41,6 +40,11 @@ _CUT = LAYERS["relu5_1"] + 1  # nothing past relu5_1 is needed
 _CONV_NAMES = [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 1))
                for c in range(1, n + 1)]
 _CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28]
+# VGG19 (configuration "E" of Simonyan & Zisserman) up to conv5_1: output channels of each
+# convolution, "M" for a 2x2 max pool. The same list as torchvision's `cfgs["E"]`, so the
+# module indices, and with them `LAYERS` and the state-dict keys, are torchvision's.
+_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+                         512, 512, 512, 512, "M", 512]
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,12 +119,23 @@ class VGGFeatures(nn.Module):
 
 
 def _skeleton() -> nn.Sequential:
-    # The architecture from torchvision, built on the meta device so that no time is
-    # spent initialising weights we overwrite (or the 120M-parameter classifier).
+    # Built by hand rather than with torchvision.models.vgg19: importing torchvision costs
+    # seconds of every worker's start-up (4 s on the production machine) for one list of
+    # layer sizes. On the meta device, so no time is spent initialising weights that
+    # load_vgg overwrites.
+    layers: list[nn.Module] = []
+    channels = 3
     with torch.device("meta"):
-        full = torchvision.models.vgg19(weights=None)
-    features = full.features[:_CUT]
-    assert isinstance(features, nn.Sequential)
+        for v in _CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                assert isinstance(v, int)
+                layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1),
+                           nn.ReLU(inplace=True)]
+                channels = v
+    features = nn.Sequential(*layers)
+    assert len(features) == _CUT
     return features
 
 

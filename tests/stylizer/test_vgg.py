@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,41 @@ def test_the_model_is_cut_after_relu5_1_frozen_and_in_eval_mode(
     assert not caffe.training
     assert all(not p.requires_grad for p in caffe.parameters())
     assert all(not getattr(m, "inplace", False) for m in caffe.features)
+
+
+def test_the_hand_built_skeleton_is_torchvisions_vgg19_features() -> None:
+    # The skeleton no longer comes from torchvision; it must still be its layout, module
+    # for module, or LAYERS and torchvision-layout state dicts would point at wrong layers.
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):
+        reference = torchvision.models.vgg19(weights=None).features[:vgg.LAYERS["relu5_1"] + 1]
+    ours = vgg._skeleton()
+    assert len(ours) == len(reference)
+    for i, (a, b) in enumerate(zip(ours, reference, strict=True)):
+        assert type(a) is type(b), i
+        if isinstance(b, torch.nn.Conv2d):
+            assert isinstance(a, torch.nn.Conv2d)
+            assert (a.in_channels, a.out_channels, a.kernel_size, a.stride, a.padding,
+                    a.dilation, a.groups, a.bias is not None) == (
+                b.in_channels, b.out_channels, b.kernel_size, b.stride, b.padding,
+                b.dilation, b.groups, b.bias is not None), i
+        elif isinstance(b, torch.nn.MaxPool2d):
+            assert isinstance(a, torch.nn.MaxPool2d)
+            assert (a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode) == (
+                b.kernel_size, b.stride, b.padding, b.dilation, b.ceil_mode), i
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()}
+    assert [i for i, m in enumerate(ours) if isinstance(m, torch.nn.Conv2d)] == vgg._CONV_INDICES
+
+
+def test_a_worker_start_up_never_imports_torchvision() -> None:
+    # Importing torchvision costs seconds of every worker's start-up; nothing on the way
+    # from the engine to a loaded VGG19 may pull it in again.
+    code = ("import sys, stylizer.engine, stylizer.vgg; stylizer.vgg.load_vgg('caffe'); "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"
 
 
 def test_avg_pooling_replaces_every_max_pool() -> None:
