@@ -12,7 +12,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -51,12 +52,19 @@ _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
 
 @dataclass(frozen=True)
 class Progress:
+    """One image's state at a step. `preview` is rendered on first access, from a copy of
+    the pixels taken at that step: reports that nobody looks at cost no device transfer."""
+
     step: int
     total: int
     content_loss: float
     style_loss: float
     total_loss: float
-    preview: Image.Image | None = None
+    render: Callable[[], Image.Image] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def preview(self) -> Image.Image | None:
+        return self.render() if self.render is not None else None
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,17 @@ class Stylizer:
         self._models: dict[str, VGGFeatures] = {"max": self._load("max")}
         self._gram_cache: OrderedDict[tuple[object, ...], list[torch.Tensor]] = OrderedDict()
 
+    def warm_up(self) -> None:
+        """On a GPU, paints a tiny picture once, so that the CUDA libraries, kernels and
+        graph machinery are loaded before the first job (seconds that its user would
+        otherwise wait). Nothing to do on a CPU."""
+        if self.device.type != "cuda":
+            return
+        photo = Image.new("RGB", (64, 48), (120, 90, 60))
+        style = Image.new("RGB", (64, 64), (30, 60, 150))
+        self.run(photo, [style], StyleParams(size=64, steps=GRAPH_WARMUP + 3))
+        torch.cuda.synchronize(self.device)
+
     def _load(self, pooling: str) -> VGGFeatures:
         model = load_vgg(self.weights, device=self.device, pooling=pooling)
         if self.device.type == "cuda":
@@ -222,28 +241,35 @@ class Stylizer:
                 self._gram_cache.popitem(last=False)
         return grams
 
-    def _targets(self, content: torch.Tensor, styles: Sequence[Image.Image],
-                 blend: Sequence[float], params: StyleParams,
-                 style_keys: Sequence[str] | None, preserve: bool,
-                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _targets(self, content: torch.Tensor, styles: Sequence[Sequence[Image.Image]],
+                 params: StyleParams, style_keys: Sequence[Sequence[str] | None] | None,
+                 preserve: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Content features of a (B, 3, H, W) batch in one forward pass, and each image's
+        style Gram targets: (B, C, H', W') and, per style layer, (B, C, C)."""
         h, w = content.shape[-2:]
         area = h * w * params.style_scale**2
-        lum_stats = None
-        if preserve:
-            y = _luminance(content)
-            lum_stats = (float(y.mean()), float(y.std()))
-        mixed: list[torch.Tensor] | None = None
-        for i, (style, weight) in enumerate(zip(styles, blend, strict=True)):
-            key = style_keys[i] if style_keys is not None else None
-            grams = self._style_grams(style, area, params, key, lum_stats)
-            # A weighted sum of per-style losses equals, up to a constant, the loss against
-            # the weighted mean Gram; one target is cheaper per step.
-            scaled = [g * weight for g in grams]
-            mixed = scaled if mixed is None else [m + s for m, s in zip(mixed, scaled, strict=True)]
-        assert mixed is not None
+        per_image: list[list[torch.Tensor]] = []
+        for i, job_styles in enumerate(styles):
+            lum_stats = None
+            if preserve:
+                y = _luminance(content[i:i + 1])
+                lum_stats = (float(y.mean()), float(y.std()))
+            keys = style_keys[i] if style_keys is not None else None
+            blend = _blend_weights(params, len(job_styles))
+            mixed: list[torch.Tensor] | None = None
+            for j, (style, weight) in enumerate(zip(job_styles, blend, strict=True)):
+                key = keys[j] if keys is not None else None
+                grams = self._style_grams(style, area, params, key, lum_stats)
+                # A weighted sum of per-style losses equals, up to a constant, the loss
+                # against the weighted mean Gram; one target is cheaper per step.
+                scaled = [g * weight for g in grams]
+                mixed = scaled if mixed is None else [m + s for m, s in
+                                                      zip(mixed, scaled, strict=True)]
+            assert mixed is not None
+            per_image.append(mixed)
         with torch.no_grad():
             content_feat = self.features(content, params.pooling)[_CONTENT_POS].float()
-        return content_feat, mixed
+        return content_feat, [torch.cat(layer) for layer in zip(*per_image, strict=True)]
 
     # -- the objective ---------------------------------------------------------------------
 
@@ -273,22 +299,23 @@ class Stylizer:
         before every step; when it returns True, `Cancelled` is raised. `style_keys`, one
         stable key per style image, lets repeated styles reuse their Gram matrices.
         """
-        return self.run_batch([content], [styles], params, on_progress=on_progress,
+        report = None if on_progress is None else lambda batch: on_progress(batch[0])
+        return self.run_batch([content], [styles], params, on_progress=report,
                               should_stop=should_stop, progress_every=progress_every,
                               preview_every=preview_every, preview_size=preview_size,
                               style_keys=[style_keys] if style_keys is not None else None)[0]
 
     def run_batch(self, contents: Sequence[Image.Image],
                   styles: Sequence[Sequence[Image.Image]], params: StyleParams, *,
-                  on_progress: Callable[[Progress], None] | None = None,
+                  on_progress: Callable[[Sequence[Progress]], None] | None = None,
                   should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
                   preview_every: int = 0, preview_size: int = 256,
-                  style_keys: Sequence[Sequence[str]] | None = None) -> list[Result]:
+                  style_keys: Sequence[Sequence[str] | None] | None = None) -> list[Result]:
         """Paints several photos of the same size with the same parameters as one batch.
 
         Each image keeps its own styles, targets and optimiser history; only the VGG work
-        is shared, so the GPU runs one large batch instead of many small ones. Progress
-        reports the batch's summed losses and the first image's preview.
+        is shared, so the GPU runs one large batch instead of many small ones.
+        `on_progress` gets one `Progress` per image, in the order of `contents`.
         """
         if any(not s for s in styles) or len(styles) != len(contents):
             raise ValueError("each photo needs at least one style image")
@@ -308,7 +335,7 @@ class Stylizer:
         for (w, h), n_steps in zip(levels, steps_per_level, strict=True):
             content_t = torch.cat([to_tensor(_resize(c, (w, h)), self.device) for c in contents])
             work = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
-            content_feat, grams = self._batch_targets(work, styles, params, style_keys, preserve)
+            content_feat, grams = self._targets(work, styles, params, style_keys, preserve)
             if img is None:
                 img = self._init(work, params, gen)
             else:
@@ -319,7 +346,7 @@ class Stylizer:
                                  preview_size, preserve, content_t)
             done += n_steps
         assert img is not None
-        final = (self._recolour(img, content_t) if preserve else img).round()
+        final = (_recolour(img, content_t) if preserve else img).round()
         # Score the images as they will be saved (rounded to 8 bits) against the last
         # level's targets: one batched forward, no targets recomputed.
         with torch.no_grad():
@@ -333,19 +360,6 @@ class Stylizer:
                        params.content_weight * c + params.style_weight * s)
                 for i, (c, s) in enumerate(zip(c_vals, s_vals, strict=True))]
 
-    def _batch_targets(self, work: torch.Tensor, styles: Sequence[Sequence[Image.Image]],
-                       params: StyleParams, style_keys: Sequence[Sequence[str]] | None,
-                       preserve: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feats, grams = [], []
-        for i, job_styles in enumerate(styles):
-            blend = _blend_weights(params, len(job_styles))
-            keys = style_keys[i] if style_keys is not None else None
-            f, g = self._targets(work[i:i + 1], job_styles, blend, params, keys, preserve)
-            feats.append(f)
-            grams.append(g)
-        # (B, C, H, W) content features; per layer (B, C, C) Gram targets.
-        return torch.cat(feats), [torch.cat(layer) for layer in zip(*grams, strict=True)]
-
     def _init(self, content: torch.Tensor, params: StyleParams,
               gen: torch.Generator) -> torch.Tensor:
         if params.init == "content":
@@ -356,14 +370,9 @@ class Stylizer:
         # "blank": a mid-grey canvas; a trace of noise breaks the symmetry of flat regions.
         return (127.5 + 0.5 * noise).clamp(0, 255)
 
-    def _recolour(self, img: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        yiq = _yiq(content)
-        yiq[:, :1] = _luminance(img)
-        return _rgb_from_yiq(yiq).clamp(0, 255)
-
     def _optimise(self, img: torch.Tensor, content_feat: torch.Tensor, grams: list[torch.Tensor],
                   params: StyleParams, n_steps: int, done: int, total: int,
-                  on_progress: Callable[[Progress], None] | None,
+                  on_progress: Callable[[Sequence[Progress]], None] | None,
                   should_stop: Callable[[], bool] | None, progress_every: int,
                   preview_every: int, preview_size: int, preserve: bool,
                   content_t: torch.Tensor) -> torch.Tensor:
@@ -413,13 +422,15 @@ class Stylizer:
                     last = captured or last
             step_no = done + i + 1
             if on_progress is not None and (step_no % progress_every == 0 or step_no == total):
-                preview = None
+                snapshot = None
                 if preview_every > 0 and (step_no % preview_every == 0 or step_no == total):
-                    shown = self._recolour(img.detach(), content_t) if preserve else img
-                    preview = to_image(shown[:1])
-                    preview.thumbnail((preview_size, preview_size))
-                t, c, s = (float(x.sum()) for x in last)
-                on_progress(Progress(step_no, total, c, s, t, preview))
+                    # A device-side copy: the pixels move on, the preview shows this step.
+                    snapshot = img.detach().clone()
+                t, c, s = (x.tolist() for x in last)  # one host sync for the whole batch
+                on_progress([Progress(step_no, total, c[b], s[b], t[b],
+                                      None if snapshot is None else _preview_renderer(
+                                          snapshot, b, content_t, preserve, preview_size))
+                             for b in range(len(t))])
         if lbfgs is not None:
             with torch.no_grad():
                 lbfgs.keep_best(img.data, self.objective(img, content_feat, grams, params)[0])
@@ -453,9 +464,7 @@ class Stylizer:
         bf16, self.bf16 = self.bf16, False  # the evaluator is always fp32
         try:
             with torch.no_grad():
-                content_feat, grams = self._targets(
-                    content_t, styles, _blend_weights(params, len(styles)), params, None,
-                    preserve)
+                content_feat, grams = self._targets(content_t, [styles], params, None, preserve)
                 feats = self.features(img, params.pooling)
                 c = float(losses.content_loss(feats[_CONTENT_POS], content_feat).sum())
                 s = float(losses.style_loss([feats[p] for p in _STYLE_POS], grams).sum())
@@ -463,6 +472,26 @@ class Stylizer:
             self.bf16 = bf16
         total = params.content_weight * c + params.style_weight * s
         return {"content": c, "style": s, "total": total}
+
+
+def _recolour(img: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Colour preservation: `img`'s luminance with `content`'s chroma (both (B, 3, H, W))."""
+    yiq = _yiq(content)
+    yiq[:, :1] = _luminance(img)
+    return _rgb_from_yiq(yiq).clamp(0, 255)
+
+
+def _preview_renderer(snapshot: torch.Tensor, index: int, content: torch.Tensor,
+                      preserve: bool, side: int) -> Callable[[], Image.Image]:
+    def render() -> Image.Image:
+        shown = snapshot[index:index + 1]
+        if preserve:
+            shown = _recolour(shown, content[index:index + 1])
+        preview = to_image(shown)
+        preview.thumbnail((side, side))
+        return preview
+
+    return render
 
 
 def _blend_weights(params: StyleParams, n_styles: int) -> list[float]:

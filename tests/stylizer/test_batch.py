@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylizer.engine import Stylizer
+from stylizer.engine import Progress, Stylizer
 from stylizer.params import StyleParams
 
 
@@ -29,6 +29,40 @@ def test_a_batch_paints_each_image_as_if_alone() -> None:
         assert diff.max() <= 2  # float summation order differs between batch sizes
         assert b.total_loss == pytest.approx(a.total_loss, rel=1e-3)
     assert batch[0].image.tobytes() != batch[1].image.tobytes()
+
+
+def test_a_batch_reports_each_image_with_its_own_losses_and_preview() -> None:
+    st = Stylizer("cpu")
+    params = StyleParams(size=64, steps=4, scales=1)
+    photos = [_photo(1), _photo(2)]
+    styles = [[_photo(3)], [_photo(4)]]
+    seen: list[list[Progress]] = []
+    results = st.run_batch(photos, styles, params, on_progress=lambda b: seen.append(list(b)),
+                           progress_every=2, preview_every=2, preview_size=64)
+    assert [[p.step for p in batch] for batch in seen] == [[2, 2], [4, 4]]
+    first, second = seen[-1]
+    assert first.total_loss != second.total_loss
+    # Each image's last preview is that image at the last step, as it will be saved.
+    for progress, result in zip(seen[-1], results, strict=True):
+        assert progress.preview is not None
+        diff = np.abs(np.asarray(progress.preview, np.int16)
+                      - np.asarray(result.image, np.int16))
+        assert diff.max() <= 1
+
+
+def test_a_preview_shows_its_own_step_even_when_looked_at_later() -> None:
+    st = Stylizer("cpu")
+    seen: list[Progress] = []
+    result = st.run(_photo(1), [_photo(3)], StyleParams(size=64, steps=6, scales=1),
+                    on_progress=seen.append, progress_every=1, preview_every=1,
+                    preview_size=64)
+    early, last = seen[0].preview, seen[-1].preview
+    assert early is not None
+    assert last is not None
+    final = np.asarray(result.image, np.int16)
+    assert np.abs(np.asarray(last, np.int16) - final).max() <= 1
+    assert np.abs(np.asarray(early, np.int16) - final).mean() > 1  # step 1, not the end
+    assert seen[0].preview is early  # rendered once
 
 
 def test_a_batch_needs_photos_of_one_size() -> None:
