@@ -38,6 +38,9 @@ class Settings:
     max_queue: int = 50                              # STYLEBOT_MAX_QUEUE
     max_attempts: int = 3                            # STYLEBOT_MAX_ATTEMPTS
     job_timeout_s: float = 600.0                     # STYLEBOT_JOB_TIMEOUT
+    # The most compatible queued jobs (same size and settings) one worker paints as one
+    # batch; None: 16 on a GPU, 1 on a CPU.
+    max_batch: int | None = None                     # STYLEBOT_MAX_BATCH
     default_size: int = 512                          # STYLEBOT_DEFAULT_SIZE
     max_size: int = 1024                             # STYLEBOT_MAX_SIZE
     # Steps per job; None keeps StyleParams' default. Lower it on a CPU-only host.
@@ -67,6 +70,8 @@ class Settings:
             raise SettingsError("STYLEBOT_JOB_TIMEOUT must be a positive number of seconds.")
         if self.requests_per_minute < 0:
             raise SettingsError("STYLEBOT_REQUESTS_PER_MINUTE must be 0 (no limit) or more.")
+        if self.max_batch is not None and not 1 <= self.max_batch <= 64:
+            raise SettingsError("STYLEBOT_MAX_BATCH must be between 1 and 64.")
         if self.default_steps is not None and self.default_steps < 1:
             raise SettingsError("STYLEBOT_DEFAULT_STEPS must be at least 1.")
         if self.default_size > self.max_size:
@@ -143,6 +148,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_queue": ("STYLEBOT_MAX_QUEUE", int),
     "max_attempts": ("STYLEBOT_MAX_ATTEMPTS", int),
     "job_timeout_s": ("STYLEBOT_JOB_TIMEOUT", _positive_float),
+    "max_batch": ("STYLEBOT_MAX_BATCH", int),
     "default_size": ("STYLEBOT_DEFAULT_SIZE", int),
     "default_steps": ("STYLEBOT_DEFAULT_STEPS", int),
     "max_size": ("STYLEBOT_MAX_SIZE", int),

@@ -33,8 +33,14 @@ MAX_PIXELS = 40_000_000  # a 48 MP phone photo is 8000x6000 = 48 M; most are 12 
 @dataclass(frozen=True)
 class ImageInfo:
     format: str
-    width: int
+    width: int  # as stored
     height: int
+    rotated: bool = False  # EXIF says it is shown turned by 90 degrees
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) as `decode` returns it, after the EXIF orientation."""
+        return (self.height, self.width) if self.rotated else (self.width, self.height)
 
 
 def describe_allowed() -> str:
@@ -77,9 +83,22 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
 def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     """Checks bytes the way `decode` will, reading only the header, and says what they are."""
     img = _open(data, max_bytes, max_pixels)
-    info = ImageInfo(str(img.format), img.size[0], img.size[1])
+    try:
+        # EXIF orientations 5-8 turn the picture by 90 degrees (see ImageOps.exif_transpose).
+        rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):  # damaged EXIF: ignored
+        rotated = False
+    info = ImageInfo(str(img.format), img.size[0], img.size[1], rotated)
     img.close()
     return info
+
+
+def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size `resize_to_fit` gives a `width` x `height` image."""
+    scale = max_side / max(width, height)
+    if scale >= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -104,11 +123,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def resize_to_fit(img: Image.Image, max_side: int) -> Image.Image:
     """Downscales so that the long side is at most `max_side` (never upscales)."""
-    w, h = img.size
-    scale = max_side / max(w, h)
-    if scale >= 1:
+    size = fitted_size(*img.size, max_side)
+    if size == img.size:
         return img
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 

@@ -111,6 +111,9 @@ class Job(Base):
     input_hash: Mapped[str] = mapped_column(String(64))
     output_hash: Mapped[str | None] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Jobs with equal keys (photo size and parameters) can be painted as one batch; see
+    # stylizer.batching. NULL: painted alone.
+    batch_key: Mapped[str | None] = mapped_column(String(64))
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     parent_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"))

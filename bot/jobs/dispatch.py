@@ -56,10 +56,12 @@ from bot.jobs.views import (
     JobView,
 )
 from bot.settings import Settings
+from stylizer.batching import batch_limit
 
 log = logging.getLogger(__name__)
 
 LOST_CODE = "worker_died"
+TASK_EXIT_S = 5.0  # how long stop() waits for the scheduler and heartbeat to end
 
 
 def dead_message(attempts: int) -> str:
@@ -112,6 +114,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: asyncio.Task[None] | None = None
         self._stopping = False
+        self._closed = asyncio.Event()  # the executor has closed: background tasks end
         self._last_renewal = 0.0
 
     # -- life ------------------------------------------------------------------------------
@@ -124,6 +127,7 @@ class Dispatcher:
         if self.started:
             return
         self._stopping = False
+        self._closed.clear()
         recovered = await self.recover()
         if recovered:
             log.info("recovery: %d orphaned job(s) back in the queue or finished", recovered)
@@ -143,7 +147,11 @@ class Dispatcher:
             # The heartbeat keeps renewing leases while running jobs get their grace.
             killed = await self._executor.close(grace_s)
         finally:
-            for task in self._tasks:
+            # Asked to end between transactions: a task cancelled inside one could leave
+            # the database locked for the writes that follow.
+            self._closed.set()
+            _, late = await asyncio.wait(self._tasks, timeout=TASK_EXIT_S)
+            for task in late:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if killed:
@@ -198,8 +206,8 @@ class Dispatcher:
             self._wake.clear()
             try:
                 while not self._stopping and self._executor.idle > 0:
-                    view = await self._claim_next()
-                    if view is None or not await self._send(view):
+                    views = await self._claim_batch()
+                    if not views or not await self._send(views):
                         break
             except Exception:
                 log.exception("scheduling failed; trying again shortly")
@@ -212,50 +220,71 @@ class Dispatcher:
         last = await db.last_served(session, user_ids={j.user_id for j in queued})
         return fair_order([QueuedJob(j.id, j.user_id, j.created_at) for j in queued], last)
 
-    async def _claim_next(self) -> JobView | None:
+    async def _claim_batch(self) -> list[JobView]:
+        """Claims the next job in fair order and, riding along with it, queued jobs that
+        can be painted in the same batch (same batch key), in fair order too: they cost
+        the worker little extra and leave the queue sooner."""
         if self._own_only and not self.own:
-            return None
+            return []
         async with self._sm.begin() as session:
             queued = await db.queued_jobs(session, only_ids=self.own if self._own_only else None)
             if not queued:
-                return None
+                return []
             last = await db.last_served(session, user_ids={j.user_id for j in queued})
             order = fair_order([QueuedJob(j.id, j.user_id, j.created_at) for j in queued], last)
-            job = next(j for j in queued if j.id == order[0])
+            by_id = {j.id: j for j in queued}
+            head = by_id[order[0]]
+            chosen = [head]
+            # A job whose last run ended abnormally runs alone: if one job of a batch kills
+            # its worker, the others must not share its fate again (nor its attempts).
+            if head.batch_key is not None and head.attempts == 0:
+                limit = batch_limit(head.batch_key, self._executor.max_batch)
+                chosen += [by_id[i] for i in order[1:]
+                           if by_id[i].batch_key == head.batch_key
+                           and by_id[i].attempts == 0][:limit - 1]
             now = self._clock()
-            db.set_status(job, JobStatus.running, started_at=now, finished_at=None,
-                          runner=self.runner, lease_expires_at=now + self._lease, step=0,
-                          total_steps=int(job.params.get("steps", 0)))
-            # Ours before the commit: recovery must never take it for an orphan.
-            self.running.add(job.id)
+            for job in chosen:
+                db.set_status(job, JobStatus.running, started_at=now, finished_at=None,
+                              runner=self.runner, lease_expires_at=now + self._lease, step=0,
+                              total_steps=int(job.params.get("steps", 0)))
+            ids = {job.id for job in chosen}
+            # Ours before the commit: recovery must never take them for orphans.
+            self.running |= ids
             try:
                 await session.commit()
             except BaseException:
-                self.running.discard(job.id)
+                self.running -= ids
                 raise
-            return JobView.from_row(job)
+            return [JobView.from_row(job) for job in chosen]
 
-    async def _send(self, view: JobView) -> bool:
-        """Hands a claimed job to the executor; False if it had no room after all."""
-        try:
-            content = await self._storage.get_async(view.input_hash)
-            style = await self._storage.get_async(view.style_hash or "")
-        except (BlobNotFound, ValueError):
-            log.exception("job %s: its stored images are missing", view.id)
-            await self._end(view.id, JobStatus.failed, error_code="internal",
-                            error_message="The picture for this job was lost; please send "
-                                          "it again.")
+    async def _send(self, views: list[JobView]) -> bool:
+        """Hands claimed jobs to the executor as one batch; False if it had no room."""
+        reqs: list[JobRequest] = []
+        for view in views:
+            try:
+                content = await self._storage.get_async(view.input_hash)
+                style = await self._storage.get_async(view.style_hash or "")
+            except (BlobNotFound, ValueError):
+                log.exception("job %s: its stored images are missing", view.id)
+                await self._end(view.id, JobStatus.failed, error_code="internal",
+                                error_message="The picture for this job was lost; please "
+                                              "send it again.")
+                continue
+            reqs.append(JobRequest(job_id=view.id, content=content, styles=(style,),
+                                   style_keys=(view.style_hash or "",),
+                                   params=dict(view.params), attempt=view.attempts + 1))
+        if not reqs:
             return True
-        req = JobRequest(job_id=view.id, content=content, styles=(style,),
-                         style_keys=(view.style_hash or "",), params=dict(view.params),
-                         attempt=view.attempts + 1)
+        ids = [r.job_id for r in reqs]
         try:
-            await self._executor.submit(req)
+            await self._executor.submit_batch(reqs)
         except ExecutorBusy:
-            log.debug("job %s: no free worker after all; back to the queue", view.id)
-            await self._requeue_ours({view.id})
+            log.debug("jobs %s: no free worker after all; back to the queue", ", ".join(ids))
+            await self._requeue_ours(set(ids))
             return False
-        log.info("job %s: sent to a worker (attempt %d)", view.id, req.attempt)
+        for req in reqs:
+            log.info("job %s: sent to a worker (attempt %d, batch of %d)", req.job_id,
+                     req.attempt, len(reqs))
         return True
 
     # -- events from the executor ----------------------------------------------------------
@@ -406,8 +435,11 @@ class Dispatcher:
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:  # until stop() cancels it
-            await asyncio.sleep(self._poll_s)
+        while True:  # until the executor has closed (see stop)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self._poll_s)
+            if self._closed.is_set():
+                return
             try:
                 ids = sorted(self.running)
                 renew = loop.time() - self._last_renewal >= self._lease.total_seconds() / 3

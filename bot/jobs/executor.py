@@ -9,7 +9,7 @@ dataclasses (`stylizer.pool.messages`), which import neither torch nor the pool 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stylizer.pool.messages import (
@@ -51,7 +51,11 @@ class Executor(Protocol):
     def capacity(self) -> int: ...
     @property
     def idle(self) -> int: ...
+    @property
+    def max_batch(self) -> int: ...  # the most jobs one submit_batch takes
     async def submit(self, req: JobRequest) -> None: ...  # raises ExecutorBusy
+    # Jobs one worker paints together (those of one size and parameters as one batch).
+    async def submit_batch(self, reqs: Sequence[JobRequest]) -> None: ...
     async def cancel(self, job_id: str) -> bool: ...
     def events(self) -> AsyncIterator[PoolEvent]: ...
     async def close(self, grace_s: float = 30.0) -> list[str]: ...
@@ -70,7 +74,8 @@ class LocalPoolExecutor:
 
         kwargs: dict[str, Any] = {"workers": settings.workers, "device": settings.device,
                                   "weights": settings.weights,
-                                  "job_timeout_s": settings.job_timeout_s}
+                                  "job_timeout_s": settings.job_timeout_s,
+                                  "max_batch": settings.max_batch}
         kwargs.update(overrides)
         return cls(WorkerPool(**kwargs))
 
@@ -94,11 +99,18 @@ class LocalPoolExecutor:
     def idle(self) -> int:
         return int(self._pool.idle)
 
+    @property
+    def max_batch(self) -> int:
+        return int(self._pool.max_batch)
+
     async def submit(self, req: JobRequest) -> None:
+        await self.submit_batch([req])
+
+    async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         from stylizer.pool.supervisor import PoolBusy
 
         try:
-            await self._pool.submit(req)
+            await self._pool.submit_batch(reqs)
         except PoolBusy as exc:
             raise ExecutorBusy(str(exc)) from exc
 
@@ -130,7 +142,14 @@ class OfflineExecutor:
     def idle(self) -> int:
         return 0
 
+    @property
+    def max_batch(self) -> int:
+        return 1
+
     async def submit(self, req: JobRequest) -> None:
+        raise ExecutorBusy("This process does not run jobs.")
+
+    async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         raise ExecutorBusy("This process does not run jobs.")
 
     async def cancel(self, job_id: str) -> bool:

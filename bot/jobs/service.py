@@ -45,6 +45,7 @@ from bot.jobs.views import (
 )
 from bot.settings import Settings
 from stylizer import images
+from stylizer.batching import batch_key
 from stylizer.errors import InvalidParams, StylizerError
 from stylizer.params import StyleParams
 
@@ -163,7 +164,7 @@ class JobService:
         """
         if (style is None) == (style_image is None):
             raise InvalidRequest("Choose one style: a preset name or a style image.")
-        self._probe(content, "photo")
+        photo = self._probe(content, "photo")
         merged: dict[str, Any] = {"size": self._settings.default_size}
         if self._settings.default_steps is not None:
             merged["steps"] = self._settings.default_steps
@@ -195,7 +196,8 @@ class JobService:
                 style_hash=style_hash, input_hash=input_hash, params=style_params.to_dict(),
                 status=JobStatus.queued.value, attempts=0, step=0,
                 total_steps=style_params.steps, created_at=now, private=private,
-                parent_id=parent_id, cancel_requested=False, delivered=False)
+                parent_id=parent_id, cancel_requested=False, delivered=False,
+                batch_key=batch_key(photo.upright_size, style_params.to_dict()))
             await db.add_job(session, job=job)
             view = JobView.from_row(job)
         log.info("job %s: queued for %s (%s, %s px)", view.id, user_id, style_name,
@@ -205,10 +207,10 @@ class JobService:
         self._dispatch.wake()
         return view
 
-    def _probe(self, data: bytes, what: str) -> None:
+    def _probe(self, data: bytes, what: str) -> images.ImageInfo:
         try:
-            images.probe(data, max_bytes=self._settings.max_upload_bytes,
-                         max_pixels=self._settings.max_pixels)
+            return images.probe(data, max_bytes=self._settings.max_upload_bytes,
+                                max_pixels=self._settings.max_pixels)
         except StylizerError as exc:
             raise InvalidRequest.from_stylizer(exc) from exc
 

@@ -47,6 +47,7 @@ class JobView:
     result_message_id: str | None
     result_channel_id: str | None
     delivered: bool
+    batch_key: str | None = None  # see stylizer.batching
 
     @property
     def seconds(self) -> float | None:
@@ -88,7 +89,7 @@ class JobView:
             interaction_token=job.interaction_token, token_expires_at=job.token_expires_at,
             application_id=job.application_id, progress_message_id=job.progress_message_id,
             result_message_id=job.result_message_id, result_channel_id=job.result_channel_id,
-            delivered=job.delivered)
+            delivered=job.delivered, batch_key=job.batch_key)
 
 
 @dataclass(frozen=True)

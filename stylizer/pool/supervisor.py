@@ -20,7 +20,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -38,7 +38,7 @@ from stylizer.pool.messages import (
     WorkerStartFailed,
 )
 from stylizer.pool.reader import PipeReader
-from stylizer.pool.worker import EXIT_RECYCLE, SharedInt, WorkerSpec, worker_main
+from stylizer.pool.worker import EXIT_RECYCLE, MAX_BATCH, SharedInts, WorkerSpec, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ TICK_S = 0.25  # how often the watchdog looks at deadlines
 KILL_GRACE_S = 1.0  # from SIGTERM to SIGKILL
 EXIT_WAIT_S = 5.0  # how long close() waits for a process that was asked to exit
 MAX_RESPAWN_DELAY_S = 60.0
+# The batch limit when none is configured: on a GPU one large batch runs many jobs in
+# little more time than one; a CPU is busy with one job already, so batching would only
+# delay the first result.
+AUTO_BATCH_GPU = 16
 
 
 class PoolBusy(RuntimeError):
@@ -71,7 +75,7 @@ class PoolStartError(RuntimeError):
 class _Job:
     job_id: str
     seq: int
-    deadline: float
+    slot: int  # position in its batch: its cell in the worker's cancel array
 
 
 @dataclass(eq=False)
@@ -82,10 +86,12 @@ class _Worker:
     process: BaseProcess
     pid: int
     inbox: Connection
-    cancel: SharedInt
+    cancel: SharedInts
     started_at: float
     ready: bool = False
-    job: _Job | None = None
+    device: str = ""
+    jobs: dict[str, _Job] = field(default_factory=dict)  # the batch it is painting
+    deadline: float = 0.0  # for the whole batch
     # Being stopped on purpose (timeout, close): its messages and its exit mean nothing.
     retired: bool = False
     start_failure: WorkerStartFailed | None = None
@@ -99,9 +105,16 @@ class WorkerPool:
     def __init__(self, *, workers: int = 1, device: str = "auto", weights: str = "caffe",
                  job_timeout_s: float = 600.0, preview_interval_s: float = 4.0,
                  worker_target: WorkerTarget | None = None,
-                 start_timeout_s: float = 300.0) -> None:
+                 start_timeout_s: float = 300.0, max_batch: int | None = None,
+                 warm_up: bool = True) -> None:
+        """`max_batch`: the most compatible jobs one worker paints at once (None: 16 on a
+        GPU, 1 on a CPU). `job_timeout_s` is per job: a batch of n gets n times as long."""
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
+        if max_batch is not None and not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
+        self._max_batch = max_batch
+        self._warm_up = warm_up
         self._n = workers
         self._device = device
         self._weights = weights
@@ -132,6 +145,14 @@ class WorkerPool:
     def capacity(self) -> int:
         """Live workers that have loaded their model."""
         return sum(1 for w in self._slots.values() if w.ready and not w.retired)
+
+    @property
+    def max_batch(self) -> int:
+        """The most jobs `submit_batch` takes at once."""
+        if self._max_batch is not None:
+            return self._max_batch
+        gpu = any(w.device.startswith("cuda") for w in self._slots.values() if w.ready)
+        return AUTO_BATCH_GPU if gpu else 1
 
     @property
     def idle(self) -> int:
@@ -168,23 +189,36 @@ class WorkerPool:
 
     async def submit(self, req: JobRequest) -> None:
         """Hands `req` to an idle worker; its events follow on `events()`."""
+        await self.submit_batch([req])
+
+    async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
+        """Hands up to `max_batch` jobs to one idle worker, which paints those of the same
+        size and parameters together; each job's events follow on `events()`."""
         if self._state != "running":
             raise PoolClosed("The painter is not taking jobs right now.")
-        if req.job_id in self._jobs:
-            raise ValueError(f"job {req.job_id} is already running")
+        if not reqs or len(reqs) > max(self.max_batch, 1):
+            raise ValueError(f"a batch holds 1 to {self.max_batch} jobs, not {len(reqs)}")
+        ids = [r.job_id for r in reqs]
+        if len(set(ids)) != len(ids) or any(i in self._jobs for i in ids):
+            raise ValueError(f"jobs {', '.join(ids)}: one is already running or repeated")
         w = next((w for w in self._slots.values() if self._is_idle(w)), None)
         if w is None:
             raise PoolBusy("Every painter is busy.")
-        seq = next(self._seq)
-        w.job = _Job(req.job_id, seq, time.monotonic() + self._job_timeout_s)
-        self._jobs[req.job_id] = w
+        batch = []
+        for slot, req in enumerate(reqs):
+            job = _Job(req.job_id, next(self._seq), slot)
+            w.jobs[req.job_id] = job
+            self._jobs[req.job_id] = w
+            batch.append((job.seq, req))
+        w.deadline = time.monotonic() + self._job_timeout_s * len(reqs)
         w.sending = True
         try:
             # A pipe write blocks until the worker has read big images; keep it off the loop.
-            await asyncio.to_thread(w.inbox.send, (seq, req))
+            await asyncio.to_thread(w.inbox.send, batch)
         except (OSError, ValueError) as exc:
-            # The worker died under us: its exit reports the job as worker_died.
-            log.warning("could not hand job %s to worker %d: %s", req.job_id, w.worker_id, exc)
+            # The worker died under us: its exit reports the jobs as worker_died.
+            log.warning("could not hand jobs %s to worker %d: %s", ", ".join(ids),
+                        w.worker_id, exc)
         finally:
             w.sending = False
             if w.exited.is_set():
@@ -194,9 +228,10 @@ class WorkerPool:
         """Asks the job's worker to stop; it reports `JobCancelled` within one step.
         False if the pool holds no such job (not submitted, or already finished)."""
         w = self._jobs.get(job_id)
-        if w is None or w.job is None:
+        job = w.jobs.get(job_id) if w is not None else None
+        if w is None or job is None:
             return False
-        w.cancel.value = w.job.seq
+        w.cancel[job.slot] = job.seq
         return True
 
     async def events(self) -> AsyncIterator[PoolEvent]:
@@ -224,18 +259,18 @@ class WorkerPool:
     # -- processes -------------------------------------------------------------------------
 
     def _is_idle(self, w: _Worker) -> bool:
-        return w.ready and not w.retired and w.job is None
+        return w.ready and not w.retired and not w.jobs
 
     def _spawn(self, worker_id: int) -> None:
         assert self._reader is not None
         inbox_r, inbox_w = self._ctx.Pipe(duplex=False)
         outbox_r, outbox_w = self._ctx.Pipe(duplex=False)
-        cancel: SharedInt = self._ctx.RawValue("q", 0)
+        cancel: SharedInts = self._ctx.RawArray("q", MAX_BATCH)
         spec = WorkerSpec(worker_id=worker_id, device=self._device, weights=self._weights,
                           preview_interval_s=self._preview_interval_s,
                           log_level=logging.getLogger().getEffectiveLevel(),
                           cpu_threads=self._cpu_threads, inbox=inbox_r, outbox=outbox_w,
-                          cancel=cancel)
+                          cancel=cancel, warm_up=self._warm_up)
         process = self._ctx.Process(target=self._target, args=(spec,), daemon=True,
                                     name=f"stylizer-worker-{worker_id}")
         process.start()
@@ -267,9 +302,9 @@ class WorkerPool:
     def _retire(self, w: _Worker) -> None:
         """Stops `w` for good: SIGTERM, then SIGKILL if it is still there after a moment."""
         w.retired = True
-        if w.job is not None:
-            self._jobs.pop(w.job.job_id, None)
-            w.job = None
+        for job_id in w.jobs:
+            self._jobs.pop(job_id, None)
+        w.jobs.clear()
         task = asyncio.get_running_loop().create_task(self._kill(w))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -319,6 +354,7 @@ class WorkerPool:
             return
         if isinstance(msg, WorkerReady):
             w.ready = True
+            w.device = msg.device
             self._respawn_delay.pop(w.worker_id, None)
             log.info("worker %d ready (pid %d, %s)", w.worker_id, msg.pid, msg.device)
         elif isinstance(msg, WorkerStartFailed):
@@ -327,14 +363,13 @@ class WorkerPool:
             if self._state == "starting" and self._start_error is None:
                 self._start_error = PoolStartError(msg.code, msg.message)
         elif isinstance(msg, JobStarted | JobProgress):
-            if w.job is not None and w.job.job_id == msg.job_id:
+            if msg.job_id in w.jobs:
                 self._emit(msg)
         elif isinstance(msg, JobSucceeded | JobFailed | JobCancelled):
-            if w.job is not None and w.job.job_id == msg.job_id:
+            if w.jobs.pop(msg.job_id, None) is not None:
                 self._jobs.pop(msg.job_id, None)
-                w.job = None
                 self._emit(msg)
-                if self._state == "closing":
+                if self._state == "closing" and not w.jobs:
                     self._ask_to_exit(w)
         else:
             log.warning("worker %d sent something unexpected: %r", w.worker_id, type(msg))
@@ -351,13 +386,14 @@ class WorkerPool:
             w.process.close()
         if self._slots.get(w.worker_id) is w:
             del self._slots[w.worker_id]
-        job, w.job = w.job, None
-        if job is not None and not w.retired:
-            self._jobs.pop(job.job_id, None)
-            log.error("worker %d (pid %d) died with exit code %s during job %s",
-                      w.worker_id, w.pid, code, job.job_id)
-            self._emit(JobFailed(job.job_id, "worker_died",
-                                 "The painter stopped unexpectedly.", retryable=True))
+        lost, w.jobs = list(w.jobs), {}
+        if lost and not w.retired:
+            log.error("worker %d (pid %d) died with exit code %s during job(s) %s",
+                      w.worker_id, w.pid, code, ", ".join(lost))
+            for job_id in lost:
+                self._jobs.pop(job_id, None)
+                self._emit(JobFailed(job_id, "worker_died",
+                                     "The painter stopped unexpectedly.", retryable=True))
         elif code == EXIT_RECYCLE:
             log.info("worker %d (pid %d) left after an unexpected error; replacing it",
                      w.worker_id, w.pid)
@@ -379,13 +415,14 @@ class WorkerPool:
             for w in list(self._slots.values()):
                 if w.retired:
                     continue
-                if w.job is not None and now > w.job.deadline:
-                    job_id = w.job.job_id
-                    log.error("job %s ran past %.0f s; killing worker %d (pid %d)",
-                              job_id, self._job_timeout_s, w.worker_id, w.pid)
+                if w.jobs and now > w.deadline:
+                    job_ids = list(w.jobs)
+                    log.error("job(s) %s ran past %.0f s each; killing worker %d (pid %d)",
+                              ", ".join(job_ids), self._job_timeout_s, w.worker_id, w.pid)
                     self._retire(w)
-                    self._emit(JobFailed(job_id, "timeout", _timeout_message(
-                        self._job_timeout_s), retryable=False))
+                    for job_id in job_ids:
+                        self._emit(JobFailed(job_id, "timeout", _timeout_message(
+                            self._job_timeout_s), retryable=False))
                 elif not w.ready and now - w.started_at > self._start_timeout_s:
                     log.error("worker %d (pid %d) did not get ready in %.0f s; replacing it",
                               w.worker_id, w.pid, self._start_timeout_s)
@@ -410,7 +447,7 @@ class WorkerPool:
                 continue
             if not w.ready:
                 self._retire(w)
-            elif w.job is None:
+            elif not w.jobs:
                 self._ask_to_exit(w)
         deadline = time.monotonic() + grace_s
         while self._jobs and (left := deadline - time.monotonic()) > 0:
@@ -422,7 +459,7 @@ class WorkerPool:
             log.warning("killing %d job(s) still running after %.0f s: %s", len(killed),
                         grace_s, ", ".join(killed))
         for w in list(self._slots.values()):
-            if w.job is not None:
+            if w.jobs:
                 self._retire(w)
         await self._reap_all()
         if self._tasks:

@@ -1,6 +1,7 @@
 """The worker process: loads VGG19 once, then paints the jobs the supervisor sends it.
 
-A worker reads `(seq, JobRequest)` from its inbox pipe (None means "exit") and writes
+A worker reads a batch, a list of `(seq, JobRequest)`, from its inbox pipe (None means
+"exit") and writes
 `messages` dataclasses to its outbox pipe. It never raises to the supervisor: bad input,
 cancellation, out-of-memory and bugs all become events. This module does not import
 torch at import time, because the supervisor imports it for `worker_main`.
@@ -8,6 +9,7 @@ torch at import time, because the supervisor imports it for `worker_main`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -15,7 +17,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -47,10 +49,15 @@ INTERNAL_MESSAGE = "Something went wrong while painting."
 EXIT_RECYCLE = 3
 
 
-class SharedInt(Protocol):
-    """A `multiprocessing.RawValue("q")`: one integer both processes can see."""
+# The most jobs one batch can hold (the size of the shared cancel array).
+MAX_BATCH = 64
 
-    value: int
+
+class SharedInts(Protocol):
+    """A `multiprocessing.RawArray("q", MAX_BATCH)`: integers both processes can see."""
+
+    def __getitem__(self, index: int) -> int: ...
+    def __setitem__(self, index: int, value: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,13 @@ class WorkerSpec:
     preview_interval_s: float
     log_level: int
     cpu_threads: int  # torch intra-op threads; 0 leaves torch's default
-    inbox: Connection  # (seq, JobRequest) or None, from the supervisor
+    inbox: Connection  # a list of (seq, JobRequest), or None, from the supervisor
     outbox: Connection  # WorkerMessage, to the supervisor
-    # The supervisor writes a job's seq here to cancel it. A number rather than a flag, so
-    # that a cancel arriving just as one job ends can never stop the next one.
-    cancel: SharedInt
+    # To cancel the job in position i of a batch the supervisor writes its seq to
+    # cancel[i]. A number rather than a flag, so that a cancel arriving just as one
+    # batch ends can never stop the next one.
+    cancel: SharedInts
+    warm_up: bool = True  # paint a tiny picture before reporting ready (see Stylizer.warm_up)
 
 
 class ProgressLike(Protocol):
@@ -92,11 +101,32 @@ class ResultLike(Protocol):
 class Engine(Protocol):
     """What a worker needs of `stylizer.engine.Stylizer`."""
 
-    def run(self, content: Image.Image, styles: Sequence[Image.Image], params: StyleParams, *,
-            on_progress: Callable[[Any], None] | None = None,
-            should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
-            preview_every: int = 0, preview_size: int = 256,
-            style_keys: Sequence[str] | None = None) -> ResultLike: ...
+    def run_batch(self, contents: Sequence[Image.Image],
+                  styles: Sequence[Sequence[Image.Image]], params: StyleParams, *,
+                  on_progress: Callable[[Sequence[Any]], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
+                  preview_every: int = 0, preview_size: int = 256,
+                  style_keys: Sequence[Sequence[str] | None] | None = None,
+                  ) -> Sequence[ResultLike]: ...
+
+
+@dataclass(eq=False)
+class Task:
+    """One job of a batch, inside the worker."""
+
+    seq: int
+    slot: int  # its position in the batch: its cell in the cancel array
+    req: JobRequest
+    report: ProgressReporter
+    params: StyleParams | None = None
+    content: Image.Image | None = None
+    styles: list[Image.Image] = field(default_factory=list)
+    keys: list[str] | None = None
+    open: bool = True  # no final event sent yet
+
+    @property
+    def job_id(self) -> str:
+        return self.req.job_id
 
 
 class OutOfMemory(Exception):
@@ -127,7 +157,6 @@ class Worker:
         self.spec = spec
         self.pid = os.getpid()
         self._parent_pid = os.getppid()
-        self._seq = 0
         self._orphaned = False
         self._styles: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
         self.engine: Engine | None = None
@@ -151,7 +180,10 @@ class Worker:
         if self.spec.cpu_threads > 0:
             # Several workers on one CPU would each start one thread per core otherwise.
             torch.set_num_threads(self.spec.cpu_threads)
-        return Stylizer(self.spec.device, self.spec.weights)
+        engine = Stylizer(self.spec.device, self.spec.weights)
+        if self.spec.warm_up:
+            engine.warm_up()
+        return engine
 
     def serve(self) -> None:
         self.setup_process()
@@ -177,8 +209,7 @@ class Worker:
             if msg is None:
                 log.debug("asked to exit")
                 return
-            seq, req = msg
-            if not self.handle(seq, req):
+            if not self.handle(msg):
                 sys.exit(EXIT_RECYCLE)
 
     def send(self, msg: WorkerMessage) -> None:
@@ -188,78 +219,165 @@ class Worker:
             # The supervisor is gone: stop the running job (see should_stop) and exit.
             self._orphaned = True
 
-    def should_stop(self) -> bool:
-        return (self.spec.cancel.value == self._seq or self._orphaned
-                or os.getppid() != self._parent_pid)
+    # -- one batch -------------------------------------------------------------------------
 
-    # -- one job ---------------------------------------------------------------------------
-
-    def handle(self, seq: int, req: JobRequest) -> bool:
-        """Runs one job and reports how it ended; False means this process should be
-        replaced (after an unexpected error its state, e.g. a CUDA context, is suspect)."""
-        self._seq = seq
-        job_id = req.job_id
-        self.send(JobStarted(job_id, self.spec.worker_id, self.pid))
-        log.info("job %s: started (attempt %d)", job_id, req.attempt)
+    def handle(self, batch: Sequence[tuple[int, JobRequest]]) -> bool:
+        """Paints a batch of jobs and reports how each ended; False means this process
+        should be replaced (after an unexpected error its state, e.g. a CUDA context, is
+        suspect). Jobs whose photos come out at the same size with the same parameters run
+        as one `run_batch`; the others run one group after another."""
+        tasks = [Task(seq, slot, req, ProgressReporter(req.job_id, self.send,
+                                                       self.spec.preview_interval_s))
+                 for slot, (seq, req) in enumerate(batch)]
+        for task in tasks:
+            self.send(JobStarted(task.job_id, self.spec.worker_id, self.pid))
+            log.info("job %s: started (attempt %d, batch of %d)", task.job_id,
+                     task.req.attempt, len(tasks))
+        groups: dict[tuple[object, ...], list[Task]] = {}
+        for task in tasks:
+            try:
+                self.prepare(task)
+            except StylizerError as exc:
+                log.info("job %s: refused (%s): %s", task.job_id, exc.code, exc)
+                self.finish(task, JobFailed(task.job_id, exc.code, str(exc), retryable=False))
+                continue
+            assert task.content is not None
+            assert task.params is not None
+            key = (task.content.size, json.dumps(task.params.to_dict(), sort_keys=True))
+            groups.setdefault(key, []).append(task)
         try:
-            png, stats = self.paint(req)
-        except Cancelled:
-            log.info("job %s: cancelled", job_id)
-            self.send(JobCancelled(job_id))
-        except StylizerError as exc:
-            log.info("job %s: refused (%s): %s", job_id, exc.code, exc)
-            self.send(JobFailed(job_id, exc.code, str(exc), retryable=False))
-        except OutOfMemory:
-            self.send(JobFailed(job_id, "out_of_memory", "The picture did not fit in the "
-                                "painter's memory; try a smaller size.", retryable=False))
+            for group in groups.values():
+                self.paint_group(group)
         except Exception:
             # Retryable: the next attempt runs in a fresh process, which cures anything
             # transient; the job service caps the attempts for a bug that always fails.
-            log.exception("job %s: failed", job_id)
-            self.send(JobFailed(job_id, "internal", INTERNAL_MESSAGE, retryable=True))
+            for task in tasks:
+                if task.open:
+                    log.exception("job %s: failed", task.job_id)
+                    self.finish(task, JobFailed(task.job_id, "internal", INTERNAL_MESSAGE,
+                                                retryable=True))
             return False
-        else:
-            log.info("job %s: done in %.1f s", job_id, stats.get("seconds", 0.0))
-            self.send(JobSucceeded(job_id, png, stats))
         return True
 
-    def paint(self, req: JobRequest) -> tuple[bytes, dict[str, float | int]]:
-        assert self.engine is not None
+    def finish(self, task: Task, event: JobSucceeded | JobFailed | JobCancelled) -> None:
+        """Sends a job's final event; the batch may go on without it."""
+        task.open = False
+        self.send(event)
+
+    def prepare(self, task: Task) -> None:
+        """Decodes and checks one job's images and parameters (StylizerError if bad)."""
+        req = task.req
         params = StyleParams.from_dict(req.params)
         if not req.styles:
             raise InvalidParams("At least one style image is needed.")
         if params.style_blend and len(params.style_blend) != len(req.styles):
             raise InvalidParams("Give one style weight per style image.")
-        content = images.decode(req.content, max_side=params.size)
-        keys = list(req.style_keys) if len(req.style_keys) == len(req.styles) else None
-        styles = [self.style_image(data, keys[i] if keys else None)
-                  for i, data in enumerate(req.styles)]
-        if self.should_stop():
-            raise Cancelled("cancelled before the first step")
-        report = ProgressReporter(req.job_id, self.send, self.spec.preview_interval_s)
-        # Enough progress calls for a smooth bar, few enough that previews stay cheap.
-        every = max(1, min(10, params.steps // 20))
+        task.params = params
+        task.content = images.decode(req.content, max_side=params.size)
+        task.keys = list(req.style_keys) if len(req.style_keys) == len(req.styles) else None
+        task.styles = [self.style_image(data, task.keys[i] if task.keys else None)
+                       for i, data in enumerate(req.styles)]
+
+    def paint_group(self, group: list[Task]) -> None:
+        """Paints jobs of one size and one set of parameters together."""
+        try:
+            results = self.paint(group)
+        except Cancelled:
+            # The supervisor is gone (each job cancelled on its own was reported then).
+            for task in group:
+                if task.open:
+                    self.finish(task, JobCancelled(task.job_id))
+            return
+        except StylizerError as exc:
+            for task in group:
+                if task.open:
+                    log.info("job %s: refused (%s): %s", task.job_id, exc.code, exc)
+                    self.finish(task, JobFailed(task.job_id, exc.code, str(exc),
+                                                retryable=False))
+            return
+        except OutOfMemory:
+            for task in group:
+                if task.open:
+                    self.finish(task, JobFailed(
+                        task.job_id, "out_of_memory", "The picture did not fit in the "
+                        "painter's memory; try a smaller size.", retryable=False))
+            return
+        for task in group:
+            if task.open and task.job_id in results:
+                png, stats = results[task.job_id]
+                log.info("job %s: done in %.1f s", task.job_id, stats.get("seconds", 0.0))
+                self.finish(task, JobSucceeded(task.job_id, png, stats))
+
+    def paint(self, tasks: list[Task]) -> dict[str, tuple[bytes, dict[str, float | int]]]:
+        """Runs the engine; after an out-of-memory error a batch is split in halves, and a
+        single job is tried again smaller (OOM_SCALES)."""
         for factor in OOM_SCALES:
-            size = max(32, round(params.size * factor))
-            attempt = params.replace(size=size)
             try:
-                result = self.engine.run(
-                    images.resize_to_fit(content, size), styles, attempt,
-                    on_progress=report, should_stop=self.should_stop, progress_every=every,
-                    preview_every=every, preview_size=PREVIEW_SIDE, style_keys=keys)
+                return self.run_engine(tasks, factor)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
-                log.warning("job %s: out of memory at size %d", req.job_id, size)
-            else:
-                break
+                log.warning("jobs %s: out of memory at %.0f%% size",
+                            ", ".join(t.job_id for t in tasks), factor * 100)
             # Outside the except block: until it ends, the traceback's frames hold tensors.
             self.free_memory()
-        else:
-            raise OutOfMemory
-        stats = dict(result.stats())
-        stats.update(width=result.image.width, height=result.image.height, size=size)
-        return images.encode(result.image, "PNG"), stats
+            if len(tasks) > 1:
+                mid = len(tasks) // 2
+                return {**self.paint(tasks[:mid]), **self.paint(tasks[mid:])}
+        raise OutOfMemory
+
+    def run_engine(self, tasks: list[Task], factor: float,
+                   ) -> dict[str, tuple[bytes, dict[str, float | int]]]:
+        assert self.engine is not None
+        live = [t for t in tasks if t.open]
+        if not live:
+            return {}
+        params = live[0].params
+        assert params is not None
+        size = max(32, round(params.size * factor))
+        attempt = params.replace(size=size)
+        contents = [images.resize_to_fit(t.content, size) for t in live if t.content]
+        # Enough progress calls for a smooth bar; previews are only rendered when sent.
+        every = max(1, min(10, params.steps // 20))
+
+        def on_progress(batch: Sequence[Any]) -> None:
+            for task, progress in zip(live, batch, strict=True):
+                if task.open:
+                    task.report(progress)
+
+        keys = [t.keys for t in live]
+        try:
+            results = self.engine.run_batch(
+                contents, [t.styles for t in live], attempt, on_progress=on_progress,
+                should_stop=self.stop_check(live), progress_every=every, preview_every=every,
+                preview_size=PREVIEW_SIDE,
+                style_keys=keys if all(k is not None for k in keys) else None)
+        except Cancelled:
+            if any(t.open for t in live):
+                raise  # the supervisor is gone
+            return {}  # every job in it was cancelled and has been reported
+        out: dict[str, tuple[bytes, dict[str, float | int]]] = {}
+        for task, result in zip(live, results, strict=True):
+            if task.open:
+                stats = dict(result.stats())
+                stats.update(width=result.image.width, height=result.image.height, size=size,
+                             batch=len(live))
+                out[task.job_id] = (images.encode(result.image, "PNG"), stats)
+        return out
+
+    def stop_check(self, tasks: list[Task]) -> Callable[[], bool]:
+        """Polled before every step: reports jobs cancelled since, and stops the run when
+        none of its jobs is wanted any more."""
+        def should_stop() -> bool:
+            if self._orphaned or os.getppid() != self._parent_pid:
+                return True
+            for task in tasks:
+                if task.open and self.spec.cancel[task.slot] == task.seq:
+                    log.info("job %s: cancelled", task.job_id)
+                    self.finish(task, JobCancelled(task.job_id))
+            return not any(t.open for t in tasks)
+
+        return should_stop
 
     def style_image(self, data: bytes, key: str | None) -> Image.Image:
         """Decodes a style at the largest side the engine uses, always the same way for the

@@ -6,7 +6,7 @@ import asyncio
 import io
 import struct
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,17 @@ class GatedPool:
     def idle(self) -> int:
         return self.inner.idle if self.open else 0
 
+    @property
+    def max_batch(self) -> int:
+        return self.inner.max_batch
+
     async def submit(self, req: JobRequest) -> None:
+        await self.submit_batch([req])
+
+    async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         if not self.open:
             raise ExecutorBusy("gate shut")
-        await self.inner.submit(req)
+        await self.inner.submit_batch(reqs)
 
     async def cancel(self, job_id: str) -> bool:
         return await self.inner.cancel(job_id)

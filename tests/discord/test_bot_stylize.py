@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,7 +42,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def app(emu: DiscordEmulator, tmp_path_factory: pytest.TempPathFactory
               ) -> AsyncIterator[App]:
-    settings = make_settings(emu, tmp_path_factory.mktemp("bot"))
+    # Up to three compatible jobs share a batch, as on a GPU.
+    settings = make_settings(emu, tmp_path_factory.mktemp("bot"), max_batch=3)
     await push_commands(settings)  # the emulator types interaction options from this
     async with bot_running(settings, gate=True) as running_app:
         yield running_app
@@ -224,6 +226,26 @@ async def test_an_admin_may_cancel_anyones_job(emu: DiscordEmulator, app: App) -
         assert (await app.service.get(job_id)).status == JobStatus.cancelled
     finally:
         gate(app).open = True
+
+
+async def test_queued_jobs_of_several_users_are_painted_together(
+        emu: DiscordEmulator, app: App, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bot.jobs.dispatch")
+    gate(app).open = False  # they queue up, as behind a busy worker
+    try:
+        ixs = [await emu.slash("stylize", user, image=Upload(f"{i}.png", photo_png()),
+                               style=PRESET)
+               for i, user in enumerate((emu.alice, emu.bob, emu.admin))]
+        messages = [await progress_message(emu, ix) for ix in ixs]
+    finally:
+        gate(app).open = True
+    for message, user in zip(messages, (emu.alice, emu.bob, emu.admin), strict=True):
+        image = decode(await wait_painting(emu, message))
+        assert max(image.size) == 48
+        job = await wait_delivered(app, job_id_of(message))
+        assert job.user_id == str(user.id)
+        assert job.result_message_id == str(message.id)  # each on its own message
+    assert any("batch of 3" in r.getMessage() for r in caplog.records)
 
 
 async def test_history_and_job(emu: DiscordEmulator, app: App) -> None:

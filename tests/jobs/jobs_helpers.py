@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,9 +59,12 @@ class FakeExecutor:
     """
 
     def __init__(self, workers: int = 1,
-                 auto: Callable[[JobRequest], list[PoolEvent]] | None = None) -> None:
+                 auto: Callable[[JobRequest], list[PoolEvent]] | None = None,
+                 max_batch: int = 1) -> None:
         self.workers = workers
         self.auto = auto
+        self.max_batch = max_batch
+        self.batches: list[list[str]] = []  # job ids handed over together
         self.started = False
         self.closed = False
         self.submitted: list[JobRequest] = []
@@ -80,16 +83,24 @@ class FakeExecutor:
 
     @property
     def idle(self) -> int:
-        return max(0, self.capacity - len(self.running))
+        busy = sum(1 for batch in self.batches if any(j in self.running for j in batch))
+        return max(0, self.capacity - busy)
 
     async def submit(self, req: JobRequest) -> None:
+        await self.submit_batch([req])
+
+    async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         if self.idle <= 0:
             raise ExecutorBusy("busy")
-        self.running[req.job_id] = req
-        self.submitted.append(req)
-        if self.auto is not None:
-            for event in self.auto(req):
-                self.emit(event)
+        assert 1 <= len(reqs) <= self.max_batch
+        self.batches.append([r.job_id for r in reqs])
+        for req in reqs:
+            self.running[req.job_id] = req
+            self.submitted.append(req)
+        for req in reqs:
+            if self.auto is not None:
+                for event in self.auto(req):
+                    self.emit(event)
 
     async def cancel(self, job_id: str) -> bool:
         self.cancel_calls.append(job_id)

@@ -38,18 +38,19 @@ def marker(content: bytes) -> tuple[int, int, int]:
 
 
 class MarkedWorker(Worker):
-    def handle(self, seq: int, req: JobRequest) -> bool:
-        mark = marker(req.content)
-        if mark == CRASH:
-            self.send(JobStarted(req.job_id, self.spec.worker_id, self.pid))
+    def handle(self, batch: Sequence[tuple[int, JobRequest]]) -> bool:
+        marks = {marker(req.content) for _, req in batch}
+        if marks & {CRASH, HANG}:
+            for _, req in batch:
+                self.send(JobStarted(req.job_id, self.spec.worker_id, self.pid))
+        if CRASH in marks:
             time.sleep(0.1)
             os.kill(os.getpid(), signal.SIGKILL)
-        if mark == HANG:
-            self.send(JobStarted(req.job_id, self.spec.worker_id, self.pid))
+        if HANG in marks:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             while True:
                 time.sleep(1)
-        return super().handle(seq, req)
+        return super().handle(batch)
 
 
 @dataclass(frozen=True)
@@ -74,18 +75,19 @@ class _Result:
 class QuickEngine:
     """Stands in for `Stylizer`: honours steps, progress and cancellation, no torch."""
 
-    def run(self, content: Image.Image, styles: Sequence[Image.Image], params: StyleParams, *,
-            on_progress: Callable[[Any], None] | None = None,
-            should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
-            **_: Any) -> _Result:
+    def run_batch(self, contents: Sequence[Image.Image],
+                  styles: Sequence[Sequence[Image.Image]], params: StyleParams, *,
+                  on_progress: Callable[[Sequence[Any]], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
+                  **_: Any) -> list[_Result]:
         for step in range(1, params.steps + 1):
             if should_stop is not None and should_stop():
                 raise Cancelled("stopped")
             time.sleep(QUICK_STEP_S)
             if on_progress is not None and (step % progress_every == 0 or step == 1):
-                on_progress(_Progress(step, params.steps, 1.0, 1.0))
-        blended = Image.blend(content, styles[0].resize(content.size), 0.3)
-        return _Result(blended, params.steps)
+                on_progress([_Progress(step, params.steps, 1.0, 1.0)] * len(contents))
+        return [_Result(Image.blend(c, s[0].resize(c.size), 0.3), params.steps)
+                for c, s in zip(contents, styles, strict=True)]
 
 
 class QuickWorker(MarkedWorker):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
     from stylizer.engine import Stylizer
+    from stylizer.pool import WorkerPool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,3 +85,23 @@ def styles_dir() -> Path:
     if not (path / "starry-night.jpg").is_file():
         pytest.skip(f"no style pack at {path}")
     return path
+
+
+@pytest.fixture
+async def pool_factory() -> AsyncIterator[Callable[..., Awaitable[WorkerPool]]]:
+    """Starts CPU worker pools (previews unthrottled) and closes them after the test."""
+    from stylizer.pool import WorkerPool
+
+    pools: list[WorkerPool] = []
+
+    async def make(**kwargs: Any) -> WorkerPool:
+        kwargs.setdefault("device", "cpu")
+        kwargs.setdefault("preview_interval_s", 0.0)
+        pool = WorkerPool(**kwargs)
+        pools.append(pool)
+        await pool.start()
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.close(grace_s=0)

@@ -4,6 +4,7 @@
 says otherwise:
 - "hang-...":  the job never ends, and the process ignores SIGTERM;
 - "oom-...":   the engine raises torch's out-of-memory error while the size is above 40;
+- "tight-...": memory for one picture above 40 px at a time: two together run out;
 - "bug-...":   the engine raises an unexpected error.
 """
 
@@ -28,32 +29,37 @@ class TroubledEngine:
         self.inner = inner
         self.worker = worker
 
-    def run(self, content: Image.Image, styles: Sequence[Image.Image], params: StyleParams,
-            **kwargs: Any) -> ResultLike:
-        job_id = self.worker.job_id
-        if job_id.startswith("oom") and params.size > OOM_ABOVE:
+    def run_batch(self, contents: Sequence[Image.Image],
+                  styles: Sequence[Sequence[Image.Image]], params: StyleParams,
+                  **kwargs: Any) -> Sequence[ResultLike]:
+        job_ids = self.worker.job_ids
+        too_big = params.size > OOM_ABOVE and (
+            any(j.startswith("oom") for j in job_ids)
+            or (any(j.startswith("tight") for j in job_ids) and len(contents) > 1))
+        if too_big:
             import torch
 
             raise torch.OutOfMemoryError(f"CUDA out of memory (simulated at {params.size})")
-        if job_id.startswith("bug"):
+        if any(j.startswith("bug") for j in job_ids):
             raise RuntimeError("simulated bug")
-        return self.inner.run(content, styles, params, **kwargs)
+        return self.inner.run_batch(contents, styles, params, **kwargs)
 
 
 class TroubledWorker(Worker):
-    job_id = ""
+    job_ids: tuple[str, ...] = ()
 
     def make_engine(self) -> Engine:
         return TroubledEngine(super().make_engine(), self)
 
-    def handle(self, seq: int, req: JobRequest) -> bool:
-        self.job_id = req.job_id
-        if req.job_id.startswith("hang"):
-            self.send(JobStarted(req.job_id, self.spec.worker_id, self.pid))
+    def handle(self, batch: Sequence[tuple[int, JobRequest]]) -> bool:
+        self.job_ids = tuple(req.job_id for _, req in batch)
+        if any(j.startswith("hang") for j in self.job_ids):
+            for job_id in self.job_ids:
+                self.send(JobStarted(job_id, self.spec.worker_id, self.pid))
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL will do
             while True:
                 time.sleep(1)
-        return super().handle(seq, req)
+        return super().handle(batch)
 
 
 def troubled_worker(spec: WorkerSpec) -> None:

@@ -10,16 +10,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
+from pool_testing import (
+    TERMINAL,
+    Events,
+    PoolFactory,
+    gone,
+    request,
+    spawned_children,
+    tiny_content,
+    tiny_style,
+    wait_until,
+)
 
-from stylizer import images
-from stylizer.params import StyleParams
 from stylizer.pool import (
     JobCancelled,
     JobFailed,
@@ -29,7 +35,6 @@ from stylizer.pool import (
     JobSucceeded,
     PoolBusy,
     PoolClosed,
-    PoolEvent,
     PoolStartError,
     WorkerPool,
 )
@@ -39,111 +44,8 @@ from stylizer.pool.worker import ProgressReporter
 pool_helpers = importlib.import_module(
     f"{__package__}.pool_helpers" if __package__ else "pool_helpers")
 
+
 pytestmark = pytest.mark.timeout(120)
-
-TERMINAL = (JobSucceeded, JobFailed, JobCancelled)
-PoolFactory = Callable[..., Awaitable[WorkerPool]]
-
-
-def _png(arr: np.ndarray) -> bytes:
-    return images.encode(Image.fromarray(arr.astype(np.uint8), "RGB"), "PNG")
-
-
-def _content() -> bytes:
-    y, x = np.mgrid[0:48, 0:64]
-    return _png(np.stack([x * 4, y * 5, (x + y) * 2], axis=-1))
-
-
-def _style() -> bytes:
-    rng = np.random.default_rng(7)
-    return _png(rng.integers(0, 256, (64, 64, 3)))
-
-
-def request(job_id: str, *, content: bytes | None = None, **params: Any) -> JobRequest:
-    p = StyleParams(**({"size": 32, "steps": 6, "scales": 1} | params))
-    return JobRequest(job_id, content if content is not None else _content(), (_style(),),
-                      ("style-key",), p.to_dict())
-
-
-class Events:
-    """Reads a pool's event stream, with deadlines."""
-
-    def __init__(self, pool: WorkerPool) -> None:
-        self.it: AsyncIterator[PoolEvent] = pool.events()
-        self.seen: dict[str, list[PoolEvent]] = {}
-
-    async def next(self, within: float = 60.0) -> PoolEvent:
-        event = await asyncio.wait_for(anext(self.it), within)
-        self.seen.setdefault(event.job_id, []).append(event)
-        return event
-
-    async def until(self, cond: Callable[[PoolEvent], bool], within: float = 60.0) -> PoolEvent:
-        """Reads events (of any job) up to the first that meets `cond`."""
-        deadline = time.monotonic() + within
-        while not cond(event := await self.next(deadline - time.monotonic())):
-            pass
-        return event
-
-    async def until_end(self, job_id: str, within: float = 60.0) -> list[PoolEvent]:
-        out: list[PoolEvent] = []
-        deadline = time.monotonic() + within
-        while True:
-            event = await self.next(deadline - time.monotonic())
-            assert event.job_id == job_id, event
-            out.append(event)
-            if isinstance(event, TERMINAL):
-                return out
-
-
-async def wait_until(cond: Callable[[], bool], within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-def gone(pid: int) -> bool:
-    """True once the process has exited *and* been reaped (a zombie still answers)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def spawned_children() -> list[int]:
-    """Our child processes that are multiprocessing spawn workers."""
-    me = str(os.getpid())
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = stat.rsplit(")", 1)[1].split()[1]
-        if ppid == me and b"spawn_main" in cmdline:
-            out.append(int(entry.name))
-    return out
-
-
-@pytest.fixture
-async def pool_factory() -> AsyncIterator[PoolFactory]:
-    pools: list[WorkerPool] = []
-
-    async def make(**kwargs: Any) -> WorkerPool:
-        kwargs.setdefault("device", "cpu")
-        kwargs.setdefault("preview_interval_s", 0.0)
-        pool = WorkerPool(**kwargs)
-        pools.append(pool)
-        await pool.start()
-        return pool
-
-    yield make
-    for pool in pools:
-        await pool.close(grace_s=0)
 
 
 async def test_real_job_paints_a_png_with_progress(pool_factory: PoolFactory) -> None:
@@ -272,7 +174,7 @@ async def test_bad_input_fails_with_its_typed_error(pool_factory: PoolFactory) -
     assert "Traceback" not in failed.message
 
     bad_params = request("tiny").params | {"size": 5}
-    await pool.submit(JobRequest("tiny", _content(), (_style(),), ("k",), bad_params))
+    await pool.submit(JobRequest("tiny", tiny_content(), (tiny_style(),), ("k",), bad_params))
     failed = (await events.until_end("tiny"))[-1]
     assert isinstance(failed, JobFailed)
     assert (failed.code, failed.retryable) == ("invalid_params", False)

@@ -1,0 +1,134 @@
+"""Compatible queued jobs go to a worker together; the rest keep their fair turn."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import jobs_workers
+import pytest
+from jobs_helpers import FakeExecutor, ServiceFactory, png, until
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.jobs import db
+from bot.jobs.executor import JobSucceeded, LocalPoolExecutor
+from bot.jobs.service import JobService, JobStatus
+from bot.jobs.views import JobView
+from bot.settings import Settings
+
+STYLE = png(99)
+
+
+async def _submit(service: JobService, user: str, **kwargs: object) -> JobView:
+    content = kwargs.pop("content", png(1))
+    assert isinstance(content, bytes)
+    params = kwargs.pop("params", {"steps": 9})
+    assert isinstance(params, dict)
+    return await service.submit(user_id=user, user_name=user, content=content,
+                                style_image=STYLE, params=params)
+
+
+def _finish(fake: FakeExecutor, *views: JobView) -> None:
+    for view in views:
+        fake.emit(JobSucceeded(view.id, png(7), {"steps": 9}))
+
+
+async def test_compatible_jobs_ride_along_with_the_next_fair_job(
+        make_service: ServiceFactory) -> None:
+    fake = FakeExecutor(workers=1, max_batch=4)
+    service = make_service(fake)
+    await service.start()
+    first = await _submit(service, "u1")
+    await until(lambda: fake.batches == [[first.id]])
+    # Queued while the worker is busy: three of the same size and settings, one of
+    # another size, one with other settings.
+    b = await _submit(service, "u2")
+    c = await _submit(service, "u3", content=png(3))
+    other_size = await _submit(service, "u4", content=png(4, width=40))
+    other_params = await _submit(service, "u2", params={"steps": 5})
+    f = await _submit(service, "u5", content=png(5))
+    assert b.batch_key == c.batch_key == f.batch_key
+    assert len({b.batch_key, other_size.batch_key, other_params.batch_key}) == 3
+
+    _finish(fake, first)
+    await until(lambda: len(fake.batches) == 2)
+    assert fake.batches[1] == [b.id, c.id, f.id]
+    for view in (b, c, f):
+        assert (await service.get(view.id)).status is JobStatus.running
+    assert (await service.get(other_size.id)).status is JobStatus.queued
+    _finish(fake, b, c, f)
+    await until(lambda: len(fake.batches) == 3)
+    _finish(fake, *[await service.get(i) for i in fake.batches[2]])
+    await until(lambda: len(fake.batches) == 4)
+    assert sorted(fake.batches[2] + fake.batches[3]) == sorted([other_size.id,
+                                                                other_params.id])
+    _finish(fake, *[await service.get(i) for i in fake.batches[3]])
+    for view in (first, b, c, f, other_size, other_params):
+        assert (await service.wait(view.id, timeout_s=5)).status is JobStatus.succeeded
+
+
+async def test_a_batch_is_no_bigger_than_the_executor_takes(
+        make_service: ServiceFactory) -> None:
+    fake = FakeExecutor(workers=1, max_batch=2)
+    service = make_service(fake)
+    await service.start()
+    first = await _submit(service, "u0")
+    await until(lambda: fake.batches)
+    rest = [await _submit(service, f"u{i}", content=png(i)) for i in range(1, 4)]
+    _finish(fake, first)
+    await until(lambda: len(fake.batches) == 2)
+    assert fake.batches[1] == [rest[0].id, rest[1].id]
+    _finish(fake, rest[0], rest[1])
+    await until(lambda: len(fake.batches) == 3)
+    assert fake.batches[2] == [rest[2].id]
+
+
+async def test_jobs_without_a_key_or_after_a_crash_run_alone(
+        make_service: ServiceFactory, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    fake = FakeExecutor(workers=1, max_batch=4)
+    service = make_service(fake)
+    await service.start()
+    first = await _submit(service, "u0")
+    await until(lambda: fake.batches)
+    old = [await _submit(service, f"u{i}", content=png(i)) for i in (1, 2)]
+    retried = [await _submit(service, f"u{i}", content=png(i)) for i in (3, 4)]
+    async with sessionmaker.begin() as session:
+        # As queued before batch keys existed, and as put back after a worker died.
+        await session.execute(update(db.Job).where(db.Job.id.in_([v.id for v in old]))
+                              .values(batch_key=None))
+        await session.execute(update(db.Job).where(db.Job.id.in_([v.id for v in retried]))
+                              .values(attempts=1))
+    _finish(fake, first)
+    for n, view in enumerate(old + retried, start=2):
+        await until(lambda n=n: len(fake.batches) == n)  # type: ignore[misc]
+        assert fake.batches[-1] == [view.id]
+        _finish(fake, view)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_worker_killed_by_one_job_of_a_batch_costs_the_others_one_retry(
+        make_service: ServiceFactory, settings: Settings,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Real worker processes: the poison kills the batch, its companions are retried
+    alone and succeed, the poison dies alone."""
+    caplog.set_level(logging.INFO, logger="bot.jobs.dispatch")
+    settings = dataclasses.replace(settings, max_batch=4, max_attempts=3)
+    executor = LocalPoolExecutor.from_settings(settings, preview_interval_s=0.2,
+                                               worker_target=jobs_workers.quick_worker)
+    service = make_service(executor, settings_=settings)
+    await service.start()
+    blocker = await _submit(service, "u0", params={"steps": 40})
+    await until(lambda: executor.idle == 0)
+    poison = await _submit(service, "u1", content=png(1, corner=jobs_workers.CRASH))
+    good = [await _submit(service, f"u{i}", content=png(i)) for i in (2, 3)]
+    assert poison.batch_key == good[0].batch_key
+    assert (await service.wait(blocker.id, timeout_s=60)).status is JobStatus.succeeded
+    for view in good:
+        done = await service.wait(view.id, timeout_s=60)
+        assert done.status is JobStatus.succeeded
+        assert done.attempts == 1
+    dead = await service.wait(poison.id, timeout_s=60)
+    assert (dead.status, dead.attempts) == (JobStatus.dead, 3)
+    assert any("batch of 3" in r.getMessage() for r in caplog.records)
