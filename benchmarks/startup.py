@@ -1,23 +1,30 @@
-"""Where a fresh worker process spends its start-up: import, CUDA, weights, first job.
+"""Worker start-up: where a fresh worker spends it, and what a pool pays to start and to
+replace a worker, by start method.
 
-    python benchmarks/startup.py [--device cuda] [--size 512]
+    python benchmarks/startup.py [--device cuda] [--size 512] [--workers 2]
+
+Prints a markdown table (and `--json FILE` writes the figures). The breakdown runs in a
+fresh interpreter, as a spawned worker would; the pool figures use the real `WorkerPool`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 T0 = time.perf_counter()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--size", type=int, default=512)
-    args = ap.parse_args()
+def breakdown(device: str, size: int) -> dict[str, float | bool]:
+    """Cumulative seconds since interpreter start (run in a fresh process)."""
     marks: dict[str, float | bool] = {}
     import torch
 
@@ -27,26 +34,82 @@ def main() -> None:
     from stylizer.engine import Stylizer
     from stylizer.params import StyleParams
 
-    # Cumulative, so this is torch plus PIL and the stylizer modules; torchvision used to
-    # come in here (seconds) and should no longer: see the check at the end.
-    marks["import PIL + stylizer.engine"] = time.perf_counter() - T0
-    if torch.cuda.is_available() and args.device != "cpu":
+    marks["import stylizer.engine"] = time.perf_counter() - T0
+    if torch.cuda.is_available() and device != "cpu":
         torch.cuda.init()
         torch.zeros(1, device="cuda")
         marks["CUDA context"] = time.perf_counter() - T0
-    st = Stylizer(args.device)
+    st = Stylizer(device)
     marks["VGG19 loaded"] = time.perf_counter() - T0
-    photo = Image.new("RGB", (args.size, args.size * 9 // 16), (120, 80, 40))
-    style = Image.new("RGB", (args.size, args.size), (20, 40, 160))
-    for label in ("first job (autotune + graph capture)", "second job"):
-        st.run(photo, [style], StyleParams(size=args.size, steps=20, scales=1))
+    st.warm_up()  # what a worker does before it reports ready (nothing on a CPU)
+    marks["warmed up (= ready)"] = time.perf_counter() - T0
+
+    def job(width: int, height: int) -> None:
+        photo = Image.new("RGB", (width, height), (120, 80, 40))
+        style = Image.new("RGB", (size, size), (20, 40, 160))
+        st.run(photo, [style], StyleParams(size=size, steps=20, scales=1))
         if st.device.type == "cuda":
             torch.cuda.synchronize()
-        marks[label] = time.perf_counter() - T0
-    # Nothing a worker runs should need it; True here means a stray import crept back.
+
+    job(size, size * 9 // 16)
+    marks["first job, 16:9 (autotune + capture)"] = time.perf_counter() - T0
+    job(size, size * 9 // 16)
+    marks["second job, same size"] = time.perf_counter() - T0
+    job(size * 3 // 4, size)
+    marks["third job, a new size (3:4)"] = time.perf_counter() - T0
+    # Nothing a worker runs should need it; True means a stray import crept back.
     marks["torchvision imported"] = "torchvision" in sys.modules
-    print(json.dumps({k: v if isinstance(v, bool) else round(v, 3)
-                      for k, v in marks.items()}, indent=1))
+    return marks
+
+
+async def pool_times(device: str, workers: int, method: str) -> dict[str, float]:
+    from stylizer.pool import WorkerPool
+
+    pool = WorkerPool(workers=workers, device=device, start_method=method)
+    t = time.perf_counter()
+    await pool.start()
+    out = {"start": time.perf_counter() - t}
+    pid = pool.worker_pids()[0]
+    t = time.perf_counter()
+    os.kill(pid, signal.SIGKILL)
+    while pool.worker_pids().get(0) in (None, pid) or pool.idle < workers:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    out["replace a killed worker"] = time.perf_counter() - t
+    await pool.close(grace_s=5)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--breakdown", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.breakdown:
+        print(json.dumps(breakdown(args.device, args.size)))
+        return
+
+    proc = subprocess.run([sys.executable, __file__, "--breakdown", "--device", args.device,
+                           "--size", str(args.size)], capture_output=True, text=True,
+                          check=True)
+    marks = json.loads(proc.stdout.strip().splitlines()[-1])
+    pools: dict[str, Any] = {}
+    for method in ("spawn", "forkserver"):
+        pools[method] = asyncio.run(pool_times(args.device, args.workers, method))
+
+    lines = ["| fresh worker, cumulative | s |", "|---|---|"]
+    for name, value in marks.items():
+        lines.append(f"| {name} | {value if isinstance(value, bool) else f'{value:.2f}'} |")
+    lines += ["", f"| pool of {args.workers} on {args.device} | spawn | forkserver |",
+              "|---|---|---|"]
+    for name in pools["spawn"]:
+        lines.append(f"| {name} | {pools['spawn'][name]:.2f} s | "
+                     f"{pools['forkserver'][name]:.2f} s |")
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"breakdown": marks, "pool": pools}, indent=1))
 
 
 if __name__ == "__main__":

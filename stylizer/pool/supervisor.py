@@ -1,9 +1,11 @@
 """`WorkerPool`: N warm worker processes, each holding VGG19, supervised from asyncio.
 
-The supervisor never imports torch, so the bot process never initialises CUDA; workers
-are started with the `spawn` method for the same reason. Each worker has its own pipes
-(a worker killed mid-write can only garble its own channel, never a shared queue's lock)
-and a shared integer through which a running job is cancelled.
+The supervisor never imports torch, so the bot process never initialises CUDA. Workers
+are forked from a `forkserver` that has imported torch and the engine once (and never
+touched CUDA): a second worker, or the replacement of a dead one, skips the import that
+dominates start-up. Where there is no forkserver, workers are spawned. Each worker has
+its own pipes (a worker killed mid-write can only garble its own channel, never a shared
+queue's lock) and shared integers through which a job of its batch is cancelled.
 
 State lives on the event loop; a reader thread (`PipeReader`) only moves messages and
 exit notices onto it. A worker that dies is replaced at once and its job reported as
@@ -48,6 +50,8 @@ TICK_S = 0.25  # how often the watchdog looks at deadlines
 KILL_GRACE_S = 1.0  # from SIGTERM to SIGKILL
 EXIT_WAIT_S = 5.0  # how long close() waits for a process that was asked to exit
 MAX_RESPAWN_DELAY_S = 60.0
+# What the forkserver imports before it forks any worker.
+FORKSERVER_PRELOAD = ["torch", "stylizer.engine"]
 # The batch limit when none is configured: on a GPU one large batch runs many jobs in
 # little more time than one; a CPU is busy with one job already, so batching would only
 # delay the first result.
@@ -106,7 +110,7 @@ class WorkerPool:
                  job_timeout_s: float = 600.0, preview_interval_s: float = 4.0,
                  worker_target: WorkerTarget | None = None,
                  start_timeout_s: float = 300.0, max_batch: int | None = None,
-                 warm_up: bool = True) -> None:
+                 warm_up: bool = True, start_method: str | None = None) -> None:
         """`max_batch`: the most compatible jobs one worker paints at once (None: 16 on a
         GPU, 1 on a CPU). `job_timeout_s` is per job: a batch of n gets n times as long."""
         if workers < 1:
@@ -122,7 +126,15 @@ class WorkerPool:
         self._preview_interval_s = preview_interval_s
         self._target: WorkerTarget = worker_target or worker_main
         self._start_timeout_s = start_timeout_s
-        self._ctx = multiprocessing.get_context("spawn")
+        if start_method is None:
+            methods = multiprocessing.get_all_start_methods()
+            start_method = "forkserver" if "forkserver" in methods else "spawn"
+        if start_method not in ("forkserver", "spawn"):
+            raise ValueError("workers start by forkserver or spawn: never fork a process "
+                             "that may have threads or a CUDA context")
+        self._ctx = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            self._ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         self._cpu_threads = max(1, _usable_cpus() // workers)
         self._state = "new"  # -> running -> closing -> closed
         self._slots: dict[int, _Worker] = {}

@@ -96,9 +96,11 @@ def gone(pid: int) -> bool:
 
 
 def spawned_children() -> list[int]:
-    """Our child processes that are multiprocessing spawn workers."""
-    me = str(os.getpid())
-    out = []
+    """Live worker processes we started: spawned children of ours, or children of our
+    forkserver (the server itself, like the resource tracker, lives as long as we do)."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    cmdlines: dict[int, bytes] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -107,7 +109,12 @@ def spawned_children() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        ppid = stat.rsplit(")", 1)[1].split()[1]
-        if ppid == me and b"spawn_main" in cmdline:
-            out.append(int(entry.name))
-    return out
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue  # exited; its parent reaps it
+        parents[int(entry.name)] = int(fields[1])
+        cmdlines[int(entry.name)] = cmdline
+    servers = {pid for pid, ppid in parents.items()
+               if ppid == me and b"multiprocessing.forkserver" in cmdlines[pid]}
+    return sorted(pid for pid, ppid in parents.items()
+                  if (ppid == me and b"spawn_main" in cmdlines[pid]) or ppid in servers)

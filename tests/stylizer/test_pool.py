@@ -221,6 +221,7 @@ async def test_close_kills_what_outlives_the_grace_and_reaps_everything(
     events = Events(pool)
     pids = list(pool.worker_pids().values())
     assert len(pids) == 2
+    assert spawned_children() == sorted(pids)
     await pool.submit(request("slow", steps=400))
     assert isinstance(await events.next(), JobStarted)
 

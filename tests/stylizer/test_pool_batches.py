@@ -190,3 +190,18 @@ async def test_the_batch_limit_is_one_on_a_cpu_unless_set(pool_factory: PoolFact
     with pytest.raises(ValueError, match="1 to 1 jobs"):
         await pool.submit_batch([request("a"), request("b")])
     assert pool.idle == 1  # nothing was handed over
+
+
+async def test_spawned_workers_work_where_there_is_no_forkserver(
+        pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1, start_method="spawn")
+    events = Events(pool)
+    await pool.submit(request("spawned", steps=2))
+    assert isinstance((await events.until_end("spawned"))[-1], JobSucceeded)
+
+
+def test_workers_are_never_plain_forked() -> None:
+    from stylizer.pool import WorkerPool
+
+    with pytest.raises(ValueError, match="never fork"):
+        WorkerPool(start_method="fork")
