@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -132,9 +133,12 @@ class WorkerPool:
         if start_method not in ("forkserver", "spawn"):
             raise ValueError("workers start by forkserver or spawn: never fork a process "
                              "that may have threads or a CUDA context")
-        self._ctx = multiprocessing.get_context(start_method)
+        self._ctx: ForkServerContext | SpawnContext
         if start_method == "forkserver":
+            self._ctx = multiprocessing.get_context("forkserver")
             self._ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+        else:
+            self._ctx = multiprocessing.get_context("spawn")
         self._cpu_threads = max(1, _usable_cpus() // workers)
         self._state = "new"  # -> running -> closing -> closed
         self._slots: dict[int, _Worker] = {}
