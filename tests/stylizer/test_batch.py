@@ -82,6 +82,20 @@ def test_cuda_graphs_match_eager_steps() -> None:
     assert graphed.total_loss == pytest.approx(eager.total_loss, rel=0.05)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_graphed_batch_on_the_gpu_paints_each_image_as_if_alone() -> None:
+    st = Stylizer("cuda")
+    st.warm_up()
+    params = StyleParams(size=128, steps=30, scales=1)
+    photos = [_photo(1, (128, 96)), _photo(2, (128, 96)), _photo(3, (128, 96))]
+    styles = [[_photo(4, (96, 96))], [_photo(5, (96, 96))], [_photo(6, (96, 96))]]
+    batch = st.run_batch(photos, styles, params)
+    for i, (photo, style) in enumerate(zip(photos, styles, strict=True)):
+        alone = st.run(photo, style, params)
+        assert batch[i].total_loss == pytest.approx(alone.total_loss, rel=0.05)
+
+
 def test_bf16_path_stays_within_a_few_percent_of_fp32() -> None:
     """The GPU's numerics (bf16 convolutions, fp32 Grams) run on the CPU too: the same
     job's saved painting, scored by one fp32 evaluator, loses no more than a few percent."""
