@@ -42,6 +42,7 @@ from _common import (
     tutorial_loop,
     vgg_flops,
 )
+from pool_throughput import pool_throughput
 
 from stylizer import images
 from stylizer.engine import _ALL_IDX, Stylizer
@@ -131,51 +132,6 @@ def worker_startup(device: str, size: int) -> dict[str, float]:
     return {"process_wall_s": wall, "import_and_load_s": load, "ready_after_warmup_s": ready}
 
 
-async def pool_throughput(device: str, workers: int, concurrency: list[int], size: int,
-                          steps: int, content: bytes, style: bytes) -> dict[str, Any]:
-    """Jobs per minute with n compatible jobs in flight. Jobs are handed over the way the
-    dispatcher does it: whenever a worker is free, as many queued jobs as it takes."""
-    from stylizer.pool.messages import JobFailed, JobRequest, JobSucceeded
-    from stylizer.pool.supervisor import WorkerPool
-
-    pool = WorkerPool(workers=workers, device=device, job_timeout_s=300)
-    t0 = time.perf_counter()
-    await pool.start()
-    out: dict[str, Any] = {"workers": workers, "max_batch": pool.max_batch,
-                           "pool_start_s": time.perf_counter() - t0}
-    params = StyleParams(size=size, steps=steps).to_dict()
-    events = pool.events()
-
-    async def hand_over(pending: list[Any]) -> None:
-        while pending and pool.idle > 0:
-            batch = [pending.pop() for _ in range(min(pool.max_batch, len(pending)))]
-            await pool.submit_batch(batch)
-
-    for n in concurrency:
-        pending = [JobRequest(f"j{n}-{i}", content, (style,), ("bench-style",), params)
-                   for i in range(n)]
-        done = 0
-        batches: list[int] = []
-        start = time.perf_counter()
-        await hand_over(pending)
-        async for ev in events:
-            if isinstance(ev, JobSucceeded | JobFailed):
-                if isinstance(ev, JobFailed):
-                    out[f"error_{n}"] = ev.message
-                else:
-                    batches.append(int(ev.stats.get("batch", 1)))
-                done += 1
-                await hand_over(pending)
-                if done == n:
-                    break
-        wall = time.perf_counter() - start
-        out[f"{n} concurrent"] = {"wall_s": wall, "jobs_per_min": 60 * n / wall,
-                                  "wall_s_per_job": wall / n,
-                                  "largest_batch": max(batches, default=0)}
-    await pool.close(grace_s=5)
-    return out
-
-
 def grid(tiles: list[tuple[str, Image.Image]], height: int = 256) -> Image.Image:
     from PIL import ImageDraw
 
@@ -203,6 +159,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="skip the slow extras (CPU)")
     ap.add_argument("--no-pool", action="store_true")
+    ap.add_argument("--pool-max-batch", type=int, default=None,
+                    help="the pool's batch limit (default: 16 on a GPU, 1 on a CPU)")
     ap.add_argument("--reuse-pastiche", type=Path,
                     help="score this saved pastiche output as the bar instead of running it")
     ap.add_argument("--skip-tutorial", action="store_true",
@@ -338,14 +296,14 @@ def main() -> None:
     if not args.no_pool:
         cbytes = images.encode(content)
         sbytes = images.encode(style)
-        conc = [1, 4, 16] if dev.type == "cuda" else [1, 2]
+        conc = [1, 4, 16] if dev.type == "cuda" or args.pool_max_batch else [1, 2]
         # With batching one worker keeps the GPU busy; a second overlaps the host-side
         # work (decoding, targets, encoding) of one batch with the next one's steps.
         workers = 2 if dev.type == "cuda" else 1
         steps = (ours["scales=1"]["to_bar_steps"] or 100) if dev.type == "cuda" else 10
         try:
             res["pool"] = asyncio.run(pool_throughput(str(dev), workers, conc, args.size, steps,
-                                                      cbytes, sbytes))
+                                                      cbytes, sbytes, args.pool_max_batch))
         except Exception as exc:  # report, don't lose the rest of the run
             res["pool"] = {"error": repr(exc)}
         log("pool", res["pool"])
