@@ -13,6 +13,7 @@ python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())
 if [ -z "${LEAN:-}" ]; then  # LEAN=1: only the report (a short rerun)
   timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stylizer 2>&1 | tail -5
   python3 benchmarks/startup.py --device cuda --json "$OUT/startup.json"
+  python3 benchmarks/startup.py --device cuda --no-autotune --json "$OUT/startup_heuristics.json"
 fi
 } 2>&1 | tee "$OUT/env.txt"
 timeout 420 python3 benchmarks/iso_quality.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt"

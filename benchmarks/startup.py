@@ -23,7 +23,7 @@ from typing import Any
 T0 = time.perf_counter()
 
 
-def breakdown(device: str, size: int) -> dict[str, float | bool]:
+def breakdown(device: str, size: int, autotune: bool) -> dict[str, float | bool]:
     """Cumulative seconds since interpreter start (run in a fresh process)."""
     marks: dict[str, float | bool] = {}
     import torch
@@ -39,7 +39,7 @@ def breakdown(device: str, size: int) -> dict[str, float | bool]:
         torch.cuda.init()
         torch.zeros(1, device="cuda")
         marks["CUDA context"] = time.perf_counter() - T0
-    st = Stylizer(device)
+    st = Stylizer(device, autotune=autotune)
     marks["VGG19 loaded"] = time.perf_counter() - T0
     st.warm_up()  # what a worker does before it reports ready (nothing on a CPU)
     marks["warmed up (= ready)"] = time.perf_counter() - T0
@@ -85,14 +85,17 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-autotune", action="store_true",
+                    help="cuDNN's heuristics instead of timing kernels at each new size")
     ap.add_argument("--breakdown", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.breakdown:
-        print(json.dumps(breakdown(args.device, args.size)))
+        print(json.dumps(breakdown(args.device, args.size, not args.no_autotune)))
         return
 
+    extra = ["--no-autotune"] if args.no_autotune else []
     proc = subprocess.run([sys.executable, __file__, "--breakdown", "--device", args.device,
-                           "--size", str(args.size)], capture_output=True, text=True,
+                           "--size", str(args.size), *extra], capture_output=True, text=True,
                           check=True)
     marks = json.loads(proc.stdout.strip().splitlines()[-1])
     pools: dict[str, Any] = {}

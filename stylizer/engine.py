@@ -168,8 +168,11 @@ class Stylizer:
     """Holds VGG19 on a device; paints with `run`."""
 
     def __init__(self, device: str = "auto", weights: str = "caffe", *,
-                 cuda_graphs: bool = True, precision: str = "auto") -> None:
-        """`precision`: "auto" (bf16 convolutions on a GPU, fp32 on a CPU), "bf16" or "fp32"."""
+                 cuda_graphs: bool = True, precision: str = "auto",
+                 autotune: bool = True) -> None:
+        """`precision`: "auto" (bf16 convolutions on a GPU, fp32 on a CPU), "bf16" or "fp32".
+        `autotune`: let cuDNN time its kernels for each new image size (faster steps, but
+        the first job at every new size pays for the search)."""
         self.device = resolve_device(device)
         self.weights = weights
         self.cuda_graphs = cuda_graphs
@@ -177,7 +180,7 @@ class Stylizer:
             raise ValueError(f"unknown precision {precision!r}")
         self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = autotune
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self._models: dict[str, VGGFeatures] = {"max": self._load("max")}
