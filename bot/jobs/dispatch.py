@@ -282,6 +282,13 @@ class Dispatcher:
             log.debug("jobs %s: no free worker after all; back to the queue", ", ".join(ids))
             await self._requeue_ours(set(ids))
             return False
+        except Exception:
+            # Whatever went wrong, the claimed jobs must not stay "running" with nobody
+            # painting them: back to the queue, attempts unchanged.
+            log.exception("could not hand jobs %s to the executor; back to the queue",
+                          ", ".join(ids))
+            await self._requeue_ours(set(ids))
+            return False
         for req in reqs:
             log.info("job %s: sent to a worker (attempt %d, batch of %d)", req.job_id,
                      req.attempt, len(reqs))

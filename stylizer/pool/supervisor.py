@@ -94,7 +94,6 @@ class _Worker:
     cancel: SharedInts
     started_at: float
     ready: bool = False
-    device: str = ""
     jobs: dict[str, _Job] = field(default_factory=dict)  # the batch it is painting
     deadline: float = 0.0  # for the whole batch
     # Being stopped on purpose (timeout, close): its messages and its exit mean nothing.
@@ -120,6 +119,7 @@ class WorkerPool:
             raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
         self._max_batch = max_batch
         self._warm_up = warm_up
+        self._on_gpu = False  # a worker has reported a CUDA device (sticky across restarts)
         self._n = workers
         self._device = device
         self._weights = weights
@@ -167,8 +167,7 @@ class WorkerPool:
         """The most jobs `submit_batch` takes at once."""
         if self._max_batch is not None:
             return self._max_batch
-        gpu = any(w.device.startswith("cuda") for w in self._slots.values() if w.ready)
-        return AUTO_BATCH_GPU if gpu else 1
+        return AUTO_BATCH_GPU if self._on_gpu else 1
 
     @property
     def idle(self) -> int:
@@ -370,7 +369,7 @@ class WorkerPool:
             return
         if isinstance(msg, WorkerReady):
             w.ready = True
-            w.device = msg.device
+            self._on_gpu = self._on_gpu or msg.device.startswith("cuda")
             self._respawn_delay.pop(w.worker_id, None)
             log.info("worker %d ready (pid %d, %s)", w.worker_id, msg.pid, msg.device)
         elif isinstance(msg, WorkerStartFailed):

@@ -336,7 +336,10 @@ class Worker:
         assert params is not None
         size = max(32, round(params.size * factor))
         attempt = params.replace(size=size)
-        contents = [images.resize_to_fit(t.content, size) for t in live if t.content]
+        contents = []
+        for task in live:
+            assert task.content is not None  # prepared
+            contents.append(images.resize_to_fit(task.content, size))
         # Enough progress calls for a smooth bar; previews are only rendered when sent.
         every = max(1, min(10, params.steps // 20))
 

@@ -65,6 +65,7 @@ class FakeExecutor:
         self.auto = auto
         self.max_batch = max_batch
         self.batches: list[list[str]] = []  # job ids handed over together
+        self.fail_next: Exception | None = None  # raised by the next submit_batch
         self.started = False
         self.closed = False
         self.submitted: list[JobRequest] = []
@@ -92,6 +93,9 @@ class FakeExecutor:
     async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         if self.idle <= 0:
             raise ExecutorBusy("busy")
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
         assert 1 <= len(reqs) <= self.max_batch
         self.batches.append([r.job_id for r in reqs])
         for req in reqs:

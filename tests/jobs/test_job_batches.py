@@ -106,6 +106,22 @@ async def test_jobs_without_a_key_or_after_a_crash_run_alone(
         _finish(fake, view)
 
 
+async def test_jobs_the_executor_fails_to_take_go_back_to_the_queue(
+        make_service: ServiceFactory, caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeExecutor(workers=1, max_batch=4)
+    fake.fail_next = ValueError("a batch holds 1 to 1 jobs, not 2")
+    service = make_service(fake)
+    view = await _submit(service, "u0")
+    await service.start()
+    await until(lambda: fake.batches)  # the second try
+    assert fake.batches == [[view.id]]
+    assert "back to the queue" in caplog.text
+    job = await service.get(view.id)
+    assert (job.status, job.attempts) == (JobStatus.running, 0)
+    _finish(fake, view)
+    assert (await service.wait(view.id, timeout_s=5)).status is JobStatus.succeeded
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_worker_killed_by_one_job_of_a_batch_costs_the_others_one_retry(
