@@ -277,13 +277,16 @@ class Stylizer:
     # -- the objective ---------------------------------------------------------------------
 
     def objective(self, img: torch.Tensor, content_feat: torch.Tensor,
-                  grams: list[torch.Tensor], params: StyleParams,
-                  style_mult: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(total, content, style) for a (B, 3, H, W) batch, each of shape (B,)."""
+                  grams: list[torch.Tensor], params: StyleParams, style_mult: float = 1.0,
+                  style_weight: torch.Tensor | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, content, style) for a (B, 3, H, W) batch, each of shape (B,).
+        `style_weight`, (B,), gives each image its own style weight (else the params')."""
         feats = self.features(img, params.pooling)
         c = losses.content_loss(feats[_CONTENT_POS], content_feat)
         s = losses.style_loss([feats[p] for p in _STYLE_POS], grams)
-        total = params.content_weight * c + params.style_weight * style_mult * s
+        sw = params.style_weight if style_weight is None else style_weight
+        total = params.content_weight * c + sw * style_mult * s
         if params.tv_weight > 0:
             total = total + params.tv_weight * losses.TV_SCALE * losses.tv_loss(img)
         return total, c, s
@@ -313,15 +316,23 @@ class Stylizer:
                   on_progress: Callable[[Sequence[Progress]], None] | None = None,
                   should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
                   preview_every: int = 0, preview_size: int = 256,
-                  style_keys: Sequence[Sequence[str] | None] | None = None) -> list[Result]:
+                  style_keys: Sequence[Sequence[str] | None] | None = None,
+                  style_weights: Sequence[float] | None = None) -> list[Result]:
         """Paints several photos of the same size with the same parameters as one batch.
 
         Each image keeps its own styles, targets and optimiser history; only the VGG work
         is shared, so the GPU runs one large batch instead of many small ones.
+        `style_weights`, one per photo, lets jobs that differ only in strength share a
+        batch (each image's problem is separate, so each is painted as if alone).
         `on_progress` gets one `Progress` per image, in the order of `contents`.
         """
         if any(not s for s in styles) or len(styles) != len(contents):
             raise ValueError("each photo needs at least one style image")
+        weights = list(style_weights or [params.style_weight] * len(contents))
+        if len(weights) != len(contents):
+            raise ValueError("give one style weight per photo")
+        for weight in weights:
+            params.replace(style_weight=weight)  # the same range check as a job's own
         if len({c.size for c in contents}) != 1:
             raise ValueError("a batch needs photos of one size")
         start = time.perf_counter()
@@ -335,6 +346,7 @@ class Stylizer:
         done = 0
         img: torch.Tensor | None = None
         content_t = torch.empty(0)
+        style_w = torch.tensor(weights, dtype=torch.float32, device=self.device)  # (B,)
         for (w, h), n_steps in zip(levels, steps_per_level, strict=True):
             content_t = torch.cat([to_tensor(_resize(c, (w, h)), self.device) for c in contents])
             work = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
@@ -344,9 +356,9 @@ class Stylizer:
             else:
                 img = torch.nn.functional.interpolate(img, size=(h, w), mode="bicubic",
                                                       align_corners=False).clamp(0, 255)
-            img = self._optimise(img, content_feat, grams, params, n_steps, done, total_steps,
-                                 on_progress, should_stop, progress_every, preview_every,
-                                 preview_size, preserve, content_t)
+            img = self._optimise(img, content_feat, grams, style_w, params, n_steps, done,
+                                 total_steps, on_progress, should_stop, progress_every,
+                                 preview_every, preview_size, preserve, content_t)
             done += n_steps
         assert img is not None
         final = (_recolour(img, content_t) if preserve else img).round()
@@ -360,7 +372,7 @@ class Stylizer:
             c_vals, s_vals = c_loss.tolist(), s_loss.tolist()
         seconds = time.perf_counter() - start
         return [Result(to_image(final[i:i + 1]), total_steps, seconds, c, s,
-                       params.content_weight * c + params.style_weight * s)
+                       params.content_weight * c + weights[i] * s)
                 for i, (c, s) in enumerate(zip(c_vals, s_vals, strict=True))]
 
     def _init(self, content: torch.Tensor, params: StyleParams,
@@ -374,7 +386,7 @@ class Stylizer:
         return (127.5 + 0.5 * noise).clamp(0, 255)
 
     def _optimise(self, img: torch.Tensor, content_feat: torch.Tensor, grams: list[torch.Tensor],
-                  params: StyleParams, n_steps: int, done: int, total: int,
+                  style_w: torch.Tensor, params: StyleParams, n_steps: int, done: int, total: int,
                   on_progress: Callable[[Sequence[Progress]], None] | None,
                   should_stop: Callable[[], bool] | None, progress_every: int,
                   preview_every: int, preview_size: int, preserve: bool,
@@ -388,7 +400,7 @@ class Stylizer:
                                                    fused=self.device.type == "cuda")
 
         def step(style_mult: float) -> tuple[torch.Tensor, ...]:
-            out = self.objective(img, content_feat, grams, params, style_mult)
+            out = self.objective(img, content_feat, grams, params, style_mult, style_w)
             if lbfgs is not None:
                 (grad,) = torch.autograd.grad(out[0].sum(), img)
                 lbfgs.step(img.data, grad, out[0])  # clamps: what is optimised is saved
@@ -436,7 +448,8 @@ class Stylizer:
                              for b in range(len(t))])
         if lbfgs is not None:
             with torch.no_grad():
-                lbfgs.keep_best(img.data, self.objective(img, content_feat, grams, params)[0])
+                lbfgs.keep_best(img.data, self.objective(img, content_feat, grams, params,
+                                                         style_weight=style_w)[0])
         return img.detach()
 
     def _capture(self, fn: Callable[[], tuple[torch.Tensor, ...]],

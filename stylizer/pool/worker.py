@@ -9,7 +9,6 @@ torch at import time, because the supervisor imports it for `worker_main`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from stylizer import images
+from stylizer.batching import shared_digest
 from stylizer.errors import Cancelled, InvalidParams, StylizerError
 from stylizer.params import StyleParams
 from stylizer.pool.messages import (
@@ -107,6 +107,7 @@ class Engine(Protocol):
                   should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
                   preview_every: int = 0, preview_size: int = 256,
                   style_keys: Sequence[Sequence[str] | None] | None = None,
+                  style_weights: Sequence[float] | None = None,
                   ) -> Sequence[ResultLike]: ...
 
 
@@ -224,8 +225,9 @@ class Worker:
     def handle(self, batch: Sequence[tuple[int, JobRequest]]) -> bool:
         """Paints a batch of jobs and reports how each ended; False means this process
         should be replaced (after an unexpected error its state, e.g. a CUDA context, is
-        suspect). Jobs whose photos come out at the same size with the same parameters run
-        as one `run_batch`; the others run one group after another."""
+        suspect). Jobs whose photos come out at the same size with the same parameters
+        (but for the style weight) run as one `run_batch`; the others run one group after
+        another."""
         tasks = [Task(seq, slot, req, ProgressReporter(req.job_id, self.send,
                                                        self.spec.preview_interval_s))
                  for slot, (seq, req) in enumerate(batch)]
@@ -243,7 +245,7 @@ class Worker:
                 continue
             assert task.content is not None
             assert task.params is not None
-            key = (task.content.size, json.dumps(task.params.to_dict(), sort_keys=True))
+            key = (task.content.size, shared_digest(task.params.to_dict()))
             groups.setdefault(key, []).append(task)
         try:
             for group in groups.values():
@@ -336,10 +338,12 @@ class Worker:
         assert params is not None
         size = max(32, round(params.size * factor))
         attempt = params.replace(size=size)
-        contents = []
+        contents, weights = [], []
         for task in live:
-            assert task.content is not None  # prepared
+            assert task.content is not None
+            assert task.params is not None
             contents.append(images.resize_to_fit(task.content, size))
+            weights.append(task.params.style_weight)
         # Enough progress calls for a smooth bar; previews are only rendered when sent.
         every = max(1, min(10, params.steps // 20))
 
@@ -354,7 +358,8 @@ class Worker:
                 contents, [t.styles for t in live], attempt, on_progress=on_progress,
                 should_stop=self.stop_check(live), progress_every=every, preview_every=every,
                 preview_size=PREVIEW_SIDE,
-                style_keys=keys if all(k is not None for k in keys) else None)
+                style_keys=keys if all(k is not None for k in keys) else None,
+                style_weights=weights)
         except Cancelled:
             if any(t.open for t in live):
                 raise  # the supervisor is gone

@@ -48,23 +48,26 @@ async def test_compatible_jobs_ride_along_with_the_next_fair_job(
     other_size = await _submit(service, "u4", content=png(4, width=40))
     other_params = await _submit(service, "u2", params={"steps": 5})
     f = await _submit(service, "u5", content=png(5))
-    assert b.batch_key == c.batch_key == f.batch_key
+    stronger = await _submit(service, "u6", content=png(6),
+                             params={"steps": 9, "style_weight": 3.0})
+    assert b.batch_key == c.batch_key == f.batch_key == stronger.batch_key
     assert len({b.batch_key, other_size.batch_key, other_params.batch_key}) == 3
 
     _finish(fake, first)
     await until(lambda: len(fake.batches) == 2)
-    assert fake.batches[1] == [b.id, c.id, f.id]
+    assert fake.batches[1] == [b.id, c.id, f.id, stronger.id]
+    assert fake.running[stronger.id].params["style_weight"] == 3.0
     for view in (b, c, f):
         assert (await service.get(view.id)).status is JobStatus.running
     assert (await service.get(other_size.id)).status is JobStatus.queued
-    _finish(fake, b, c, f)
+    _finish(fake, b, c, f, stronger)
     await until(lambda: len(fake.batches) == 3)
     _finish(fake, *[await service.get(i) for i in fake.batches[2]])
     await until(lambda: len(fake.batches) == 4)
     assert sorted(fake.batches[2] + fake.batches[3]) == sorted([other_size.id,
                                                                 other_params.id])
     _finish(fake, *[await service.get(i) for i in fake.batches[3]])
-    for view in (first, b, c, f, other_size, other_params):
+    for view in (first, b, c, f, stronger, other_size, other_params):
         assert (await service.wait(view.id, timeout_s=5)).status is JobStatus.succeeded
 
 

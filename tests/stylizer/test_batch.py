@@ -31,6 +31,21 @@ def test_a_batch_paints_each_image_as_if_alone() -> None:
     assert batch[0].image.tobytes() != batch[1].image.tobytes()
 
 
+def test_images_of_a_batch_may_have_their_own_style_weight() -> None:
+    st = Stylizer("cpu")
+    params = StyleParams(size=64, steps=6, scales=1)
+    photo, style = _photo(1), [_photo(3)]
+    batch = st.run_batch([photo, photo], [style, style], params, style_weights=[0.2, 5.0])
+    for result, weight in zip(batch, (0.2, 5.0), strict=True):
+        alone = st.run(photo, style, params.replace(style_weight=weight))
+        diff = np.abs(np.asarray(result.image, np.int16) - np.asarray(alone.image, np.int16))
+        assert diff.max() <= 2
+        assert result.total_loss == pytest.approx(alone.total_loss, rel=1e-3)
+    assert batch[1].style_loss < batch[0].style_loss  # more weight, more style
+    with pytest.raises(ValueError, match="one style weight per photo"):
+        st.run_batch([photo, photo], [style, style], params, style_weights=[1.0])
+
+
 def test_a_batch_reports_each_image_with_its_own_losses_and_preview() -> None:
     st = Stylizer("cpu")
     params = StyleParams(size=64, steps=4, scales=1)

@@ -43,6 +43,8 @@ def test_equal_sizes_and_parameters_share_a_key_and_anything_else_does_not() -> 
     assert key != batch_key((1024, 800), params)
     assert key != batch_key((1024, 768), StyleParams(size=512, steps=199).to_dict())
     assert key != batch_key((1024, 768), StyleParams(size=512, seed=1).to_dict())
+    # Strength is per image in a batch: it does not split jobs.
+    assert key == batch_key((1024, 768), StyleParams(size=512, style_weight=3.0).to_dict())
     assert len(key) <= 64  # fits its column
 
 
