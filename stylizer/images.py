@@ -157,8 +157,10 @@ def load_path(path: str, *, max_side: int | None = None) -> Image.Image:
         return decode(fh.read(), max_side=max_side)
 
 
-def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 92) -> bytes:
-    """Encodes with no metadata (no EXIF, no text chunks, no ICC profile)."""
+def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 92,
+           compress_level: int = 6) -> bytes:
+    """Encodes with no metadata (no EXIF, no text chunks, no ICC profile); `quality` is
+    for JPEG and WebP, `compress_level` (zlib, 0-9) for PNG."""
     clean = img.convert("RGB")
     clean.info = {}
     buf = io.BytesIO()
@@ -166,7 +168,7 @@ def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 92) -> bytes:
         clean.save(buf, "JPEG", quality=quality, optimize=True, subsampling=0 if quality >= 90
                    else 2)
     elif fmt.upper() == "PNG":
-        clean.save(buf, "PNG", optimize=False, compress_level=6)
+        clean.save(buf, "PNG", optimize=False, compress_level=compress_level)
     elif fmt.upper() == "WEBP":
         clean.save(buf, "WEBP", quality=quality)
     else:
