@@ -135,8 +135,21 @@ def to_tensor(img: Image.Image, device: torch.device) -> torch.Tensor:
 
 def to_image(t: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) in 0-255 -> PIL RGB, rounded as it will be saved."""
-    arr = t.detach()[0].float().clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0)
-    return Image.fromarray(np.ascontiguousarray(arr.cpu().numpy()), "RGB")
+    return to_images(t)[0]
+
+
+def to_images(t: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in 0-255 -> B PIL RGB images, with one device-to-host copy."""
+    arr = t.detach().float().clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    pixels = arr.cpu().numpy()  # (B, H, W, 3)
+    return [Image.fromarray(np.ascontiguousarray(p), "RGB") for p in pixels]
+
+
+def batch_tensor(imgs: Sequence[Image.Image], device: torch.device) -> torch.Tensor:
+    """Same-size PIL images -> (B, 3, H, W) float32 in 0-255, with one host-to-device copy
+    (of bytes: a quarter of the floats)."""
+    arr = np.stack([np.asarray(img.convert("RGB"), dtype=np.uint8) for img in imgs])
+    return torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float().contiguous()
 
 
 def _resize(img: Image.Image, wh: tuple[int, int]) -> Image.Image:
@@ -348,7 +361,7 @@ class Stylizer:
         content_t = torch.empty(0)
         style_w = torch.tensor(weights, dtype=torch.float32, device=self.device)  # (B,)
         for (w, h), n_steps in zip(levels, steps_per_level, strict=True):
-            content_t = torch.cat([to_tensor(_resize(c, (w, h)), self.device) for c in contents])
+            content_t = batch_tensor([_resize(c, (w, h)) for c in contents], self.device)
             work = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
             content_feat, grams = self._targets(work, styles, params, style_keys, preserve)
             if img is None:
@@ -371,9 +384,9 @@ class Stylizer:
             s_loss = losses.style_loss([feats[p] for p in _STYLE_POS], grams)
             c_vals, s_vals = c_loss.tolist(), s_loss.tolist()
         seconds = time.perf_counter() - start
-        return [Result(to_image(final[i:i + 1]), total_steps, seconds, c, s,
-                       params.content_weight * c + weights[i] * s)
-                for i, (c, s) in enumerate(zip(c_vals, s_vals, strict=True))]
+        scored_images = zip(to_images(final), c_vals, s_vals, weights, strict=True)
+        return [Result(image, total_steps, seconds, c, s, params.content_weight * c + sw * s)
+                for image, c, s, sw in scored_images]
 
     def _init(self, content: torch.Tensor, params: StyleParams,
               gen: torch.Generator) -> torch.Tensor:
