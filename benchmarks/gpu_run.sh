@@ -16,5 +16,5 @@ if [ -z "${LEAN:-}" ]; then  # LEAN=1: only the report (a short rerun)
   python3 benchmarks/startup.py --device cuda --no-autotune --json "$OUT/startup_heuristics.json"
 fi
 } 2>&1 | tee "$OUT/env.txt"
-timeout 420 python3 benchmarks/iso_quality.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt"
+timeout 480 python3 benchmarks/iso_quality.py --out "$OUT" --big-bar "$@" 2>&1 | tee "$OUT/log.txt"
 rm -f "$OUT"/results.json.tmp
