@@ -243,6 +243,23 @@ class Worker:
             self.send(JobStarted(task.job_id, self.spec.worker_id, self.pid))
             log.info("job %s: started (attempt %d, batch of %d)", task.job_id,
                      task.req.attempt, len(tasks))
+        try:
+            for group in self.group(tasks):
+                self.paint_group(group)
+        except Exception:
+            # Retryable: the next attempt runs in a fresh process, which cures anything
+            # transient; the job service caps the attempts for a bug that always fails.
+            unfinished = [task for task in tasks if task.open]
+            log.exception("jobs %s: failed", ", ".join(t.job_id for t in unfinished))
+            for task in unfinished:
+                self.finish(task, JobFailed(task.job_id, "internal", INTERNAL_MESSAGE,
+                                            retryable=True))
+            return False
+        return True
+
+    def group(self, tasks: list[Task]) -> list[list[Task]]:
+        """Prepares every job (refusing bad input at once) and groups the rest by painted
+        size and shared parameters."""
         groups: dict[tuple[object, ...], list[Task]] = {}
         # Decoding runs on a few threads (Pillow lets go of the GIL): on a GPU host the
         # device would otherwise wait for the photos of a batch one after another.
@@ -256,19 +273,7 @@ class Worker:
             assert task.params is not None
             key = (task.content.size, shared_digest(task.params.to_dict()))
             groups.setdefault(key, []).append(task)
-        try:
-            for group in groups.values():
-                self.paint_group(group)
-        except Exception:
-            # Retryable: the next attempt runs in a fresh process, which cures anything
-            # transient; the job service caps the attempts for a bug that always fails.
-            for task in tasks:
-                if task.open:
-                    log.exception("job %s: failed", task.job_id)
-                    self.finish(task, JobFailed(task.job_id, "internal", INTERNAL_MESSAGE,
-                                                retryable=True))
-            return False
-        return True
+        return list(groups.values())
 
     def finish(self, task: Task, event: JobSucceeded | JobFailed | JobCancelled) -> None:
         """Sends a job's final event; the batch may go on without it."""
