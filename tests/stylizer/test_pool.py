@@ -262,6 +262,15 @@ def test_importing_the_pool_does_not_import_torch() -> None:
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
+def test_what_the_forkserver_preloads_leaves_cuda_untouched() -> None:
+    """Workers fork from the forkserver: had it initialised CUDA, none could use the GPU."""
+    code = ("import sys, torch\n"
+            "from stylizer.pool.supervisor import FORKSERVER_PRELOAD\n"
+            "for name in FORKSERVER_PRELOAD: __import__(name)\n"
+            "sys.exit(2 if torch.cuda.is_initialized() else 0)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
 def test_progress_is_sent_at_most_once_per_interval() -> None:
     sent: list[Any] = []
     report = ProgressReporter("j", sent.append, interval_s=3600)
