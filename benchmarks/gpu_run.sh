@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 if [ -z "${LEAN:-}" ]; then  # LEAN=1: only the report (a short rerun)
-  timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stylizer 2>&1 | tail -5
+  timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stylizer/test_batch.py tests/stylizer/test_engine.py 2>&1 | tail -5
   python3 benchmarks/startup.py --device cuda --json "$OUT/startup.json"
   python3 benchmarks/startup.py --device cuda --no-autotune --json "$OUT/startup_heuristics.json"
 fi
