@@ -43,7 +43,7 @@ from bot.jobs.executor import (
     JobSucceeded,
     PoolEvent,
 )
-from bot.jobs.scheduling import QueuedJob, fair_order
+from bot.jobs.scheduling import QueuedJob, claims_until, fair_order, riders
 from bot.jobs.states import JobStatus
 from bot.jobs.storage import BlobNotFound, BlobStorage
 from bot.jobs.views import (
@@ -56,7 +56,6 @@ from bot.jobs.views import (
     JobView,
 )
 from bot.settings import Settings
-from stylizer.batching import batch_limit
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +215,19 @@ class Dispatcher:
 
     async def fair_queue(self, session: AsyncSession) -> list[str]:
         """Queued job ids in the order workers will take them."""
-        queued = await db.queued_jobs(session)
+        return [j.id for j in await self._fair_jobs(session)]
+
+    async def claims_until(self, session: AsyncSession, job_id: str) -> int:
+        """Hand-overs to workers (jobs or batches) until `job_id`'s, its own included."""
+        return claims_until(await self._fair_jobs(session), job_id, self._executor.max_batch)
+
+    async def _fair_jobs(self, session: AsyncSession,
+                         only_ids: set[str] | None = None) -> list[QueuedJob]:
+        queued = await db.queued_jobs(session, only_ids=only_ids)
         last = await db.last_served(session, user_ids={j.user_id for j in queued})
-        return fair_order([QueuedJob(j.id, j.user_id, j.created_at) for j in queued], last)
+        jobs = {j.id: QueuedJob(j.id, j.user_id, j.created_at, j.batch_key, j.attempts)
+                for j in queued}
+        return [jobs[i] for i in fair_order(list(jobs.values()), last)]
 
     async def _claim_batch(self) -> list[JobView]:
         """Claims the next job in fair order and, riding along with it, queued jobs that
@@ -227,21 +236,13 @@ class Dispatcher:
         if self._own_only and not self.own:
             return []
         async with self._sm.begin() as session:
-            queued = await db.queued_jobs(session, only_ids=self.own if self._own_only else None)
-            if not queued:
+            order = await self._fair_jobs(session, self.own if self._own_only else None)
+            if not order:
                 return []
-            last = await db.last_served(session, user_ids={j.user_id for j in queued})
-            order = fair_order([QueuedJob(j.id, j.user_id, j.created_at) for j in queued], last)
-            by_id = {j.id: j for j in queued}
-            head = by_id[order[0]]
-            chosen = [head]
-            # A job whose last run ended abnormally runs alone: if one job of a batch kills
-            # its worker, the others must not share its fate again (nor its attempts).
-            if head.batch_key is not None and head.attempts == 0:
-                limit = batch_limit(head.batch_key, self._executor.max_batch)
-                chosen += [by_id[i] for i in order[1:]
-                           if by_id[i].batch_key == head.batch_key
-                           and by_id[i].attempts == 0][:limit - 1]
+            wanted = [order[0].id, *(j.id for j in riders(order[0], order[1:],
+                                                          self._executor.max_batch))]
+            chosen = await db.get_jobs(session, job_ids=wanted)
+            chosen.sort(key=lambda job: wanted.index(job.id))
             now = self._clock()
             for job in chosen:
                 db.set_status(job, JobStatus.running, started_at=now, finished_at=None,

@@ -14,12 +14,41 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from stylizer.batching import batch_limit
+
 
 @dataclass(frozen=True)
 class QueuedJob:
     id: str
     user_id: str
     created_at: datetime
+    batch_key: str | None = None
+    attempts: int = 0
+
+
+def riders(head: QueuedJob, rest: Sequence[QueuedJob], max_batch: int) -> list[QueuedJob]:
+    """The queued jobs that go to a worker together with `head`: those with its batch key,
+    in the order of `rest` (the fair order), as many as the batch takes. A job whose last
+    run ended abnormally goes alone, and takes nobody along: if one job of a batch kills
+    its worker, the others must not share its fate again (nor its attempts)."""
+    if head.batch_key is None or head.attempts > 0:
+        return []
+    limit = batch_limit(head.batch_key, max_batch)
+    return [j for j in rest if j.batch_key == head.batch_key and j.attempts == 0][:limit - 1]
+
+
+def claims_until(order: Sequence[QueuedJob], job_id: str, max_batch: int) -> int:
+    """How many hand-overs to workers, in fair order, until `job_id`'s (included)."""
+    pending = list(order)
+    claims = 0
+    while pending:
+        head, rest = pending[0], pending[1:]
+        taken = {head.id, *(j.id for j in riders(head, rest, max_batch))}
+        claims += 1
+        if job_id in taken:
+            break
+        pending = [j for j in rest if j.id not in taken]
+    return claims
 
 
 def fair_order(queued: Sequence[QueuedJob],
@@ -52,9 +81,10 @@ def mean_duration(durations: Sequence[float], default: float) -> float:
     return sum(durations) / len(durations) if durations else default
 
 
-def eta_queued(position: int, workers: int, mean_s: float) -> float:
-    """Seconds until a queued job is done: the rounds of work ahead of it plus its own."""
-    return mean_s * math.ceil(position / max(1, workers))
+def eta_queued(claims: int, workers: int, mean_s: float) -> float:
+    """Seconds until a queued job is done: the rounds of work ahead of it plus its own,
+    where a round is one hand-over (a job or a batch) per worker."""
+    return mean_s * math.ceil(claims / max(1, workers))
 
 
 def eta_running(step: int, total: int, elapsed_s: float, mean_s: float) -> float:

@@ -388,7 +388,8 @@ class JobService:
                 elapsed = max(0.0, (self._clock() - started).total_seconds())
                 return None, eta_running(job.step, job.total_steps, elapsed, mean)
             workers = self._executor.capacity or self._settings.workers
-            return position, eta_queued(position or 1, workers, mean)
+            claims = await self._dispatch.claims_until(session, job_id)
+            return position, eta_queued(claims, workers, mean)
 
     async def read_input(self, job_id: str) -> bytes:
         view = await self.get(job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from datetime import UTC, datetime
 
 import jobs_workers
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
 from bot.jobs.executor import JobSucceeded, LocalPoolExecutor
+from bot.jobs.scheduling import QueuedJob, claims_until
 from bot.jobs.service import JobService, JobStatus
 from bot.jobs.views import JobView
 from bot.settings import Settings
@@ -123,6 +125,33 @@ async def test_jobs_the_executor_fails_to_take_go_back_to_the_queue(
     assert (job.status, job.attempts) == (JobStatus.running, 0)
     _finish(fake, view)
     assert (await service.wait(view.id, timeout_s=5)).status is JobStatus.succeeded
+
+
+def test_hand_overs_until_a_job_follow_the_claim_rule() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    key, other = "48x48:aa", "40x48:bb"
+    order = [QueuedJob("a", "u1", t, key), QueuedJob("b", "u2", t, other),
+             QueuedJob("c", "u3", t, key), QueuedJob("d", "u4", t, key, attempts=1),
+             QueuedJob("e", "u5", t, None), QueuedJob("f", "u6", t, key)]
+    # a takes c and f along (d is a retry: alone); then b; then d; then e.
+    assert [claims_until(order, j, 16) for j in "abcdef"] == [1, 2, 1, 3, 4, 1]
+    # Batches of two: a takes only c; f waits behind b, d and e.
+    assert [claims_until(order, j, 2) for j in "abcdef"] == [1, 2, 1, 3, 4, 5]
+    assert [claims_until(order, j, 1) for j in "abcdef"] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_the_eta_of_a_queued_job_counts_batches_not_jobs(
+        make_service: ServiceFactory, settings: Settings) -> None:
+    fake = FakeExecutor(workers=1, max_batch=4)
+    service = make_service(fake, default_job_s=60.0)
+    views = [await _submit(service, f"u{i}", content=png(i)) for i in range(5)]
+    odd = await _submit(service, "u9", content=png(9, width=40))
+    etas = [await service.eta_seconds(v.id) for v in views]
+    # Four go in the first batch, the fifth in the second hand-over, the odd size (queued
+    # last) in the third.
+    assert etas == [60.0, 60.0, 60.0, 60.0, 120.0]
+    assert await service.eta_seconds(odd.id) == 180.0
+    assert [await service.queue_position(v.id) for v in views] == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.slow
