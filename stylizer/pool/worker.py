@@ -381,14 +381,12 @@ class Worker:
                 if task.open:
                     task.report(progress)
 
-        keys = [t.keys for t in live]
         try:
             results = self.engine.run_batch(
                 contents, [t.styles for t in live], attempt, on_progress=on_progress,
                 should_stop=self.stop_check(live), progress_every=every, preview_every=every,
                 preview_size=PREVIEW_SIDE,
-                style_keys=keys if all(k is not None for k in keys) else None,
-                style_weights=weights)
+                style_keys=[t.keys for t in live], style_weights=weights)
         except Cancelled:
             if any(t.open for t in live):
                 raise  # the supervisor is gone
