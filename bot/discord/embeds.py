@@ -163,7 +163,8 @@ def preset(p: Preset, *, index: int, count: int, thumbnail: str | None) -> disco
 def stats(data: Mapping[str, Any]) -> discord.Embed:
     embed = discord.Embed(title="stylebot stats", colour=discord.Colour.blurple())
     labels = [("queue_depth", "Queued"), ("running", "Running"), ("workers", "Workers"),
-              ("busy", "Busy"), ("idle", "Idle"), ("jobs_today", "Jobs today")]
+              ("busy", "Busy"), ("idle", "Idle"), ("batch_limit", "Batch limit"),
+              ("jobs_today", "Jobs today")]
     for key, label in labels:
         embed.add_field(name=label, value=str(data.get(key, "—")))
     avg = data.get("avg_seconds_today")

@@ -423,6 +423,7 @@ class JobService:
         return {
             "queue_depth": counts[JobStatus.queued], "running": counts[JobStatus.running],
             "workers": capacity, "busy": max(0, capacity - idle), "idle": idle,
+            "batch_limit": self._executor.max_batch,
             "jobs_today": today,
             "avg_seconds_today": sum(durations) / len(durations) if durations else None,
         }

@@ -411,6 +411,7 @@ async def test_stats_are_for_admins(emu: DiscordEmulator, app: App) -> None:
     assert answer["data"]["flags"] & 64
     fields = {f["name"]: f["value"] for f in answer["data"]["embeds"][0]["fields"]}
     assert fields["Workers"] == "1"
+    assert fields["Batch limit"] == "3"
     assert int(fields["Jobs today"]) >= 5
 
     ix = await emu.slash("stylebot", emu.alice, subcommand="stats")

@@ -270,6 +270,7 @@ async def test_history_and_counts(make_service: ServiceFactory) -> None:
     assert stats["queue_depth"] == 4
     assert stats["running"] == 0
     assert stats["jobs_today"] == 4
+    assert stats["batch_limit"] == 1  # the fake executor's
 
 
 async def _until_submitted(fake: FakeExecutor, n: int) -> None:

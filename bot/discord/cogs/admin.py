@@ -26,7 +26,7 @@ class Admin(commands.GroupCog, group_name="stylebot",
 
     @app_commands.command(name="stats")
     async def stats(self, interaction: discord.Interaction[StyleBot]) -> None:
-        """Queue depth, busy and idle workers, jobs and average time today."""
+        """Queue depth, busy and idle workers, batch limit, jobs and average time today."""
         # Discord hides the command from others by default; a server may change that,
         # so check here too.
         if not is_admin(interaction):
