@@ -53,8 +53,8 @@ class Executor(Protocol):
     def idle(self) -> int: ...
     @property
     def max_batch(self) -> int: ...  # the most jobs one submit_batch takes
-    async def submit(self, req: JobRequest) -> None: ...  # raises ExecutorBusy
-    # Jobs one worker paints together (those of one size and parameters as one batch).
+    # Jobs one worker paints together (those of one size and parameters as one batch);
+    # raises ExecutorBusy.
     async def submit_batch(self, reqs: Sequence[JobRequest]) -> None: ...
     async def cancel(self, job_id: str) -> bool: ...
     def events(self) -> AsyncIterator[PoolEvent]: ...
@@ -103,9 +103,6 @@ class LocalPoolExecutor:
     def max_batch(self) -> int:
         return int(self._pool.max_batch)
 
-    async def submit(self, req: JobRequest) -> None:
-        await self.submit_batch([req])
-
     async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         from stylizer.pool.supervisor import PoolBusy
 
@@ -145,9 +142,6 @@ class OfflineExecutor:
     @property
     def max_batch(self) -> int:
         return 1
-
-    async def submit(self, req: JobRequest) -> None:
-        raise ExecutorBusy("This process does not run jobs.")
 
     async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         raise ExecutorBusy("This process does not run jobs.")

@@ -65,9 +65,6 @@ class GatedPool:
     def max_batch(self) -> int:
         return self.inner.max_batch
 
-    async def submit(self, req: JobRequest) -> None:
-        await self.submit_batch([req])
-
     async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         if not self.open:
             raise ExecutorBusy("gate shut")

@@ -87,9 +87,6 @@ class FakeExecutor:
         busy = sum(1 for batch in self.batches if any(j in self.running for j in batch))
         return max(0, self.capacity - busy)
 
-    async def submit(self, req: JobRequest) -> None:
-        await self.submit_batch([req])
-
     async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         if self.idle <= 0:
             raise ExecutorBusy("busy")
