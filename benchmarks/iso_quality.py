@@ -75,6 +75,27 @@ def run_ours(st: Stylizer, content: Image.Image, style: Image.Image, params: Sty
     return result.image, time.perf_counter() - start
 
 
+def steps_to_bar(st: Stylizer, content: Image.Image, style: Image.Image, size: int,
+                 scales: int, counts: list[int], evaluate: Evaluator,
+                 bar: dict[str, float] | None, save_as: Path) -> dict[str, Any]:
+    """A full job per step count until the saved image meets `bar` (saved to `save_as`);
+    with no bar, only the times."""
+    run_ours(st, content, style, StyleParams(size=size, steps=8, scales=scales))  # warm-up
+    points: list[dict[str, Any]] = []
+    for n in counts:
+        img, secs = run_ours(st, content, style, StyleParams(size=size, steps=n, scales=scales))
+        point: dict[str, Any] = {"steps": n, "seconds": secs}
+        if bar is not None:
+            point.update(evaluate(img))
+        points.append(point)
+        print("ours", size, scales, n, round(secs, 3), round(point.get("total", 0)),
+              file=sys.stderr, flush=True)
+        if bar is not None and meets(point, bar):
+            img.save(save_as)
+            return {"points": points, "to_bar_s": secs, "to_bar_steps": n}
+    return {"points": points, "to_bar_s": None, "to_bar_steps": None}
+
+
 def step_cost(st: Stylizer, size: int, reps: int) -> dict[str, float]:
     """ms per VGG19 forward + input gradient (to relu5_1) at size x size."""
     out: dict[str, float] = {}
@@ -220,21 +241,9 @@ def main() -> None:
     ours: dict[str, Any] = {}
     counts = [10, 20, 30, 35, 40, 50, 60, 80, 100, 150, 200, 300, 500]
     for scales in (1, 2):
-        points = []
-        run_ours(st, content, style, StyleParams(size=args.size, steps=8, scales=scales))
-        for n in counts:
-            img, secs = run_ours(st, content, style,
-                                 StyleParams(size=args.size, steps=n, scales=scales))
-            score = evaluate(img)
-            points.append({"steps": n, "seconds": secs, **score})
-            log("ours", scales, n, round(secs, 3), round(score["total"]))
-            if meets(score, bar):
-                img.save(args.out / f"ours_bar_s{scales}.png")
-                break
-        hit = [pt for pt in points if meets(pt, bar)]
-        ours[f"scales={scales}"] = {"points": points,
-                                    "to_bar_s": hit[0]["seconds"] if hit else None,
-                                    "to_bar_steps": hit[0]["steps"] if hit else None}
+        ours[f"scales={scales}"] = steps_to_bar(
+            st, content, style, args.size, scales, counts, evaluate, bar,
+            args.out / f"ours_bar_s{scales}.png")
     if dev.type == "cuda":
         # What CUDA graphs buy: the same job with the step launched kernel by kernel.
         o = ours["scales=1"]
@@ -285,29 +294,19 @@ def main() -> None:
         big = pastiche_resize(args.content, size=args.big_size)
         big_style = pastiche_resize(args.style, pixels=big.width * big.height)
         big_eval = Evaluator(st, big, big_style)
-        big_ours: dict[str, Any] = {"size": args.big_size, "points": []}
+        big_ours: dict[str, Any] = {"size": args.big_size}
+        big_bar: dict[str, float] | None = None
         if args.big_bar:
             pb = run_pastiche(args, args.out, args.pastiche_steps, args.big_size, "pastiche_big")
             big_bar = big_eval(Image.open(pb["path"]).convert("RGB"))
             pb.update(saved=big_bar, path=str(pb["path"]))
             big_ours["pastiche"] = pb
             log("pastiche big", pb)
-        run_ours(st, big, big_style, StyleParams(size=args.big_size, steps=8, scales=1))
-        for n in [20, 25, 30, 35, 40, 50, 60, 80, 100, 150, 200, 300]:
-            params = StyleParams(size=args.big_size, steps=n, scales=1)
-            img, secs = run_ours(st, big, big_style, params)
-            point = {"steps": n, "seconds": secs}
-            if args.big_bar:
-                point.update(big_eval(img))
-                big_ours["points"].append(point)
-                if meets(point, big_bar):
-                    big_ours.update(to_bar_s=secs, to_bar_steps=n)
-                    img.save(args.out / "ours_bar_big.png")
-                    break
-            else:
-                big_ours["points"].append(point)
-                if n >= 35:
-                    break
+        # Without a bar there, only the time of a job of a few step counts.
+        big_ours.update(steps_to_bar(
+            st, big, big_style, args.big_size, 1,
+            [20, 25, 30, 35, 40, 50, 60, 80, 100, 150, 200, 300] if big_bar
+            else [20, 25, 30, 35], big_eval, big_bar, args.out / "ours_bar_big.png"))
         res["ours_1024"] = big_ours
         log("ours big", big_ours)
     if dev.type == "cuda" and not args.quick:
