@@ -9,10 +9,20 @@ its own problem (its own history), so several jobs can be optimised together.
 Departures from `torch.optim.LBFGS` (max_iter=1, no line search, as Gatys-style code
 uses it): the curvature pair uses the step actually taken after clamping the pixels to
 their range (projected L-BFGS), and pairs failing the curvature condition are masked
-out on the device instead of being skipped by a Python `if`.
+out on the device instead of being skipped by a Python `if`. The first step can be
+sized in the units of x (`first_step`), and the projection onto the feasible set can be
+any in-place function (`project`; by default, clamping to [lo, hi]).
+
+With no line search, a unit step can overshoot. Given each step's loss, an image whose
+loss is more than twice its best goes back to its best iterate, and its later steps are
+halved until one succeeds, then doubled back up to the unit step (a device-side trust
+region). Its history is kept, and the next pair, from the overshot point back to the
+best one, teaches the model the curvature it had missed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -21,11 +31,16 @@ class BatchLBFGS:
     """L-BFGS for x of shape (B, ...) with per-image histories of length `history`."""
 
     def __init__(self, x: torch.Tensor, history: int = 20, lr: float = 1.0,
-                 lo: float = 0.0, hi: float = 255.0) -> None:
+                 lo: float = 0.0, hi: float = 255.0, *, first_step: float | None = None,
+                 project: Callable[[torch.Tensor], None] | None = None) -> None:
+        """`first_step`: the largest change of any entry of x in the first step (default:
+        torch's rule, a step of min(1, 1/|g|_1) along -g). `project`: makes a (B, N)
+        iterate feasible in place, instead of clamping it to [lo, hi]."""
         b = x.shape[0]
         n = x[0].numel()
         dev = x.device
         self.m, self.lr, self.lo, self.hi = history, lr, lo, hi
+        self.first_step, self.project = first_step, project
         self.S = torch.zeros(b, history, n, device=dev)  # (B, m, N) steps s_i
         self.Y = torch.zeros(b, history, n, device=dev)  # (B, m, N) gradient changes y_i
         self.valid = torch.zeros(b, history, device=dev)  # (B, m) 1 where the pair is usable
@@ -33,7 +48,8 @@ class BatchLBFGS:
         self.prev_x = torch.zeros(b, n, device=dev)
         self.prev_g = torch.zeros(b, n, device=dev)
         self.k = torch.zeros((), dtype=torch.long, device=dev)  # steps taken
-        self.fresh = torch.ones(b, dtype=torch.bool, device=dev)  # no usable last step
+        self.first = torch.ones(b, dtype=torch.bool, device=dev)  # no step taken yet
+        self.scale = torch.ones(b, device=dev)  # (B,) step length after overshoots, <= 1
         self.best_loss = torch.full((b,), float("inf"), device=dev)
         self.best_x = x.detach().reshape(b, -1).float().clone()
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)  # next ring slot
@@ -46,12 +62,12 @@ class BatchLBFGS:
         """Updates x in place from its gradient (both (B, ...)), then clamps it.
 
         `loss`, (B,), is f(x) before the update; with it the step keeps track of the best
-        iterate and restarts an image that overshot (see the module notes).
+        iterate and sends an image that overshot back to it (see the module notes).
         """
         b = x.shape[0]
         xf = x.reshape(b, -1).float()
         g = grad.reshape(b, -1).float()
-        first = self.fresh.clone()
+        first = self.first.clone()
         # Store the pair from the previous step (none before the first).
         s = xf - self.prev_x
         y = g - self.prev_g
@@ -90,12 +106,20 @@ class BatchLBFGS:
         # A direction that does not descend (a poor history) falls back to the gradient.
         descent = (d * g).sum(1) < 0
         d = torch.where(descent[:, None], d, -gam * g)
-        # First step: torch's L-BFGS scales by min(1, 1/|g|_1); after that a unit step.
-        t0 = torch.clamp(1.0 / g.abs().sum(1).clamp_min(1e-30), max=1.0)
-        t = torch.where(first, t0, torch.ones_like(t0)) * self.lr  # (B,)
+        # First step: torch's L-BFGS scales by min(1, 1/|g|_1), which barely moves a
+        # large image; `first_step` sizes it instead. After that a unit step.
+        if self.first_step is None:
+            t0 = torch.clamp(1.0 / g.abs().sum(1).clamp_min(1e-30), max=1.0)
+        else:
+            t0 = self.first_step / d.abs().amax(1).clamp_min(1e-30)
+        t = torch.where(first, t0, torch.ones_like(t0)) * self.lr * self.scale  # (B,)
         self.prev_x.copy_(xf)
         self.prev_g.copy_(g)
-        new = (xf + t[:, None] * d).clamp_(self.lo, self.hi)
+        new = xf + t[:, None] * d
+        if self.project is not None:
+            self.project(new)
+        else:
+            new.clamp_(self.lo, self.hi)
         if loss is not None:
             loss = loss.detach().float()
             better = loss < self.best_loss
@@ -103,10 +127,9 @@ class BatchLBFGS:
             self.best_x.copy_(torch.where(better[:, None], xf, self.best_x))
             blown = loss > 2.0 * self.best_loss
             new = torch.where(blown[:, None], self.best_x, new)
-            self.valid.mul_((~blown).float()[:, None])
-            self.fresh.copy_(blown)
-        else:
-            self.fresh.zero_()
+            self.scale.copy_(torch.where(blown, self.scale * 0.5,
+                                         (self.scale * 2.0).clamp(max=1.0)))
+        self.first.zero_()
         x.copy_(new.view_as(x))
         self.k.add_(1)
 

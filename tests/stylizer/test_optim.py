@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from stylizer.optim import BatchLBFGS
@@ -100,3 +101,58 @@ def test_a_zero_gradient_leaves_x_alone_and_stays_finite() -> None:
     for _ in range(3):
         opt.step(x, torch.zeros_like(x))
     assert torch.equal(x, torch.full((1, 3, 4, 4), 42.0))
+
+
+def test_the_first_step_can_be_sized_in_the_units_of_x() -> None:
+    a, m = _problem(6)
+    x = torch.full((1, N), 127.5)
+    opt = BatchLBFGS(x, first_step=4.0)
+    before = x.clone()
+    opt.step(x, a * (x - m))
+    assert float((x - before).abs().max()) == pytest.approx(4.0)
+    # torch's rule, min(1, 1/|g|_1), moves this problem by far less.
+    y = torch.full((1, N), 127.5)
+    BatchLBFGS(y).step(y, a * (y - m))
+    assert float((y - before).abs().max()) < 0.5
+
+
+def test_a_projection_replaces_the_clamp() -> None:
+    """Any in-place projection: here onto x_1 + x_2 = 10 (a plane), with no bounds."""
+    def onto_plane(v: torch.Tensor) -> None:
+        excess = (v[:, 0] + v[:, 1] - 10.0) / 2
+        v[:, :2] -= excess[:, None]
+
+    a, m = _problem(7, lo=-300.0, hi=300.0)
+    x = torch.zeros(1, N)
+    opt = BatchLBFGS(x, project=onto_plane)
+    for _ in range(60):
+        opt.step(x, a * (x - m))
+        assert float(x[0, 0] + x[0, 1]) == pytest.approx(10.0, abs=1e-3)
+    assert float(x.min()) < 0.0 or float(x.max()) > 255.0  # no clamping behind its back
+    free = slice(2, N)  # the plane leaves these alone: their minimum is m's
+    assert _rel_error(x[0, free], torch.zeros(N - 2), m[free]) < 0.02
+
+
+def test_an_image_that_overshoots_goes_back_to_its_best_with_a_shorter_step() -> None:
+    a, m = _problem(8)
+    x = torch.full((2, N), 127.5)
+    opt = BatchLBFGS(x)
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (a * (v - m).square()).sum(1)
+
+    for _ in range(3):
+        opt.step(x, a * (x - m), f(x))
+    best = x.clone()
+    opt.step(x, a * (x - m), f(x))  # the iterate `best` is scored, then left
+    # Image 1's next evaluation comes back far worse (as after an overshoot); image 0's is fine.
+    loss = f(x)
+    loss[1] = 10 * f(best)[1]
+    opt.step(x, a * (x - m), loss)
+    assert torch.equal(x[1], best[1])  # back to its best iterate
+    assert not torch.equal(x[0], best[0])
+    # Its next step will be half the unit step; the other image's stays whole.
+    assert opt.scale.tolist() == [1.0, 0.5]
+    opt.step(x, a * (x - m), f(x))
+    assert float(f(x)[1]) < float(f(best)[1])  # and it makes progress again
+    assert opt.scale.tolist() == [1.0, 1.0]  # success: back up to the unit step
