@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from stylizer import losses
+from stylizer.canvas import PyramidCanvas
 from stylizer.errors import Cancelled, InvalidParams
 from stylizer.optim import BatchLBFGS
 from stylizer.params import StyleParams
@@ -35,6 +36,9 @@ _ALL_IDX = tuple(sorted({*_STYLE_IDX, _CONTENT_IDX}))
 _CONTENT_POS = _ALL_IDX.index(_CONTENT_IDX)
 _STYLE_POS = tuple(_ALL_IDX.index(i) for i in _STYLE_IDX)
 LBFGS_HISTORY = 20
+# On the pyramid canvas, the first L-BFGS step moves no offset by more than this (0-255
+# units): torch's rule, min(1, 1/|g|_1), barely moves a large picture and wastes the step.
+FIRST_STEP = 4.0
 GRAPH_WARMUP = 3  # eager steps before a step is captured (cuDNN picks its kernels)
 MIN_LEVEL_SIDE = 64  # below this VGG's deeper layers see only a pixel or two
 MAX_STYLE_SIDE = 2048
@@ -404,26 +408,39 @@ class Stylizer:
                   should_stop: Callable[[], bool] | None, progress_every: int,
                   preview_every: int, preview_size: int, preserve: bool,
                   content_t: torch.Tensor) -> torch.Tensor:
-        img = img.detach().clone()
-        if self.device.type == "cuda":
-            img = img.contiguous(memory_format=torch.channels_last)
-        img.requires_grad_(True)
-        lbfgs = BatchLBFGS(img, history=LBFGS_HISTORY) if params.optimizer == "lbfgs" else None
-        adam = None if lbfgs else torch.optim.Adam([img], lr=params.lr,
+        pyramid = (PyramidCanvas(img) if params.optimizer == "lbfgs"
+                   and params.canvas == "pyramid" else None)
+        if pyramid is not None:
+            var = pyramid.z  # the offsets are optimised; `picture()` is the image
+        else:
+            var = img.detach().clone()
+            if self.device.type == "cuda":
+                var = var.contiguous(memory_format=torch.channels_last)
+        var.requires_grad_(True)
+
+        def picture() -> torch.Tensor:
+            return var if pyramid is None else pyramid.picture(var)
+
+        lbfgs = None
+        if params.optimizer == "lbfgs":
+            lbfgs = (BatchLBFGS(var, history=LBFGS_HISTORY) if pyramid is None else
+                     BatchLBFGS(var, history=LBFGS_HISTORY, first_step=FIRST_STEP,
+                                project=pyramid.project_))
+        adam = None if lbfgs else torch.optim.Adam([var], lr=params.lr,
                                                    fused=self.device.type == "cuda")
 
         def step(style_mult: float) -> tuple[torch.Tensor, ...]:
-            out = self.objective(img, content_feat, grams, params, style_mult, style_w)
+            out = self.objective(picture(), content_feat, grams, params, style_mult, style_w)
             if lbfgs is not None:
-                (grad,) = torch.autograd.grad(out[0].sum(), img)
-                lbfgs.step(img.data, grad, out[0])  # clamps: what is optimised is saved
+                (grad,) = torch.autograd.grad(out[0].sum(), var)
+                lbfgs.step(var.data, grad, out[0])  # projects: what is optimised is saved
             else:
                 assert adam is not None
-                img.grad = None
+                var.grad = None
                 out[0].sum().backward()  # type: ignore[no-untyped-call]
                 adam.step()
                 with torch.no_grad():
-                    img.clamp_(0, 255)
+                    var.clamp_(0, 255)
             return tuple(x.detach() for x in out)
 
         # On the GPU a step is ~100 small kernels; replaying them as one CUDA graph removes
@@ -453,17 +470,18 @@ class Stylizer:
                 snapshot = None
                 if preview_every > 0 and (step_no % preview_every == 0 or step_no == total):
                     # A device-side copy: the pixels move on, the preview shows this step.
-                    snapshot = img.detach().clone()
+                    with torch.no_grad():
+                        snapshot = picture().detach().clone()
                 t, c, s = (x.tolist() for x in last)  # one host sync for the whole batch
                 on_progress([Progress(step_no, total, c[b], s[b], t[b],
                                       None if snapshot is None else _preview_renderer(
                                           snapshot, b, content_t, preserve, preview_size))
                              for b in range(len(t))])
-        if lbfgs is not None:
-            with torch.no_grad():
-                lbfgs.keep_best(img.data, self.objective(img, content_feat, grams, params,
-                                                         style_weight=style_w)[0])
-        return img.detach()
+        with torch.no_grad():
+            if lbfgs is not None:
+                lbfgs.keep_best(var.data, self.objective(picture(), content_feat, grams,
+                                                         params, style_weight=style_w)[0])
+            return picture().detach()
 
     def _capture(self, fn: Callable[[], tuple[torch.Tensor, ...]],
                  ) -> tuple[torch.cuda.CUDAGraph | None, tuple[torch.Tensor, ...] | None]:

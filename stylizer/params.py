@@ -18,6 +18,7 @@ Optimizer = Literal["adam", "lbfgs"]
 Init = Literal["content", "noise", "blank"]
 Schedule = Literal["constant", "two-phase"]
 Pooling = Literal["max", "avg"]
+Canvas = Literal["pyramid", "pixels"]
 
 
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
@@ -49,6 +50,10 @@ class StyleParams:
     optimizer: Optimizer = _f("lbfgs", "optimiser", choices=("adam", "lbfgs"))
     # Adam step size in 0-255 pixel units (ignored by L-BFGS, which uses a unit step).
     lr: float = _f(4.0, "Adam step size, in 0-255 pixel units", 0.01, 64.0)
+    # What L-BFGS optimises: a multi-scale pyramid of offsets (colours and large shapes
+    # settle in fewer steps; see canvas.py) or the raw pixels. Adam always uses pixels.
+    canvas: Canvas = _f("pyramid", "what L-BFGS optimises: a multi-scale pyramid or raw pixels",
+                        choices=("pyramid", "pixels"))
     # Where the canvas starts: the photo (fastest), noise, or mid-grey (the founding notes).
     init: Init = _f("content", "starting canvas", choices=("content", "noise", "blank"))
     # "two-phase": content-heavy for the first 40 % of each scale's steps, then style-heavy.
