@@ -471,7 +471,7 @@ class Stylizer:
                 if preview_every > 0 and (step_no % preview_every == 0 or step_no == total):
                     # A device-side copy: the pixels move on, the preview shows this step.
                     with torch.no_grad():
-                        snapshot = picture().detach().clone()
+                        snapshot = picture().clone()
                 t, c, s = (x.tolist() for x in last)  # one host sync for the whole batch
                 on_progress([Progress(step_no, total, c[b], s[b], t[b],
                                       None if snapshot is None else _preview_renderer(
@@ -481,7 +481,7 @@ class Stylizer:
             if lbfgs is not None:
                 lbfgs.keep_best(var.data, self.objective(picture(), content_feat, grams,
                                                          params, style_weight=style_w)[0])
-            return picture().detach()
+            return picture().detach()  # the pixel canvas is the leaf itself
 
     def _capture(self, fn: Callable[[], tuple[torch.Tensor, ...]],
                  ) -> tuple[torch.cuda.CUDAGraph | None, tuple[torch.Tensor, ...] | None]:

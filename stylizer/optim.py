@@ -48,7 +48,6 @@ class BatchLBFGS:
         self.prev_x = torch.zeros(b, n, device=dev)
         self.prev_g = torch.zeros(b, n, device=dev)
         self.k = torch.zeros((), dtype=torch.long, device=dev)  # steps taken
-        self.first = torch.ones(b, dtype=torch.bool, device=dev)  # no step taken yet
         self.scale = torch.ones(b, device=dev)  # (B,) step length after overshoots, <= 1
         self.best_loss = torch.full((b,), float("inf"), device=dev)
         self.best_x = x.detach().reshape(b, -1).float().clone()
@@ -59,7 +58,7 @@ class BatchLBFGS:
     # reads and writes the same memory on every replay.
     @torch.no_grad()
     def step(self, x: torch.Tensor, grad: torch.Tensor, loss: torch.Tensor | None = None) -> None:
-        """Updates x in place from its gradient (both (B, ...)), then clamps it.
+        """Updates x in place from its gradient (both (B, ...)), then projects it.
 
         `loss`, (B,), is f(x) before the update; with it the step keeps track of the best
         iterate and sends an image that overshot back to it (see the module notes).
@@ -67,7 +66,7 @@ class BatchLBFGS:
         b = x.shape[0]
         xf = x.reshape(b, -1).float()
         g = grad.reshape(b, -1).float()
-        first = self.first.clone()
+        first = self.k == 0  # () bool, on the device: no step taken yet
         # Store the pair from the previous step (none before the first).
         s = xf - self.prev_x
         y = g - self.prev_g
@@ -129,7 +128,6 @@ class BatchLBFGS:
             new = torch.where(blown[:, None], self.best_x, new)
             self.scale.copy_(torch.where(blown, self.scale * 0.5,
                                          (self.scale * 2.0).clamp(max=1.0)))
-        self.first.zero_()
         x.copy_(new.view_as(x))
         self.k.add_(1)
 
