@@ -3,6 +3,7 @@ fp32 evaluator, timing, and the naive fp32 loop written the way PyTorch's tutori
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -84,7 +85,8 @@ def tutorial_loop(stylizer: Stylizer, content: Image.Image, style: Image.Image, 
     from stylizer.engine import _ALL_IDX, _CONTENT_POS, _STYLE_POS, to_image, to_tensor
 
     dev = stylizer.device
-    model = stylizer.model("max")
+    # The tutorial's own network: NCHW fp32, whatever layout our engine keeps its copy in.
+    model = copy.deepcopy(stylizer.model("max")).to(memory_format=torch.contiguous_format)
     with strict_fp32(), torch.no_grad():
         c = to_tensor(content, dev)
         s = to_tensor(style, dev)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import platform
@@ -106,12 +107,17 @@ def step_cost(st: Stylizer, size: int, reps: int) -> dict[str, float]:
     """ms per VGG19 forward + input gradient (to relu5_1) at size x size."""
     out: dict[str, float] = {}
     dev = st.device
-    model = st.model("max")
+    nhwc = copy.deepcopy(st.model("max")).to(memory_format=torch.channels_last)
+    nchw = copy.deepcopy(nhwc).to(memory_format=torch.contiguous_format)
     configs = [("fp32 b1", 1, False, False), ("ours b1 (bf16, channels_last)", 1, True, True),
                ("ceiling b8 (bf16, channels_last)", 8, True, True)]
     if dev.type != "cuda":
-        configs = [*configs[:1], ("fp32 b4", 4, False, False)]
+        configs = [configs[0], ("fp32 b4", 4, False, False)]
+        if st.bf16:
+            configs += [("ours b1 (bf16, channels_last)", 1, True, True),
+                        ("ours b4 (bf16, channels_last)", 4, True, True)]
     for label, batch, bf16, cl in configs:
+        model = nhwc if cl else nchw
         x = torch.rand(batch, 3, size, size, device=dev) * 255
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -183,6 +189,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--pastiche-steps", type=int, default=500)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                    help="our engine's network precision (the evaluator is always fp32)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="skip the slow extras (CPU)")
     ap.add_argument("--no-pool", action="store_true")
@@ -199,13 +207,14 @@ def main() -> None:
                     help="also run pastiche at its own defaults (1000 steps, 500^2 px)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    st = Stylizer(args.device)
+    st = Stylizer(args.device, precision=args.precision)
     dev = st.device
     args.device_name = str(dev)
     res: dict[str, Any] = {"date": date.today().isoformat(), "device": str(dev),
                            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda"
                            else platform.processor() or platform.machine(),
                            "cpus": os.cpu_count(), "torch": torch.__version__,
+                           "precision": "bf16" if st.bf16 else "fp32",
                            "size": args.size, "content": args.content.name,
                            "style": args.style.name}
     content = pastiche_resize(args.content, size=args.size)
@@ -364,7 +373,8 @@ def _fmt(v: float | None, unit: str = "s") -> str:
 def render(res: dict[str, Any]) -> str:
     p, tut, ours = res["pastiche"], res["tutorial"], res["ours"]
     lines = [f"### Iso-quality, {res['size']} px, {res['content']} x {res['style']} "
-             f"({res['gpu']}, {res['date']}, torch {res['torch']})", "",
+             f"({res['gpu']}, {res['date']}, torch {res['torch']}, our network in "
+             f"{res.get('precision', '?')})", "",
              f"Bar: pastiche's saved image, total {p['saved']['total']:.0f}, style "
              f"{p['saved']['style']:.0f} (its float loss was {p['float_loss']:.0f}).", "",
              "| contender | to the bar | full job | model load / start-up |",
@@ -406,7 +416,7 @@ def render(res: dict[str, Any]) -> str:
         if label.endswith(("TFLOP/s", "ms/image")):
             continue
         row = [f"{res['step_cost_ms'][s][label]:.2f} ms "
-               f"({res['step_cost_ms'][s][label + ' TFLOP/s']:.0f} TFLOP/s)"
+               f"({res['step_cost_ms'][s][label + ' TFLOP/s']:.3g} TFLOP/s)"
                for s in res["step_cost_ms"]]
         lines.append(f"| {label} | " + " | ".join(row) + " |")
     if "pool" in res:

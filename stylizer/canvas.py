@@ -52,11 +52,12 @@ class PyramidCanvas:
     per picture into `z` (B, N) for the optimiser; `z` starts at zero (the picture is
     `base`)."""
 
-    def __init__(self, base: torch.Tensor, levels: int | None = None) -> None:
+    def __init__(self, base: torch.Tensor, levels: int | None = None, *,
+                 channels_last: bool = False) -> None:
         b, c, h, w = base.shape
         dev = base.device
         self.base = base.detach().float().contiguous()
-        self.channels_last = base.is_cuda
+        self.channels_last = channels_last
         n_levels = levels if levels is not None else levels_for(h, w)
         self.shapes = [(c, max(1, math.ceil(h / 2**k)), max(1, math.ceil(w / 2**k)))
                        for k in range(n_levels)]

@@ -18,7 +18,9 @@ def _photo(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
 
 
 def test_a_batch_paints_each_image_as_if_alone() -> None:
-    st = Stylizer("cpu")
+    # fp32: bf16 convolutions round differently at another batch size, and a few steps
+    # of L-BFGS amplify that (the bf16 test below bounds what the precision costs).
+    st = Stylizer("cpu", precision="fp32")
     params = StyleParams(size=64, steps=6, scales=1)
     photos = [_photo(1), _photo(2)]
     styles = [[_photo(3)], [_photo(4), _photo(5)]]

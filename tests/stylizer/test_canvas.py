@@ -25,6 +25,16 @@ def test_an_untouched_canvas_is_its_base() -> None:
     assert canvas.z.shape == (2, sum(canvas.sizes))
 
 
+def test_a_channels_last_canvas_paints_the_same_picture_in_nhwc() -> None:
+    base = _base()
+    plain, nhwc = PyramidCanvas(base), PyramidCanvas(base, channels_last=True)
+    z = torch.randn_like(plain.z)
+    picture = nhwc.picture(z)
+    assert picture.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.picture(z).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(picture, plain.picture(z))
+
+
 @pytest.mark.parametrize(("h", "w", "levels"), [(288, 512, 7), (512, 512, 7), (144, 256, 6),
                                                (48, 64, 4), (8, 8, 1), (5, 3, 1)])
 def test_levels_halve_down_to_the_coarsest_side(h: int, w: int, levels: int) -> None:
