@@ -19,6 +19,9 @@ import platformdirs
 from stylizer import presets
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# The network precision of the workers (stylizer.engine.Stylizer): auto is bf16 on a GPU
+# or on a CPU with native bf16, fp32 elsewhere.
+PRECISIONS = ("auto", "bf16", "fp32")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -34,6 +37,7 @@ class Settings:
     device: str = "auto"                             # STYLEBOT_DEVICE auto|cpu|cuda|cuda:N
     workers: int = 1                                 # STYLEBOT_WORKERS (per device)
     weights: str = "caffe"                           # STYLEBOT_WEIGHTS caffe|torchvision|PATH
+    precision: str = "auto"                          # STYLEBOT_PRECISION auto|bf16|fp32
     max_jobs_per_user: int = 2                       # STYLEBOT_MAX_JOBS_PER_USER
     max_queue: int = 50                              # STYLEBOT_MAX_QUEUE
     max_attempts: int = 3                            # STYLEBOT_MAX_ATTEMPTS
@@ -62,6 +66,9 @@ class Settings:
         dev = self.device
         if dev not in DEVICE_CHOICES and not (dev.startswith("cuda:") and dev[5:].isdigit()):
             raise SettingsError(f"STYLEBOT_DEVICE must be auto, cpu, cuda or cuda:N, not {dev!r}.")
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"STYLEBOT_PRECISION must be auto, bf16 or fp32, not "
+                                f"{self.precision!r}.")
         for name in ("workers", "max_jobs_per_user", "max_queue", "max_attempts",
                      "default_size", "max_size", "max_upload_bytes", "max_pixels"):
             if getattr(self, name) < 1:
@@ -144,6 +151,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "device": ("STYLEBOT_DEVICE", _device),
     "workers": ("STYLEBOT_WORKERS", int),
     "weights": ("STYLEBOT_WEIGHTS", str),
+    "precision": ("STYLEBOT_PRECISION", str.lower),
     "max_jobs_per_user": ("STYLEBOT_MAX_JOBS_PER_USER", int),
     "max_queue": ("STYLEBOT_MAX_QUEUE", int),
     "max_attempts": ("STYLEBOT_MAX_ATTEMPTS", int),

@@ -82,12 +82,13 @@ class Result:
     content_loss: float
     style_loss: float
     total_loss: float
+    bf16: bool = False  # whether the network ran bf16 convolutions
 
     def stats(self) -> dict[str, float | int]:
         return {"steps": self.steps, "seconds": round(self.seconds, 3),
                 "content_loss": self.content_loss, "style_loss": self.style_loss,
                 "total_loss": self.total_loss, "width": self.image.width,
-                "height": self.image.height}
+                "height": self.image.height, "bf16": int(self.bf16)}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -404,8 +405,8 @@ class Stylizer:
             c_vals, s_vals = c_loss.tolist(), s_loss.tolist()
         seconds = time.perf_counter() - start
         scored_images = zip(to_images(final), c_vals, s_vals, weights, strict=True)
-        return [Result(image, total_steps, seconds, c, s, params.content_weight * c + sw * s)
-                for image, c, s, sw in scored_images]
+        return [Result(image, total_steps, seconds, c, s, params.content_weight * c + sw * s,
+                       self.bf16) for image, c, s, sw in scored_images]
 
     def _init(self, content: torch.Tensor, params: StyleParams,
               gen: torch.Generator) -> torch.Tensor:

@@ -107,12 +107,13 @@ class WorkerPool:
     """A supervised pool of worker processes; see the module docstring."""
 
     def __init__(self, *, workers: int = 1, device: str = "auto", weights: str = "caffe",
-                 job_timeout_s: float = 600.0, preview_interval_s: float = 4.0,
-                 worker_target: WorkerTarget | None = None,
+                 precision: str = "auto", job_timeout_s: float = 600.0,
+                 preview_interval_s: float = 4.0, worker_target: WorkerTarget | None = None,
                  start_timeout_s: float = 300.0, max_batch: int | None = None,
                  warm_up: bool = True, start_method: str | None = None) -> None:
-        """`max_batch`: the most compatible jobs one worker paints at once (None: 16 on a
-        GPU, 1 on a CPU). `job_timeout_s` is per job: a batch of n gets n times as long."""
+        """`precision`: the workers' network precision (see `Stylizer`). `max_batch`: the
+        most compatible jobs one worker paints at once (None: 16 on a GPU, 1 on a CPU).
+        `job_timeout_s` is per job: a batch of n gets n times as long."""
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         if max_batch is not None and not 1 <= max_batch <= MAX_BATCH:
@@ -123,6 +124,9 @@ class WorkerPool:
         self._n = workers
         self._device = device
         self._weights = weights
+        if precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"unknown precision {precision!r}")
+        self._precision = precision
         self._job_timeout_s = job_timeout_s
         self._preview_interval_s = preview_interval_s
         self._target: WorkerTarget = worker_target or worker_main
@@ -282,6 +286,7 @@ class WorkerPool:
         outbox_r, outbox_w = self._ctx.Pipe(duplex=False)
         cancel: SharedInts = self._ctx.RawArray("q", MAX_BATCH)
         spec = WorkerSpec(worker_id=worker_id, device=self._device, weights=self._weights,
+                          precision=self._precision,
                           preview_interval_s=self._preview_interval_s,
                           log_level=logging.getLogger().getEffectiveLevel(),
                           cpu_threads=self._cpu_threads, inbox=inbox_r, outbox=outbox_w,

@@ -73,6 +73,7 @@ class WorkerSpec:
     worker_id: int
     device: str
     weights: str
+    precision: str  # Stylizer's: auto, bf16 or fp32
     preview_interval_s: float
     log_level: int
     cpu_threads: int  # torch intra-op threads; 0 leaves torch's default
@@ -189,7 +190,7 @@ class Worker:
         if self.spec.cpu_threads > 0:
             # Several workers on one CPU would each start one thread per core otherwise.
             torch.set_num_threads(self.spec.cpu_threads)
-        engine = Stylizer(self.spec.device, self.spec.weights)
+        engine = Stylizer(self.spec.device, self.spec.weights, precision=self.spec.precision)
         if self.spec.warm_up:
             engine.warm_up()
         return engine

@@ -13,11 +13,12 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
-from bot.jobs.executor import JobSucceeded, LocalPoolExecutor
+from bot.jobs.executor import JobFailed, JobRequest, JobSucceeded, LocalPoolExecutor
 from bot.jobs.scheduling import QueuedJob, claims_until
 from bot.jobs.service import JobService, JobStatus
 from bot.jobs.views import JobView
 from bot.settings import Settings
+from stylizer.params import StyleParams
 
 STYLE = png(99)
 
@@ -180,3 +181,24 @@ async def test_a_worker_killed_by_one_job_of_a_batch_costs_the_others_one_retry(
     dead = await service.wait(poison.id, timeout_s=60)
     assert (dead.status, dead.attempts) == (JobStatus.dead, 3)
     assert any("batch of 3" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+async def test_the_workers_paint_in_the_precision_the_settings_name(
+        settings: Settings, precision: str) -> None:
+    """STYLEBOT_PRECISION reaches the real worker processes' engine."""
+    settings = dataclasses.replace(settings, precision=precision)
+    executor = LocalPoolExecutor.from_settings(settings, preview_interval_s=0.0)
+    await executor.start()
+    try:
+        events = executor.events()
+        params = StyleParams(size=32, steps=2, scales=1).to_dict()
+        await executor.submit_batch([JobRequest("p1", png(1), (STYLE,), ("s",), params)])
+        async for event in events:
+            if isinstance(event, (JobSucceeded, JobFailed)):
+                break
+        assert isinstance(event, JobSucceeded)
+        assert event.stats["bf16"] == (precision == "bf16")
+    finally:
+        await executor.close()

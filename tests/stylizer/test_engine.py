@@ -105,6 +105,7 @@ def test_the_reported_losses_are_those_of_the_saved_image(
                         [style_image], params)
     assert again["content"] == pytest.approx(result.content_loss, rel=rel)
     assert again["style"] == pytest.approx(result.style_loss, rel=rel)
+    assert result.stats()["bf16"] == (precision == "bf16")
 
 
 def test_a_cpu_paints_in_bf16_where_it_has_native_bf16() -> None:
