@@ -44,6 +44,8 @@ class BatchLBFGS:
         self.S = torch.zeros(b, history, n, device=dev)  # (B, m, N) steps s_i
         self.Y = torch.zeros(b, history, n, device=dev)  # (B, m, N) gradient changes y_i
         self.valid = torch.zeros(b, history, device=dev)  # (B, m) 1 where the pair is usable
+        self.SY = torch.zeros(b, history, history, device=dev)  # s_i . y_j, in ring order
+        self.YY = torch.zeros(b, history, history, device=dev)  # y_i . y_j
         self.gamma = torch.ones(b, device=dev)  # (B,) initial inverse-Hessian scale
         self.prev_x = torch.zeros(b, n, device=dev)
         self.prev_g = torch.zeros(b, n, device=dev)
@@ -77,17 +79,26 @@ class BatchLBFGS:
         self.Y.index_copy_(1, self.slot, (y * ok[:, None]).unsqueeze(1))
         self.valid.index_copy_(1, self.slot, ok.float().unsqueeze(1))
         self.gamma.copy_(torch.where(ok, ys / yy.clamp_min(1e-30), self.gamma))
+        s, y = self.S.index_select(1, self.slot), self.Y.index_select(1, self.slot)  # masked
+        # Everything below reads the (B, m, N) histories only twice: once for their dot
+        # products with g and the new pair, once to form H g. S^T Y and Y^T Y are kept
+        # up to date by the new pair's row and column, in ring order; only those (m, m)
+        # matrices are put in chronological order, never the histories themselves.
+        Sg = torch.bmm(self.S, torch.stack((g, y[:, 0]), 2))  # (B, m, 2): S g, S y_new
+        Yg = torch.bmm(self.Y, torch.stack((g, s[:, 0], y[:, 0]), 2))  # Y g, Y s_new, Y y_new
+        w = self.slot
+        self.SY.index_copy_(2, w, Sg[:, :, 1:2])  # column: s_i . y_new
+        self.SY.index_copy_(1, w, Yg[:, :, 1].unsqueeze(1))  # row: s_new . y_j
+        self.YY.index_copy_(2, w, Yg[:, :, 2:3])
+        self.YY.index_copy_(1, w, Yg[:, :, 2].unsqueeze(1))
         # Chronological order of the ring: oldest first, the slot just written last.
         order = (self.slot + 1 + self._ar) % self.m
         self.slot.add_(1).remainder_(self.m)
-        S = self.S.index_select(1, order)  # (B, m, N)
-        Y = self.Y.index_select(1, order)
+        a = Sg[:, :, 0].index_select(1, order)  # (B, m) S^T g
+        bv = Yg[:, :, 0].index_select(1, order)  # (B, m) Y^T g
+        SY = self.SY.index_select(1, order).index_select(2, order)  # (B, m, m) s_i . y_j
+        YY = self.YY.index_select(1, order).index_select(2, order)
         valid = self.valid.index_select(1, order)  # (B, m)
-
-        a = torch.bmm(S, g.unsqueeze(2)).squeeze(2)  # (B, m) S^T g
-        bv = torch.bmm(Y, g.unsqueeze(2)).squeeze(2)  # (B, m) Y^T g
-        SY = torch.bmm(S, Y.transpose(1, 2))  # (B, m, m) s_i . y_j
-        YY = torch.bmm(Y, Y.transpose(1, 2))
         # R: upper triangle of S^T Y; masked (all-zero) pairs get a unit diagonal so that
         # R stays invertible and they contribute nothing.
         R = torch.triu(SY) + torch.diag_embed(1.0 - valid)
@@ -98,9 +109,11 @@ class BatchLBFGS:
         ria = torch.linalg.solve_triangular(R, a.unsqueeze(2), upper=True)  # (B, m, 1)
         inner = (torch.diag_embed(D) + gam[:, :, None] * YY) @ ria - (gam * bv).unsqueeze(2)
         p1 = torch.linalg.solve_triangular(R.transpose(1, 2), inner, upper=False)
-        p2 = -ria
-        hg = gam * g + torch.bmm(S.transpose(1, 2), p1).squeeze(2) \
-            + gam * torch.bmm(Y.transpose(1, 2), p2).squeeze(2)
+        # Back from chronological to ring order, to multiply the histories in place.
+        p1 = torch.zeros_like(p1).index_copy_(1, order, p1)
+        p2 = torch.zeros_like(ria).index_copy_(1, order, -gam[:, :, None] * ria)
+        hg = gam * g + torch.bmm(self.S.transpose(1, 2), p1).squeeze(2) \
+            + torch.bmm(self.Y.transpose(1, 2), p2).squeeze(2)
         d = -hg
         # A direction that does not descend (a poor history) falls back to the gradient.
         descent = (d * g).sum(1) < 0

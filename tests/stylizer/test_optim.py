@@ -156,3 +156,41 @@ def test_an_image_that_overshoots_goes_back_to_its_best_with_a_shorter_step() ->
     opt.step(x, a * (x - m), f(x))
     assert float(f(x)[1]) < float(f(best)[1])  # and it makes progress again
     assert opt.scale.tolist() == [1.0, 1.0]  # success: back up to the unit step
+
+
+def _two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The textbook L-BFGS direction -H g (Nocedal & Wright, Algorithm 7.4), float64."""
+    q, alphas = g.clone(), []
+    for s, y in reversed(pairs):
+        alpha = (s @ q) / (y @ s)
+        alphas.append(alpha)
+        q -= alpha * y
+    s, y = pairs[-1]
+    r = (s @ y) / (y @ y) * q
+    for (s, y), alpha in zip(pairs, reversed(alphas), strict=True):
+        r += s * (alpha - (y @ r) / (y @ s))
+    return -r
+
+
+def test_every_step_is_the_two_loop_recursion_with_the_latest_pairs() -> None:
+    """Over a ring of 4 pairs wrapped three times, on a coupled (non-diagonal) quadratic:
+    each unit step equals the textbook recursion over the last 4 (s, y) pairs."""
+    gen = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(N, N, generator=gen, dtype=torch.float64))
+    hess = q @ torch.diag(torch.logspace(0, 2, N, dtype=torch.float64)) @ q.T
+    m = 100 + 50 * torch.rand(N, generator=gen, dtype=torch.float64)
+    x = torch.full((1, N), 128.0)
+    opt = BatchLBFGS(x, history=4, lo=-1e9, hi=1e9, first_step=4.0)
+    xs, gs = [], []
+    for k in range(14):
+        xk = x[0].double()
+        g = hess @ (xk - m)
+        xs.append(xk)
+        gs.append(g)
+        opt.step(x, g.float().view(1, N))
+        if k == 0:
+            continue
+        pairs = [(xs[i + 1] - xs[i], gs[i + 1] - gs[i]) for i in range(max(0, k - 4), k)]
+        expected = xk + _two_loop(g, pairs)
+        step = (x[0].double() - xk).norm()
+        assert float((x[0].double() - expected).norm() / step) < 1e-3, k
