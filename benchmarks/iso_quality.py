@@ -47,7 +47,7 @@ from pool_throughput import pool_throughput
 
 from stylizer import images
 from stylizer.engine import _ALL_IDX, Stylizer
-from stylizer.params import StyleParams
+from stylizer.params import PRECISIONS, StyleParams
 
 
 def run_pastiche(args: argparse.Namespace, out: Path, steps: int, size: int | None,
@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--pastiche-steps", type=int, default=500)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="our engine's network precision (the evaluator is always fp32)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="skip the slow extras (CPU)")

@@ -17,11 +17,9 @@ from typing import Any
 import platformdirs
 
 from stylizer import presets
+from stylizer.params import PRECISIONS
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-# The network precision of the workers (stylizer.engine.Stylizer): auto is bf16 on a GPU
-# or on a CPU with native bf16, fp32 elsewhere.
-PRECISIONS = ("auto", "bf16", "fp32")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

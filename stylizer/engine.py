@@ -23,7 +23,7 @@ from stylizer import losses
 from stylizer.canvas import PyramidCanvas
 from stylizer.errors import Cancelled, InvalidParams
 from stylizer.optim import BatchLBFGS
-from stylizer.params import StyleParams
+from stylizer.params import PRECISIONS, StyleParams
 from stylizer.vgg import CONTENT_LAYER, LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Stylizer:
         self.device = resolve_device(device)
         self.weights = weights
         self.cuda_graphs = cuda_graphs
-        if precision not in ("auto", "bf16", "fp32"):
+        if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}")
         self.bf16 = precision == "bf16" or (precision == "auto" and (
             self.device.type == "cuda" or cpu_has_native_bf16()))

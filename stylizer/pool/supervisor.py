@@ -29,6 +29,7 @@ from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from stylizer.params import PRECISIONS
 from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
@@ -124,7 +125,7 @@ class WorkerPool:
         self._n = workers
         self._device = device
         self._weights = weights
-        if precision not in ("auto", "bf16", "fp32"):
+        if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}")
         self._precision = precision
         self._job_timeout_s = job_timeout_s
