@@ -42,7 +42,7 @@ from bot.jobs.service import (
 )
 from bot.logging_setup import setup_logging
 from bot.settings import Settings, SettingsError
-from stylizer.params import limits
+from stylizer.params import PRECISIONS, limits
 
 CLI_USER = "cli"
 EXIT_USER_ERROR = 2
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
                    help="output file (default: <photo name>-<style>.png here)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (STYLEBOT_DEVICE)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="the workers' network: auto, bf16 or fp32 (STYLEBOT_PRECISION)")
     _add_param_flags(p)
     p.set_defaults(func=cmd_stylize)
 
@@ -146,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["styles_dir"] = args.styles_dir
     if getattr(args, "device", None):
         overrides["device"] = args.device
+    if getattr(args, "precision", None):
+        overrides["precision"] = args.precision
     try:
         settings = Settings.from_env(**overrides)
     except SettingsError as exc:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from stylizer import images, presets
 from stylizer.errors import StylizerError
-from stylizer.params import StyleParams, limits
+from stylizer.params import PRECISIONS, StyleParams, limits
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="where to write the painting (.png or .jpg; "
                    "default: <photo>-<style>.png)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="the network's precision: auto is bf16 on a GPU or a CPU with "
+                   "native bf16, fp32 elsewhere (default: auto)")
     p.add_argument("--weights", default="caffe",
                    help="VGG19 weights: caffe, torchvision, or a .pth/.safetensors path")
     p.add_argument("--styles-dir", default=os.environ.get("STYLEBOT_STYLES_DIR"),
@@ -138,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = params_from_args(args, base)
         from stylizer.engine import Stylizer  # torch loads here, after the input is checked
 
-        stylizer = Stylizer(device=args.device, weights=args.weights)
+        stylizer = Stylizer(device=args.device, weights=args.weights,
+                            precision=args.precision)
         bar = ProgressBar(enabled=not args.quiet)
         result = stylizer.run(content, [img for _, img, _ in loaded], params,
                               on_progress=lambda p: bar.update(p.step, p.total),

@@ -151,6 +151,8 @@ def test_param_flags_come_from_the_parameter_limits() -> None:
     assert args.steps is None  # unset flags leave the preset's and the settings' defaults
     with pytest.raises(SystemExit):
         parser.parse_args(["stylize", "x.jpg", "-s", "mosaic", "--optimizer", "sgd"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["stylize", "x.jpg", "-s", "mosaic", "--precision", "fp16"])
     with pytest.raises(SystemExit):  # a preset or a style image, not both
         parser.parse_args(["stylize", "x.jpg", "-s", "mosaic", "--style-image", "y.jpg"])
 
@@ -168,3 +170,15 @@ def test_run_and_sync_hand_over_to_the_bot(in_process: Path,
     assert cli.main(["sync"]) == 3
     assert cli.main(["sync", "--guild", "5"]) == 3
     assert calls == [("run", in_process / "data"), ("sync", 77), ("sync", 5)]
+
+
+def test_device_and_precision_flags_override_the_settings(
+        in_process: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(cli, "cmd_stylize",
+                        lambda args, s: seen.append((s.device, s.precision)) or 0)
+    monkeypatch.setenv("STYLEBOT_PRECISION", "bf16")
+    assert cli.main(["stylize", "x.jpg", "-s", "mosaic"]) == 0
+    assert cli.main(["stylize", "x.jpg", "-s", "mosaic", "--device", "cpu",
+                     "--precision", "fp32"]) == 0
+    assert seen == [("auto", "bf16"), ("cpu", "fp32")]

@@ -123,6 +123,19 @@ def test_style_weights_that_do_not_match_the_styles_exit_2(
     _one_line_error(capsys.readouterr().err)
 
 
+def test_the_precision_flag_chooses_the_network(tmp_path: Path, photo: Path) -> None:
+    """fp32 twice gives the same bytes; bf16 rounds differently, so another picture."""
+    outs = {}
+    for name, precision in (("a", "fp32"), ("b", "fp32"), ("c", "bf16")):
+        out = tmp_path / f"{name}.png"
+        code = cli.main([str(photo), "-s", "mosaic", "-o", str(out), *TINY,
+                         "--precision", precision])
+        assert code == 0
+        outs[name] = images.decode(out.read_bytes()).tobytes()
+    assert outs["a"] == outs["b"]
+    assert outs["a"] != outs["c"]
+
+
 def test_an_unknown_device_exits_2(tmp_path: Path, photo: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main([str(photo), "-s", "mosaic", "-o", str(tmp_path / "o.png"),
