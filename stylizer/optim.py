@@ -75,17 +75,17 @@ class BatchLBFGS:
         ys = (s * y).sum(1)  # (B,)
         yy = (y * y).sum(1)
         ok = (ys > 1e-10) & ~first  # curvature condition
-        self.S.index_copy_(1, self.slot, (s * ok[:, None]).unsqueeze(1))
-        self.Y.index_copy_(1, self.slot, (y * ok[:, None]).unsqueeze(1))
+        s, y = s * ok[:, None], y * ok[:, None]  # a pair that fails it is stored as zeros
+        self.S.index_copy_(1, self.slot, s.unsqueeze(1))
+        self.Y.index_copy_(1, self.slot, y.unsqueeze(1))
         self.valid.index_copy_(1, self.slot, ok.float().unsqueeze(1))
         self.gamma.copy_(torch.where(ok, ys / yy.clamp_min(1e-30), self.gamma))
-        s, y = self.S.index_select(1, self.slot), self.Y.index_select(1, self.slot)  # masked
         # Everything below reads the (B, m, N) histories only twice: once for their dot
         # products with g and the new pair, once to form H g. S^T Y and Y^T Y are kept
         # up to date by the new pair's row and column, in ring order; only those (m, m)
         # matrices are put in chronological order, never the histories themselves.
-        Sg = torch.bmm(self.S, torch.stack((g, y[:, 0]), 2))  # (B, m, 2): S g, S y_new
-        Yg = torch.bmm(self.Y, torch.stack((g, s[:, 0], y[:, 0]), 2))  # Y g, Y s_new, Y y_new
+        Sg = torch.bmm(self.S, torch.stack((g, y), 2))  # (B, m, 2): S g, S y_new
+        Yg = torch.bmm(self.Y, torch.stack((g, s, y), 2))  # Y g, Y s_new, Y y_new
         w = self.slot
         self.SY.index_copy_(2, w, Sg[:, :, 1:2])  # column: s_i . y_new
         self.SY.index_copy_(1, w, Yg[:, :, 1].unsqueeze(1))  # row: s_new . y_j
