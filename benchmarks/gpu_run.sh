@@ -17,4 +17,12 @@ if [ -z "${LEAN:-}" ]; then  # LEAN=1: only the report (a short rerun)
 fi
 } 2>&1 | tee "$OUT/env.txt"
 timeout 480 python3 benchmarks/iso_quality.py --out "$OUT" --big-bar "$@" 2>&1 | tee "$OUT/log.txt"
+# With time to spare: a queue of five photo shapes, cuDNN autotuning on and off.
+for flag in "" --no-autotune; do
+  if [ "$SECONDS" -lt 500 ]; then
+    timeout $((570 - SECONDS)) python3 benchmarks/pool_throughput.py --device cuda --mix \
+      --steps 20 --concurrency 40 --json "$OUT/pool_mix${flag:+_heuristics}.json" $flag 2>&1 \
+      | tee -a "$OUT/log.txt"
+  fi
+done
 rm -f "$OUT"/results.json.tmp

@@ -355,7 +355,7 @@ def main() -> None:
         steps = (ours["defaults"]["to_bar_steps"] or 100) if dev.type == "cuda" else 10
         try:
             res["pool"] = asyncio.run(pool_throughput(str(dev), workers, conc, args.size, steps,
-                                                      cbytes, sbytes, args.pool_max_batch))
+                                                      [cbytes], sbytes, args.pool_max_batch))
         except Exception as exc:  # report, don't lose the rest of the run
             res["pool"] = {"error": repr(exc)}
         log("pool", res["pool"])

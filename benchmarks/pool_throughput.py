@@ -1,10 +1,15 @@
-"""Jobs per minute through the real worker pool, with n compatible jobs in flight.
+"""Jobs per minute through the real worker pool, with n jobs in flight.
 
     python benchmarks/pool_throughput.py [--device cuda] [--size 512] [--steps 35]
-        [--workers 2] [--max-batch 16] [--concurrency 1 4 16]
+        [--workers 2] [--max-batch 16] [--concurrency 1 4 16] [--mix] [--no-autotune]
 
-Jobs are handed over the way the dispatcher does it: whenever a worker is free, as many
-queued jobs as the pool takes in one batch. Prints a markdown table; `--json` writes it.
+Jobs are handed over the way the dispatcher does it: whenever a worker is free, the
+oldest queued job and the queued jobs of its size (up to the batch limit) go as one
+batch. By default every job is the same photo, so all are compatible. `--mix` crops the
+photo to five shapes (16:9, 4:3, 1:1, 3:4, 9:16) and interleaves them, as a real queue
+might; with cuDNN autotuning each new shape and batch size pays a kernel search, and
+`--no-autotune` shows what the heuristics cost instead. Prints a markdown table;
+`--json` writes it.
 """
 
 from __future__ import annotations
@@ -17,35 +22,59 @@ from pathlib import Path
 from typing import Any
 
 from _common import CONTENT, STYLE, pastiche_resize
+from PIL import Image
 
 from stylizer import images
 from stylizer.params import StyleParams
 
+SHAPES = ((16, 9), (4, 3), (1, 1), (3, 4), (9, 16))
+
+
+def crops(photo: Image.Image, size: int) -> list[Image.Image]:
+    """The photo's centre cropped to each of SHAPES, long side `size`."""
+    out = []
+    for w, h in SHAPES:
+        k = min(photo.width / w, photo.height / h)
+        cw, ch = round(w * k), round(h * k)
+        left, top = (photo.width - cw) // 2, (photo.height - ch) // 2
+        crop = photo.crop((left, top, left + cw, top + ch))
+        scale = size / max(cw, ch)
+        out.append(crop.resize((max(1, round(cw * scale)), max(1, round(ch * scale)))))
+    return out
+
 
 async def pool_throughput(device: str, workers: int, concurrency: list[int], size: int,
-                          steps: int, content: bytes, style: bytes,
-                          max_batch: int | None = None) -> dict[str, Any]:
-    """Jobs per minute with n compatible jobs in flight. Jobs are handed over the way the
-    dispatcher does it: whenever a worker is free, as many queued jobs as it takes."""
+                          steps: int, contents: list[bytes], style: bytes,
+                          max_batch: int | None = None, autotune: bool = True,
+                          ) -> dict[str, Any]:
+    """Jobs per minute with n jobs in flight, job i painting `contents[i % len(contents)]`
+    (photos of one size are compatible). Jobs are handed over the way the dispatcher does
+    it: whenever a worker is free, the oldest queued job and the queued jobs of the same
+    photo size, up to the batch limit."""
     from stylizer.pool.messages import JobFailed, JobRequest, JobSucceeded
     from stylizer.pool.supervisor import WorkerPool
 
-    pool = WorkerPool(workers=workers, device=device, job_timeout_s=300, max_batch=max_batch)
+    pool = WorkerPool(workers=workers, device=device, job_timeout_s=300, max_batch=max_batch,
+                      autotune=autotune)
     t0 = time.perf_counter()
     await pool.start()
     out: dict[str, Any] = {"workers": workers, "max_batch": pool.max_batch,
+                           "shapes": len(contents), "autotune": autotune,
                            "pool_start_s": time.perf_counter() - t0}
     params = StyleParams(size=size, steps=steps).to_dict()
     events = pool.events()
 
     async def hand_over(pending: list[Any]) -> None:
         while pending and pool.idle > 0:
-            batch = [pending.pop() for _ in range(min(pool.max_batch, len(pending)))]
-            await pool.submit_batch(batch)
+            key = pending[0].content
+            riders = [r for r in pending if r.content == key][:pool.max_batch]
+            for r in riders:
+                pending.remove(r)
+            await pool.submit_batch(riders)
 
     for n in concurrency:
-        pending = [JobRequest(f"j{n}-{i}", content, (style,), ("bench-style",), params)
-                   for i in range(n)]
+        pending = [JobRequest(f"j{n}-{i}", contents[i % len(contents)], (style,),
+                              ("bench-style",), params) for i in range(n)]
         done = 0
         batches: list[int] = []
         start = time.perf_counter()
@@ -69,7 +98,9 @@ async def pool_throughput(device: str, workers: int, concurrency: list[int], siz
 
 
 def table(res: dict[str, Any]) -> str:
-    lines = [f"Pool: {res['workers']} worker(s), batch limit {res['max_batch']}, started in "
+    mix = f"{res['shapes']} photo shapes" if res["shapes"] > 1 else "one photo shape"
+    lines = [f"Pool: {res['workers']} worker(s), batch limit {res['max_batch']}, {mix}, "
+             f"cuDNN autotuning {'on' if res['autotune'] else 'off'}, started in "
              f"{res['pool_start_s']:.1f} s", "",
              "| jobs in flight | wall | jobs/min | s per job | largest batch |",
              "|---|---|---|---|---|"]
@@ -90,12 +121,19 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=None,
                     help="the pool's batch limit (default: 16 on a GPU, 1 on a CPU)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--mix", action="store_true",
+                    help=f"jobs of {len(SHAPES)} photo shapes, interleaved")
+    ap.add_argument("--no-autotune", action="store_true",
+                    help="the workers' cuDNN picks kernels by heuristics (GPU)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    content = images.encode(pastiche_resize(CONTENT, size=args.size))
+    photo = pastiche_resize(CONTENT, size=args.size)
+    shapes = crops(photo, args.size) if args.mix else [photo]
+    contents = [images.encode(p) for p in shapes]
     style = images.encode(pastiche_resize(STYLE, size=args.size))
     res = asyncio.run(pool_throughput(args.device, args.workers, args.concurrency, args.size,
-                                      args.steps, content, style, args.max_batch))
+                                      args.steps, contents, style, args.max_batch,
+                                      autotune=not args.no_autotune))
     print(table(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -36,6 +36,9 @@ class Settings:
     workers: int = 1                                 # STYLEBOT_WORKERS (per device)
     weights: str = "caffe"                           # STYLEBOT_WEIGHTS caffe|torchvision|PATH
     precision: str = "auto"                          # STYLEBOT_PRECISION auto|bf16|fp32
+    # cuDNN times its kernels for each new batch shape: faster steps, but the first job
+    # of every new size and batch size waits for the search.
+    autotune: bool = True                            # STYLEBOT_AUTOTUNE on|off
     max_jobs_per_user: int = 2                       # STYLEBOT_MAX_JOBS_PER_USER
     max_queue: int = 50                              # STYLEBOT_MAX_QUEUE
     max_attempts: int = 3                            # STYLEBOT_MAX_ATTEMPTS
@@ -134,6 +137,15 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return hosts
 
 
+def _switch(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ValueError("use on or off")
+
+
 def _device(raw: str) -> str:
     return raw.lower()
 
@@ -150,6 +162,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "workers": ("STYLEBOT_WORKERS", int),
     "weights": ("STYLEBOT_WEIGHTS", str),
     "precision": ("STYLEBOT_PRECISION", str.lower),
+    "autotune": ("STYLEBOT_AUTOTUNE", _switch),
     "max_jobs_per_user": ("STYLEBOT_MAX_JOBS_PER_USER", int),
     "max_queue": ("STYLEBOT_MAX_QUEUE", int),
     "max_attempts": ("STYLEBOT_MAX_ATTEMPTS", int),

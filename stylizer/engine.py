@@ -212,6 +212,7 @@ class Stylizer:
             self.device.type == "cuda" or cpu_has_native_bf16()))
         # NHWC activations: what cuDNN's and oneDNN's fast bf16 kernels want.
         self.channels_last = self.device.type == "cuda" or self.bf16
+        self.autotune = autotune  # only cuDNN has kernels to time: no effect on a CPU
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = autotune
             torch.backends.cuda.matmul.allow_tf32 = True

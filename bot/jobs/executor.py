@@ -75,6 +75,7 @@ class LocalPoolExecutor:
         kwargs: dict[str, Any] = {"workers": settings.workers, "device": settings.device,
                                   "weights": settings.weights,
                                   "precision": settings.precision,
+                                  "autotune": settings.autotune,
                                   "job_timeout_s": settings.job_timeout_s,
                                   "max_batch": settings.max_batch}
         kwargs.update(overrides)

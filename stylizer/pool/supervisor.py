@@ -108,12 +108,13 @@ class WorkerPool:
     """A supervised pool of worker processes; see the module docstring."""
 
     def __init__(self, *, workers: int = 1, device: str = "auto", weights: str = "caffe",
-                 precision: str = "auto", job_timeout_s: float = 600.0,
+                 precision: str = "auto", autotune: bool = True, job_timeout_s: float = 600.0,
                  preview_interval_s: float = 4.0, worker_target: WorkerTarget | None = None,
                  start_timeout_s: float = 300.0, max_batch: int | None = None,
                  warm_up: bool = True, start_method: str | None = None) -> None:
-        """`precision`: the workers' network precision (see `Stylizer`). `max_batch`: the
-        most compatible jobs one worker paints at once (None: 16 on a GPU, 1 on a CPU).
+        """`precision`, `autotune`: the workers' engine settings (see `Stylizer`).
+        `max_batch`: the most compatible jobs one worker paints at once (None: 16 on a GPU,
+        1 on a CPU).
         `job_timeout_s` is per job: a batch of n gets n times as long."""
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
@@ -128,6 +129,7 @@ class WorkerPool:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}")
         self._precision = precision
+        self._autotune = autotune
         self._job_timeout_s = job_timeout_s
         self._preview_interval_s = preview_interval_s
         self._target: WorkerTarget = worker_target or worker_main
@@ -287,7 +289,7 @@ class WorkerPool:
         outbox_r, outbox_w = self._ctx.Pipe(duplex=False)
         cancel: SharedInts = self._ctx.RawArray("q", MAX_BATCH)
         spec = WorkerSpec(worker_id=worker_id, device=self._device, weights=self._weights,
-                          precision=self._precision,
+                          precision=self._precision, autotune=self._autotune,
                           preview_interval_s=self._preview_interval_s,
                           log_level=logging.getLogger().getEffectiveLevel(),
                           cpu_threads=self._cpu_threads, inbox=inbox_r, outbox=outbox_w,

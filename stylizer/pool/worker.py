@@ -74,6 +74,7 @@ class WorkerSpec:
     device: str
     weights: str
     precision: str  # Stylizer's: auto, bf16 or fp32
+    autotune: bool  # Stylizer's: let cuDNN time its kernels at each new size
     preview_interval_s: float
     log_level: int
     cpu_threads: int  # torch intra-op threads; 0 leaves torch's default
@@ -190,7 +191,8 @@ class Worker:
         if self.spec.cpu_threads > 0:
             # Several workers on one CPU would each start one thread per core otherwise.
             torch.set_num_threads(self.spec.cpu_threads)
-        engine = Stylizer(self.spec.device, self.spec.weights, precision=self.spec.precision)
+        engine = Stylizer(self.spec.device, self.spec.weights, precision=self.spec.precision,
+                          autotune=self.spec.autotune)
         if self.spec.warm_up:
             engine.warm_up()
         return engine

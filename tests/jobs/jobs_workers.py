@@ -6,7 +6,9 @@ misbehaviour:
 - `HANG` (pure blue): the job never ends and the process ignores SIGTERM.
 `marked_worker` paints everything else with the real engine; `quick_worker` uses a
 stand-in engine that takes `QUICK_STEP_S` per step and never imports torch, so tests
-about the pipeline's plumbing do not pay for VGG19 on a 2-core CPU.
+about the pipeline's plumbing do not pay for VGG19 on a 2-core CPU. `engine_reporter`
+makes the real engine as a worker does, then fails its start with a message naming the
+engine's settings, so that a test can see what reached the worker process.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from PIL import Image
 from stylizer import images
 from stylizer.errors import Cancelled
 from stylizer.params import StyleParams
-from stylizer.pool.messages import JobRequest, JobStarted
+from stylizer.pool.messages import JobRequest, JobStarted, WorkerStartFailed
 from stylizer.pool.worker import Engine, Worker, WorkerSpec
 
 CRASH = (255, 0, 0)
@@ -104,3 +106,14 @@ def marked_worker(spec: WorkerSpec) -> None:
 
 def quick_worker(spec: WorkerSpec) -> None:
     QuickWorker(spec).serve()
+
+
+class EngineReporter(Worker):
+    def serve(self) -> None:
+        engine = self.make_engine()
+        settings = {name: getattr(engine, name, None) for name in ("bf16", "autotune")}
+        self.send(WorkerStartFailed(self.spec.worker_id, "report", repr(settings)))
+
+
+def engine_reporter(spec: WorkerSpec) -> None:
+    EngineReporter(spec).serve()

@@ -21,7 +21,7 @@ def test_settings_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert s.database_url == f"sqlite+aiosqlite:///{tmp_path / 'stylebot.db'}"
     assert (s.device, s.workers, s.max_jobs_per_user, s.max_queue, s.max_attempts) == (
         "auto", 1, 2, 50, 3)
-    assert s.precision == "auto"
+    assert (s.precision, s.autotune) == ("auto", True)
     assert s.styles_dir is None
     assert s.discord_token is None
     assert s.attachment_hosts == ("cdn.discordapp.com", "media.discordapp.net")
@@ -42,9 +42,10 @@ def test_settings_from_env_and_overrides(tmp_path: Path) -> None:
            "STYLEBOT_ATTACHMENT_HOSTS": "localhost:8080, cdn.example", "STYLEBOT_DEV_GUILD": "42",
            "STYLEBOT_STYLES_DIR": str(tmp_path / "styles"), "STYLEBOT_LOG_LEVEL": "debug",
            "STYLEBOT_DEFAULT_STEPS": "60", "STYLEBOT_REQUESTS_PER_MINUTE": "0",
-           "STYLEBOT_PRECISION": "FP32"}
+           "STYLEBOT_PRECISION": "FP32", "STYLEBOT_AUTOTUNE": "Off"}
     s = Settings.from_env(env, workers=3)
     assert (s.default_steps, s.requests_per_minute, s.precision) == (60, 0, "fp32")
+    assert s.autotune is False
     assert (s.device, s.workers, s.job_timeout_s, s.dev_guild_id) == ("cuda:1", 3, 12.5, 42)
     assert s.attachment_hosts == ("localhost:8080", "cdn.example")
     assert s.styles_dir == tmp_path / "styles"
@@ -59,6 +60,7 @@ def test_settings_from_env_and_overrides(tmp_path: Path) -> None:
     ("STYLEBOT_REQUESTS_PER_MINUTE", "-1", "STYLEBOT_REQUESTS_PER_MINUTE"),
     ("STYLEBOT_DEVICE", "tpu", "STYLEBOT_DEVICE"),
     ("STYLEBOT_PRECISION", "fp16", "STYLEBOT_PRECISION"),
+    ("STYLEBOT_AUTOTUNE", "maybe", "STYLEBOT_AUTOTUNE.*on or off"),
     ("STYLEBOT_JOB_TIMEOUT", "nan", "STYLEBOT_JOB_TIMEOUT"),
     ("STYLEBOT_DEFAULT_SIZE", "4096", "STYLEBOT_DEFAULT_SIZE"),
 ])

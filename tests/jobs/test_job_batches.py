@@ -13,7 +13,13 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
-from bot.jobs.executor import JobFailed, JobRequest, JobSucceeded, LocalPoolExecutor
+from bot.jobs.executor import (
+    ExecutorStartError,
+    JobFailed,
+    JobRequest,
+    JobSucceeded,
+    LocalPoolExecutor,
+)
 from bot.jobs.scheduling import QueuedJob, claims_until
 from bot.jobs.service import JobService, JobStatus
 from bot.jobs.views import JobView
@@ -202,3 +208,17 @@ async def test_the_workers_paint_in_the_precision_the_settings_name(
         assert event.stats["bf16"] == (precision == "bf16")
     finally:
         await executor.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("autotune", [True, False])
+async def test_the_workers_engine_autotunes_as_the_settings_say(
+        settings: Settings, autotune: bool) -> None:
+    """STYLEBOT_AUTOTUNE reaches the engine a real worker process makes."""
+    settings = dataclasses.replace(settings, autotune=autotune, precision="fp32")
+    executor = LocalPoolExecutor.from_settings(
+        settings, worker_target=jobs_workers.engine_reporter, warm_up=False)
+    with pytest.raises(ExecutorStartError) as info:
+        await executor.start()
+    await executor.close()
+    assert info.value.message == repr({"bf16": False, "autotune": autotune})
