@@ -22,7 +22,7 @@ timeout 480 python3 benchmarks/iso_quality.py --out "$OUT" --big-bar "$@" 2>&1 |
 for flag in "" --no-autotune; do
   if [ "$SECONDS" -lt 500 ]; then
     timeout $((570 - SECONDS)) python3 benchmarks/pool_throughput.py --device cuda --mix \
-      --steps 20 --concurrency 40 --json "$OUT/pool_mix${flag:+_heuristics}.json" $flag 2>&1 \
+      --steps 20 --concurrency 40 --jobs 80 --json "$OUT/pool_mix${flag:+_heuristics}.json" $flag 2>&1 \
       | tee -a "$OUT/log.txt"
   fi
 done

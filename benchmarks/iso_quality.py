@@ -354,8 +354,9 @@ def main() -> None:
         workers = 2 if dev.type == "cuda" else 1
         steps = (ours["defaults"]["to_bar_steps"] or 100) if dev.type == "cuda" else 10
         try:
-            res["pool"] = asyncio.run(pool_throughput(str(dev), workers, conc, args.size, steps,
-                                                      [cbytes], sbytes, args.pool_max_batch))
+            res["pool"] = asyncio.run(pool_throughput(
+                str(dev), workers, conc, args.size, steps, [cbytes], sbytes,
+                args.pool_max_batch, jobs=None if dev.type == "cuda" else 4))
         except Exception as exc:  # report, don't lose the rest of the run
             res["pool"] = {"error": repr(exc)}
         log("pool", res["pool"])
