@@ -30,4 +30,3 @@ if [ "$SECONDS" -lt 460 ]; then  # and what torch.compile would buy the step
   timeout $((580 - SECONDS)) python3 benchmarks/compile_step.py --device cuda --sizes 512 \
     --batch 8 --json "$OUT/compile.json" 2>&1 | tee -a "$OUT/log.txt"
 fi
-rm -f "$OUT"/results.json.tmp

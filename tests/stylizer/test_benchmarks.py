@@ -32,6 +32,7 @@ def test_the_iso_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path
     _run("iso_quality.py", "--size", "32", "--pastiche-steps", "5", "--quick", "--no-pool",
          "--step-sizes", "32", "--out", str(tmp_path), env={"STYLEBOT_SHARED_DIR": str(shared)})
     res = json.loads((tmp_path / "results.json").read_text())
+    assert not (tmp_path / "results.partial.json").exists()  # kept only if cut short
     assert res["pastiche"]["saved"]["total"] > 0
     assert res["tutorial"]["points"]
     assert {"defaults", "pixel canvas", "2 scales", "default job"} <= set(res["ours"])
