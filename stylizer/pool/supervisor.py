@@ -114,8 +114,7 @@ class WorkerPool:
                  warm_up: bool = True, start_method: str | None = None) -> None:
         """`precision`, `autotune`: the workers' engine settings (see `Stylizer`).
         `max_batch`: the most compatible jobs one worker paints at once (None: 16 on a GPU,
-        1 on a CPU).
-        `job_timeout_s` is per job: a batch of n gets n times as long."""
+        1 on a CPU). `job_timeout_s` is per job: a batch of n gets n times as long."""
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         if max_batch is not None and not 1 <= max_batch <= MAX_BATCH:
