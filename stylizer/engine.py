@@ -228,8 +228,13 @@ class Stylizer:
             return
         photo = Image.new("RGB", (64, 48), (120, 90, 60))
         style = Image.new("RGB", (64, 64), (30, 60, 150))
-        self.run(photo, [style], StyleParams(size=64, steps=GRAPH_WARMUP + 3))
-        torch.cuda.synchronize(self.device)
+        # No kernel search: no job is painted at this size, so its timings would be waste.
+        torch.backends.cudnn.benchmark = False
+        try:
+            self.run(photo, [style], StyleParams(size=64, steps=GRAPH_WARMUP + 3))
+            torch.cuda.synchronize(self.device)
+        finally:
+            torch.backends.cudnn.benchmark = self.autotune
 
     def _load(self, pooling: str) -> VGGFeatures:
         model = load_vgg(self.weights, device=self.device, pooling=pooling)

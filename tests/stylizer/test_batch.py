@@ -108,6 +108,7 @@ def test_cuda_graphs_match_eager_steps() -> None:
 def test_a_graphed_batch_on_the_gpu_paints_each_image_as_if_alone() -> None:
     st = Stylizer("cuda")
     st.warm_up()
+    assert torch.backends.cudnn.benchmark  # the warm-up's search is off only while it runs
     params = StyleParams(size=128, steps=30, scales=1)
     photos = [_photo(1, (128, 96)), _photo(2, (128, 96)), _photo(3, (128, 96))]
     styles = [[_photo(4, (96, 96))], [_photo(5, (96, 96))], [_photo(6, (96, 96))]]
