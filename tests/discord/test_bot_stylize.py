@@ -309,6 +309,8 @@ async def test_more_style_makes_a_child_job_and_only_for_the_owner(emu: DiscordE
                                                                    app: App) -> None:
     parent = next(j for j in await app.service.list_for_user(str(emu.alice.id), limit=50)
                   if j.status == JobStatus.succeeded and not j.private)
+    # The painting can reach Discord a moment before the job is marked delivered.
+    parent = await wait_delivered(app, parent.id)
     message = emu.messages[int(str(parent.result_message_id))]
 
     press = await emu.press(message, f"job:more:{parent.id}", emu.bob)
