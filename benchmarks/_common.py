@@ -47,6 +47,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def ms_per_call(fn: Callable[[], object], device: torch.device, reps: int,
+                warm_up: int) -> float:
+    """Milliseconds per call of `fn`, after `warm_up` untimed calls, device work included."""
+    for _ in range(warm_up):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / reps * 1000
+
+
 @contextmanager
 def strict_fp32() -> Any:
     """No TF32 anywhere: the evaluator's numbers must not depend on who ran before."""

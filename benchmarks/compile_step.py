@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ if "--warm-cache" not in sys.argv:  # before torch reads them
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TRITON_CACHE_DIR"] = _cold
 
 import torch
-from _common import CONTENT, STYLE, pastiche_resize, sync
+from _common import CONTENT, STYLE, ms_per_call, pastiche_resize
 
 from stylizer.canvas import PyramidCanvas
 from stylizer.engine import Stylizer, batch_tensor
@@ -50,23 +49,11 @@ def measure(st: Stylizer, size: int, batch: int, reps: int, backend: str) -> dic
         (grad,) = torch.autograd.grad(total.sum(), z)
         return total, grad
 
-    def per_step_ms(fn: Any) -> float:
-        for _ in range(2):
-            fn(z)
-        sync(st.device)
-        start = time.perf_counter()
-        for _ in range(reps):
-            fn(z)
-        sync(st.device)
-        return (time.perf_counter() - start) / reps * 1000
-
-    eager = per_step_ms(step)
+    eager = ms_per_call(lambda: step(z), st.device, reps, warm_up=2)
     compiled = torch.compile(step, backend=backend)
-    start = time.perf_counter()
-    compiled(z)
-    sync(st.device)
-    compile_s = time.perf_counter() - start
-    return {"eager_ms": eager, "compiled_ms": per_step_ms(compiled), "compile_s": compile_s}
+    compile_s = ms_per_call(lambda: compiled(z), st.device, 1, warm_up=0) / 1000
+    return {"eager_ms": eager, "compile_s": compile_s,
+            "compiled_ms": ms_per_call(lambda: compiled(z), st.device, reps, warm_up=2)}
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ from _common import (
     STYLE,
     Evaluator,
     meets,
+    ms_per_call,
     pastiche_resize,
     sync,
     tutorial_loop,
@@ -132,14 +133,7 @@ def step_cost(st: Stylizer, size: int, reps: int) -> dict[str, float]:
             total = sum(f.float().square().mean() for f in feats)
             (_g,) = torch.autograd.grad(total, x)
 
-        for _ in range(3):
-            once()
-        sync(dev)
-        start = time.perf_counter()
-        for _ in range(reps):
-            once()
-        sync(dev)
-        ms = (time.perf_counter() - start) / reps * 1000
+        ms = ms_per_call(once, dev, reps, warm_up=3)
         tflops = 2 * vgg_flops(size, size) * batch / (ms / 1000) / 1e12
         out[label] = ms
         out[label + " TFLOP/s"] = tflops
