@@ -14,8 +14,10 @@ picture size.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 
 if "--warm-cache" not in sys.argv:  # before torch reads them
     _cold = tempfile.mkdtemp(prefix="stylebot-compile-")
+    atexit.register(shutil.rmtree, _cold, ignore_errors=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TRITON_CACHE_DIR"] = _cold
 
 import torch
