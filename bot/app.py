@@ -26,6 +26,7 @@ from bot.jobs.service import JobService
 from bot.jobs.storage import BlobStorage
 from bot.logging_setup import setup_logging
 from bot.settings import Settings, SettingsError
+from stylizer import presets
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,19 @@ class App:
                 await self.engine.dispose()
 
 
+def log_style_pack(settings: Settings) -> None:
+    """Says which paintings users can pick, so that a missing style pack is noticed at
+    start-up rather than from users' "not installed here" replies."""
+    pack = settings.styles_dir
+    found = [p for p in presets.list_presets(pack) if p.source == "pack"]
+    total = sum(p.source == "pack" for p in presets.catalogue())
+    if found:
+        log.info("style pack %s: %d of %d paintings", pack, len(found), total)
+    else:
+        log.warning("no paintings found (style pack: %s; set STYLEBOT_STYLES_DIR): only the "
+                    "procedural styles are offered", pack or "none")
+
+
 async def build(settings: Settings, *, executor: Executor | None = None,
                 default_params: Mapping[str, Any] | None = None) -> App:
     """Every piece, wired, nothing started.
@@ -72,6 +86,7 @@ async def build(settings: Settings, *, executor: Executor | None = None,
     `default_params` are `StyleParams` overrides every new job starts from; the
     settings have no knob for them, so only tests use this (tiny, quick jobs).
     """
+    log_style_pack(settings)
     await upgrade_database(settings.database_url)
     engine, sessionmaker = create_engine_and_sessionmaker(settings.database_url)
     storage = BlobStorage(settings.blobs_dir)

@@ -282,10 +282,13 @@ class ProgressDisplay:
 
 def _style_hint(message: str, settings: Settings) -> str:
     """Paintings live in a style pack; without one only procedural styles exist."""
-    if settings.styles_dir is not None:
-        return message
-    return (f"{message} Paintings such as starry-night need a style pack: set "
-            "STYLEBOT_STYLES_DIR or pass --styles-dir.")
+    pack = settings.styles_dir
+    if pack is None:
+        return (f"{message} Paintings such as starry-night need a style pack: set "
+                "STYLEBOT_STYLES_DIR or pass --styles-dir.")
+    if not pack.is_dir():
+        return f"{message} The style pack {pack} does not exist (STYLEBOT_STYLES_DIR)."
+    return message
 
 
 def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:

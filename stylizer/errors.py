@@ -37,15 +37,22 @@ class CorruptImage(StylizerError):
 
 
 class UnknownStyle(StylizerError):
-    """A preset name that does not exist; carries the closest names."""
+    """A preset name that does not exist, or a painting missing from the style pack
+    (`missing` is then its title); carries the names to offer instead."""
 
     code = "unknown_style"
 
-    def __init__(self, name: str, suggestions: list[str]) -> None:
+    def __init__(self, name: str, suggestions: list[str], missing: str | None = None) -> None:
         self.name = name
         self.suggestions = suggestions
-        hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
-        super().__init__(f"There is no style called '{name}'.{hint}")
+        self.missing = missing
+        if missing is not None:
+            hint = f" Styles you can use: {', '.join(suggestions)}." if suggestions else ""
+            text = f"{missing} is not installed here: its painting is not in the style pack."
+        else:
+            hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
+            text = f"There is no style called '{name}'."
+        super().__init__(text + hint)
 
 
 class InvalidParams(StylizerError):

@@ -24,6 +24,7 @@ from stylizer import images, procedural
 from stylizer.errors import UnknownStyle
 
 PACK_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+MISSING_OFFERS = 5  # styles named in place of a painting the pack lacks
 
 
 @dataclass(frozen=True)
@@ -73,21 +74,35 @@ def find_style_pack(*candidates: Path) -> Path | None:
     return None
 
 
+def catalogue() -> list[Preset]:
+    """Every preset the manifest names, whether its painting is installed or not."""
+    return list(_manifest())
+
+
 def list_presets(styles_dir: str | Path | None = None) -> list[Preset]:
     """Presets available now: pack paintings found in `styles_dir`, then procedural ones."""
     return [p for p in _manifest()
             if p.source == "procedural" or _pack_file(styles_dir, p.name) is not None]
 
 
+def _called(preset: Preset, key: str) -> bool:
+    title = normalise(preset.title)
+    return key in (preset.name, title, title.removeprefix("the-"))
+
+
 def get(name: str, styles_dir: str | Path | None = None) -> Preset:
-    """The preset called `name` (case- and separator-insensitive), or `UnknownStyle`."""
+    """The preset called `name` (case- and separator-insensitive), or `UnknownStyle`:
+    with the closest names for a typo, or with what there is for a painting that the
+    style pack lacks."""
     key = normalise(name)
     available = list_presets(styles_dir)
     for p in available:
-        if p.name == key or normalise(p.title) == key or normalise(p.title).removeprefix(
-                "the-") == key:
+        if _called(p, key):
             return p
     names = [p.name for p in available]
+    for p in _manifest():
+        if _called(p, key):
+            raise UnknownStyle(name, names[:MISSING_OFFERS], missing=p.title)
     raise UnknownStyle(name, difflib.get_close_matches(key, names, n=3, cutoff=0.5))
 
 

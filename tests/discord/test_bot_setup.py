@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import logging
 import os
 import signal
 import sys
@@ -14,7 +15,8 @@ import pytest
 from bot_helpers import REPO, STYLE_PACK, make_settings
 from emulator import DiscordEmulator
 
-from bot.app import push_commands
+from bot.app import log_style_pack, push_commands
+from stylizer import presets
 from stylizer.params import limits
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -134,3 +136,16 @@ async def test_python_m_bot_connects_and_stops_cleanly_on_sigterm(emu: DiscordEm
     assert "stopping (signal received)" in text
     assert "Traceback" not in text
     assert emu.token not in text
+    paintings = sum(p.source == "pack" for p in presets.catalogue())
+    assert f"style pack {STYLE_PACK}: {paintings} of {paintings} paintings" in text
+
+
+async def test_start_up_warns_when_no_painting_can_be_offered(emu: DiscordEmulator, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture,
+                                                        ) -> None:
+    with caplog.at_level(logging.INFO, logger="bot.app"):
+        log_style_pack(make_settings(emu, tmp_path, styles_dir=tmp_path / "empty"))
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "no paintings found" in record.getMessage()
+    assert "STYLEBOT_STYLES_DIR" in record.getMessage()

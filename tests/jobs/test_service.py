@@ -132,6 +132,17 @@ async def test_unknown_preset_suggests_names(make_service: ServiceFactory) -> No
     assert info.value.code == "unknown_style"
 
 
+async def test_a_painting_without_its_pack_is_refused_with_what_there_is(
+        make_service: ServiceFactory) -> None:
+    service = make_service()  # no style pack: only the procedural styles
+    with pytest.raises(InvalidRequest) as info:
+        await service.submit(user_id="u", user_name="u", content=png(1), style="The Scream")
+    assert info.value.code == "unknown_style"
+    assert info.value.message.startswith("The Scream is not installed here")
+    assert "mosaic" in info.value.message
+    assert await service.count_for_user("u") == 0
+
+
 async def test_a_preset_style_is_stored_like_an_upload(make_service: ServiceFactory,
                                                       storage: BlobStorage) -> None:
     presets = pytest.importorskip("stylizer.presets")

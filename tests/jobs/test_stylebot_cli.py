@@ -115,6 +115,8 @@ def test_ctrl_c_cancels_the_job(tmp_path: Path) -> None:
     (["stylize", "missing.jpg", "-s", "mosaic"], "cannot read the photo missing.jpg"),
     (["stylize", "notes.txt", "-s", "mosaic"], "not an image"),
     (["stylize", "p.png", "-s", "starry-night"], "STYLEBOT_STYLES_DIR"),
+    (["--styles-dir", "no-such-pack", "stylize", "p.png", "-s", "starry-night"],
+     "The style pack no-such-pack does not exist"),
     (["stylize", "p.png", "-s", "mosaic", "--size", "4000"], "size must be between"),
     (["stylize", "p.png", "-s", "mosaic", "--size", "2048"], "largest size is 1024"),
     (["job", "zzzzzz"], "There is no job 'zzzzzz'"),

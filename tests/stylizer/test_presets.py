@@ -88,9 +88,34 @@ def test_nonsense_has_no_suggestions(styles_dir: Path) -> None:
     assert "Did you mean" not in str(info.value)
 
 
-def test_a_painting_is_unknown_without_its_pack() -> None:
-    with pytest.raises(UnknownStyle):
-        presets.get("starry-night")
+def test_a_painting_missing_from_the_pack_says_so_and_offers_what_there_is() -> None:
+    with pytest.raises(UnknownStyle) as info:
+        presets.get("Starry Night")
+    assert info.value.missing == "The Starry Night"
+    assert info.value.suggestions == ["mosaic", "brushstrokes", "pointillism"]
+    assert str(info.value) == ("The Starry Night is not installed here: its painting is not "
+                               "in the style pack. Styles you can use: mosaic, brushstrokes, "
+                               "pointillism.")
+
+
+def test_a_pack_holding_some_paintings_names_them_for_one_it_lacks(tmp_path: Path,
+                                                                   styles_dir: Path) -> None:
+    (tmp_path / "scream.jpg").write_bytes((styles_dir / "scream.jpg").read_bytes())
+    assert presets.get("the scream", tmp_path).name == "scream"
+    with pytest.raises(UnknownStyle) as info:
+        presets.get("great-wave", tmp_path)
+    assert info.value.missing == "The Great Wave off Kanagawa"
+    assert info.value.suggestions[0] == "scream"
+    with pytest.raises(UnknownStyle) as typo:  # a typo is still a typo
+        presets.get("screem", tmp_path)
+    assert typo.value.missing is None
+    assert typo.value.suggestions == ["scream"]
+
+
+def test_the_catalogue_names_every_preset_installed_or_not(tmp_path: Path) -> None:
+    names = [p.name for p in presets.catalogue()]
+    assert {"starry-night", "great-wave", "mosaic"} <= set(names)
+    assert len(names) == len(set(names)) > len(presets.list_presets(tmp_path))
 
 
 def test_suggest_for_autocomplete(styles_dir: Path) -> None:
