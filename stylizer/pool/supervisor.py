@@ -206,7 +206,14 @@ class WorkerPool:
             raise
         self._state = "running"
         self._watchdog = loop.create_task(self._watch(), name="stylizer-pool-watchdog")
-        log.info("worker pool ready: %d on %s", self._n, self._device)
+        if self._device == "auto" and not self._on_gpu:
+            # An operator who expected a GPU (a container started without one, a driver
+            # mismatch) learns it here, not from users waiting minutes for a painting.
+            log.warning("worker pool ready: %d on the CPU, as no CUDA device was found; "
+                        "each painting takes minutes instead of seconds", self._n)
+        else:
+            log.info("worker pool ready: %d on %s", self._n,
+                     "the GPU" if self._on_gpu else self._device)
 
     async def submit(self, req: JobRequest) -> None:
         """Hands `req` to an idle worker; its events follow on `events()`."""

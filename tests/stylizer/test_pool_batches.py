@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import logging
 import time
 
 import numpy as np
@@ -210,6 +211,19 @@ async def test_the_batch_limit_is_one_on_a_cpu_unless_set(pool_factory: PoolFact
     with pytest.raises(ValueError, match="1 to 1 jobs"):
         await pool.submit_batch([request("a"), request("b")])
     assert pool.idle == 1  # nothing was handed over
+
+
+async def test_a_pool_that_found_no_gpu_says_so(pool_factory: PoolFactory,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with caplog.at_level(logging.INFO, logger="stylizer.pool.supervisor"):
+        await pool_factory(workers=1, device="auto")
+    (ready,) = [r for r in caplog.records if "worker pool ready" in r.getMessage()]
+    assert ready.levelno == logging.WARNING
+    assert "on the CPU, as no CUDA device was found" in ready.getMessage()
 
 
 async def test_spawned_workers_work_where_there_is_no_forkserver(
