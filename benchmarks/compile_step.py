@@ -41,7 +41,8 @@ def measure(st: Stylizer, size: int, batch: int, reps: int, backend: str) -> dic
     photo = pastiche_resize(CONTENT, size=size)
     style = pastiche_resize(STYLE, pixels=photo.width * photo.height)
     content = batch_tensor([photo] * batch, st.device)
-    content_feat, grams = st._targets(content, [[style]] * batch, params, None, False)
+    targets = st._targets(content, [[style]] * batch, params, None, False)
+    content_feat, grams = targets.content, targets.grams
     weight = torch.full((batch,), params.style_weight, device=st.device)
     canvas = PyramidCanvas(content, channels_last=st.channels_last)
     z = canvas.z.clone().requires_grad_(True)

@@ -180,6 +180,30 @@ def _style_size(style: Image.Image, area: float) -> tuple[int, int]:
     return max(1, round(w * k)), max(1, round(h * k))
 
 
+def _sqrtm(c: torch.Tensor, power: float = 0.5) -> torch.Tensor:
+    """A batch of symmetric positive-definite matrices to the power `power`."""
+    e, v = torch.linalg.eigh(c)
+    scaled = v * e.clamp_min(1e-6).pow(power).unsqueeze(-2)  # v @ diag(e^p)
+    return torch.matmul(scaled, v.transpose(-1, -2))
+
+
+def recolour_like(img: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) pictures moved to the colour mean (B, 3, 1) and covariance (B, 3, 3)
+    given, by the affine map that changes them least (the optimal transport between the
+    two Gaussians; Pitié & Kokaram 2007). Shapes, edges and shading stay the photo's."""
+    b = img.shape[0]
+    x = img.reshape(b, 3, -1)
+    mx = x.mean(2, keepdim=True)
+    xc = x - mx
+    # One unit of variance (pixel values are 0-255) keeps a flat or grey picture's
+    # covariance invertible; it is far below any real picture's.
+    eye = torch.eye(3, device=img.device)
+    cx = xc @ xc.transpose(1, 2) / xc.shape[2] + eye
+    root, inv_root = _sqrtm(cx), _sqrtm(cx, -0.5)
+    t = inv_root @ _sqrtm(root @ (cov + eye) @ root) @ inv_root
+    return (t @ xc + mean).reshape(img.shape).clamp(0, 255)
+
+
 def _luminance(t: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) RGB -> (B, 1, H, W) luma."""
     return torch.einsum("c,bchw->bhw", _RGB2YIQ[0].to(t.device), t).unsqueeze(1)
@@ -191,6 +215,28 @@ def _yiq(t: torch.Tensor) -> torch.Tensor:
 
 def _rgb_from_yiq(t: torch.Tensor) -> torch.Tensor:
     return torch.einsum("dc,bchw->bdhw", _YIQ2RGB.to(t.device), t)
+
+
+@dataclass(frozen=True)
+class _StyleTarget:
+    """One painting at one size: its Gram per style layer, each (1, C, C), and its colours'
+    mean (3, 1) and second moment E[x x^T] (3, 3), in 0-255 RGB."""
+
+    grams: list[torch.Tensor]
+    mean: torch.Tensor
+    second: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a batch is painted towards: content features (B, C, H', W'), per style layer
+    the Gram targets (B, C, C), and each job's palette: colour mean (B, 3, 1) and
+    covariance (B, 3, 3)."""
+
+    content: torch.Tensor
+    grams: list[torch.Tensor]
+    mean: torch.Tensor
+    cov: torch.Tensor
 
 
 class Stylizer:
@@ -218,7 +264,7 @@ class Stylizer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self._models: dict[str, VGGFeatures] = {"max": self._load("max")}
-        self._gram_cache: OrderedDict[tuple[object, ...], list[torch.Tensor]] = OrderedDict()
+        self._gram_cache: OrderedDict[tuple[object, ...], _StyleTarget] = OrderedDict()
 
     def warm_up(self) -> None:
         """On a GPU, paints a tiny picture once, so that the CUDA libraries, kernels and
@@ -260,8 +306,8 @@ class Stylizer:
 
     # -- targets ---------------------------------------------------------------------------
 
-    def _style_grams(self, style: Image.Image, area: float, params: StyleParams,
-                     key: str | None, lum_stats: tuple[float, float] | None) -> list[torch.Tensor]:
+    def _style_target(self, style: Image.Image, area: float, params: StyleParams,
+                      key: str | None, lum_stats: tuple[float, float] | None) -> _StyleTarget:
         wh = _style_size(style, area)
         cache_key = (key, wh, params.pooling) if key is not None and lum_stats is None else None
         if cache_key is not None and cache_key in self._gram_cache:
@@ -277,20 +323,24 @@ class Stylizer:
         with torch.no_grad():
             feats = self.features(t, params.pooling)
             grams = [losses.gram(feats[p]) for p in _STYLE_POS]  # each (1, C, C)
+        x = t.flatten(2)[0]  # (3, N): the painting's colours, for the palette start
+        target = _StyleTarget(grams, x.mean(1, keepdim=True), x @ x.T / x.shape[1])
         if cache_key is not None:
-            self._gram_cache[cache_key] = grams
+            self._gram_cache[cache_key] = target
             while len(self._gram_cache) > 64:
                 self._gram_cache.popitem(last=False)
-        return grams
+        return target
 
     def _targets(self, content: torch.Tensor, styles: Sequence[Sequence[Image.Image]],
                  params: StyleParams, style_keys: Sequence[Sequence[str] | None] | None,
-                 preserve: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                 preserve: bool) -> Targets:
         """Content features of a (B, 3, H, W) batch in one forward pass, and each image's
-        style Gram targets: (B, C, H', W') and, per style layer, (B, C, C)."""
+        style targets: its Grams, and its painting's (or blend's) colour mean and
+        covariance."""
         h, w = content.shape[-2:]
         area = h * w * params.style_scale**2
         per_image: list[list[torch.Tensor]] = []
+        means, covs = [], []
         for i, job_styles in enumerate(styles):
             lum_stats = None
             if preserve:
@@ -299,19 +349,27 @@ class Stylizer:
             keys = style_keys[i] if style_keys is not None else None
             blend = _blend_weights(params, len(job_styles))
             mixed: list[torch.Tensor] | None = None
+            mean = torch.zeros(3, 1, device=self.device)
+            second = torch.zeros(3, 3, device=self.device)
             for j, (style, weight) in enumerate(zip(job_styles, blend, strict=True)):
                 key = keys[j] if keys is not None else None
-                grams = self._style_grams(style, area, params, key, lum_stats)
+                target = self._style_target(style, area, params, key, lum_stats)
                 # A weighted sum of per-style losses equals, up to a constant, the loss
                 # against the weighted mean Gram; one target is cheaper per step.
-                scaled = [g * weight for g in grams]
+                scaled = [g * weight for g in target.grams]
                 mixed = scaled if mixed is None else [m + s for m, s in
                                                       zip(mixed, scaled, strict=True)]
+                # A blend's palette: the mixture of its paintings' colours.
+                mean = mean + weight * target.mean
+                second = second + weight * target.second
             assert mixed is not None
             per_image.append(mixed)
+            means.append(mean)
+            covs.append(second - mean @ mean.T)
         with torch.no_grad():
             content_feat = self.features(content, params.pooling)[_CONTENT_POS].float()
-        return content_feat, [torch.cat(layer) for layer in zip(*per_image, strict=True)]
+        return Targets(content_feat, [torch.cat(layer) for layer in zip(*per_image, strict=True)],
+                       torch.stack(means), torch.stack(covs))
 
     # -- the objective ---------------------------------------------------------------------
 
@@ -389,9 +447,10 @@ class Stylizer:
         for (w, h), n_steps in zip(levels, steps_per_level, strict=True):
             content_t = batch_tensor([_resize(c, (w, h)) for c in contents], self.device)
             work = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
-            content_feat, grams = self._targets(work, styles, params, style_keys, preserve)
+            targets = self._targets(work, styles, params, style_keys, preserve)
+            content_feat, grams = targets.content, targets.grams
             if img is None:
-                img = self._init(work, params, gen)
+                img = self._init(work, params, gen, targets)
             else:
                 img = torch.nn.functional.interpolate(img, size=(h, w), mode="bicubic",
                                                       align_corners=False).clamp(0, 255)
@@ -414,9 +473,11 @@ class Stylizer:
         return [Result(image, total_steps, seconds, c, s, params.content_weight * c + sw * s,
                        self.bf16) for image, c, s, sw in scored_images]
 
-    def _init(self, content: torch.Tensor, params: StyleParams,
-              gen: torch.Generator) -> torch.Tensor:
-        if params.init == "content":
+    def _init(self, content: torch.Tensor, params: StyleParams, gen: torch.Generator,
+              targets: Targets) -> torch.Tensor:
+        if params.init == "palette" and not params.preserve_colors:
+            return recolour_like(content, targets.mean, targets.cov)
+        if params.init in ("content", "palette"):
             return content.clone()
         noise = torch.randn(content.shape, generator=gen).to(self.device)
         if params.init == "noise":
@@ -534,7 +595,8 @@ class Stylizer:
         bf16, self.bf16 = self.bf16, False  # the evaluator is always fp32
         try:
             with torch.no_grad():
-                content_feat, grams = self._targets(content_t, [styles], params, None, preserve)
+                targets = self._targets(content_t, [styles], params, None, preserve)
+                content_feat, grams = targets.content, targets.grams
                 feats = self.features(img, params.pooling)
                 c = float(losses.content_loss(feats[_CONTENT_POS], content_feat).sum())
                 s = float(losses.style_loss([feats[p] for p in _STYLE_POS], grams).sum())

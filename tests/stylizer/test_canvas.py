@@ -116,7 +116,7 @@ def test_the_pyramid_paints_a_better_picture_than_raw_pixels_in_the_same_steps(
         pytest.skip(f"no test photo at {content_path}")
     content = Image.open(content_path).convert("RGB")
     style = Image.open(styles_dir / f"{painting}.jpg").convert("RGB")
-    params = StyleParams(size=96, steps=20)
+    params = StyleParams(size=96, steps=20, init="content")
     pyramid = engine.run(content, [style], params)
     pixels = engine.run(content, [style], params.replace(canvas="pixels"))
     score = {name: engine.evaluate(r.image, content, [style], params)["total"]
