@@ -220,11 +220,11 @@ def _rgb_from_yiq(t: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class _StyleTarget:
     """One painting at one size: its Gram per style layer, each (1, C, C), and its colours'
-    mean (3, 1) and second moment E[x x^T] (3, 3), in 0-255 RGB."""
+    mean (3, 1) and covariance (3, 3), in 0-255 RGB."""
 
     grams: list[torch.Tensor]
     mean: torch.Tensor
-    second: torch.Tensor
+    cov: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ class Stylizer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self._models: dict[str, VGGFeatures] = {"max": self._load("max")}
-        self._gram_cache: OrderedDict[tuple[object, ...], _StyleTarget] = OrderedDict()
+        self._style_cache: OrderedDict[tuple[object, ...], _StyleTarget] = OrderedDict()
 
     def warm_up(self) -> None:
         """On a GPU, paints a tiny picture once, so that the CUDA libraries, kernels and
@@ -310,9 +310,9 @@ class Stylizer:
                       key: str | None, lum_stats: tuple[float, float] | None) -> _StyleTarget:
         wh = _style_size(style, area)
         cache_key = (key, wh, params.pooling) if key is not None and lum_stats is None else None
-        if cache_key is not None and cache_key in self._gram_cache:
-            self._gram_cache.move_to_end(cache_key)
-            return self._gram_cache[cache_key]
+        if cache_key is not None and cache_key in self._style_cache:
+            self._style_cache.move_to_end(cache_key)
+            return self._style_cache[cache_key]
         t = to_tensor(_resize(style, wh), self.device)
         if lum_stats is not None:
             # Luminance-only transfer: the style's luma, matched to the content's mean and
@@ -324,11 +324,13 @@ class Stylizer:
             feats = self.features(t, params.pooling)
             grams = [losses.gram(feats[p]) for p in _STYLE_POS]  # each (1, C, C)
         x = t.flatten(2)[0]  # (3, N): the painting's colours, for the palette start
-        target = _StyleTarget(grams, x.mean(1, keepdim=True), x @ x.T / x.shape[1])
+        mean = x.mean(1, keepdim=True)
+        centred = x - mean
+        target = _StyleTarget(grams, mean, centred @ centred.T / x.shape[1])
         if cache_key is not None:
-            self._gram_cache[cache_key] = target
-            while len(self._gram_cache) > 64:
-                self._gram_cache.popitem(last=False)
+            self._style_cache[cache_key] = target
+            while len(self._style_cache) > 64:
+                self._style_cache.popitem(last=False)
         return target
 
     def _targets(self, content: torch.Tensor, styles: Sequence[Sequence[Image.Image]],
@@ -349,8 +351,11 @@ class Stylizer:
             keys = style_keys[i] if style_keys is not None else None
             blend = _blend_weights(params, len(job_styles))
             mixed: list[torch.Tensor] | None = None
-            mean = torch.zeros(3, 1, device=self.device)
-            second = torch.zeros(3, 3, device=self.device)
+            # A blend's palette is the mixture of its paintings' colours: its mean and
+            # second moment are the weighted sums (3 x 3, in float64: the second moments
+            # are large and their difference is not).
+            mean = torch.zeros(3, 1, device=self.device, dtype=torch.float64)
+            second = torch.zeros(3, 3, device=self.device, dtype=torch.float64)
             for j, (style, weight) in enumerate(zip(job_styles, blend, strict=True)):
                 key = keys[j] if keys is not None else None
                 target = self._style_target(style, area, params, key, lum_stats)
@@ -359,13 +364,13 @@ class Stylizer:
                 scaled = [g * weight for g in target.grams]
                 mixed = scaled if mixed is None else [m + s for m, s in
                                                       zip(mixed, scaled, strict=True)]
-                # A blend's palette: the mixture of its paintings' colours.
-                mean = mean + weight * target.mean
-                second = second + weight * target.second
+                m = target.mean.double()
+                mean = mean + weight * m
+                second = second + weight * (target.cov.double() + m @ m.T)
             assert mixed is not None
             per_image.append(mixed)
-            means.append(mean)
-            covs.append(second - mean @ mean.T)
+            means.append(mean.float())
+            covs.append((second - mean @ mean.T).float())
         with torch.no_grad():
             content_feat = self.features(content, params.pooling)[_CONTENT_POS].float()
         return Targets(content_feat, [torch.cat(layer) for layer in zip(*per_image, strict=True)],
