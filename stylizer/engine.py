@@ -187,18 +187,24 @@ def _sqrtm(c: torch.Tensor, power: float = 0.5) -> torch.Tensor:
     return torch.matmul(scaled, v.transpose(-1, -2))
 
 
+def _colour_moments(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per (B, 3, H, W) picture: its colours' mean (B, 3, 1), the colours less that mean
+    (B, 3, H*W) and their covariance (B, 3, 3)."""
+    x = img.reshape(img.shape[0], 3, -1)
+    mean = x.mean(2, keepdim=True)
+    centred = x - mean
+    return mean, centred, centred @ centred.transpose(1, 2) / x.shape[2]
+
+
 def recolour_like(img: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) pictures moved to the colour mean (B, 3, 1) and covariance (B, 3, 3)
     given, by the affine map that changes them least (the optimal transport between the
     two Gaussians; Pitié & Kokaram 2007). Shapes, edges and shading stay the photo's."""
-    b = img.shape[0]
-    x = img.reshape(b, 3, -1)
-    mx = x.mean(2, keepdim=True)
-    xc = x - mx
+    _, xc, cx = _colour_moments(img)
     # One unit of variance (pixel values are 0-255) keeps a flat or grey picture's
     # covariance invertible; it is far below any real picture's.
     eye = torch.eye(3, device=img.device)
-    cx = xc @ xc.transpose(1, 2) / xc.shape[2] + eye
+    cx = cx + eye
     root, inv_root = _sqrtm(cx), _sqrtm(cx, -0.5)
     t = inv_root @ _sqrtm(root @ (cov + eye) @ root) @ inv_root
     return (t @ xc + mean).reshape(img.shape).clamp(0, 255)
@@ -323,10 +329,8 @@ class Stylizer:
         with torch.no_grad():
             feats = self.features(t, params.pooling)
             grams = [losses.gram(feats[p]) for p in _STYLE_POS]  # each (1, C, C)
-        x = t.flatten(2)[0]  # (3, N): the painting's colours, for the palette start
-        mean = x.mean(1, keepdim=True)
-        centred = x - mean
-        target = _StyleTarget(grams, mean, centred @ centred.T / x.shape[1])
+        mean, _, cov = _colour_moments(t)  # the painting's colours, for the palette start
+        target = _StyleTarget(grams, mean[0], cov[0])
         if cache_key is not None:
             self._style_cache[cache_key] = target
             while len(self._style_cache) > 64:

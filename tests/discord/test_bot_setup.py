@@ -140,9 +140,8 @@ async def test_python_m_bot_connects_and_stops_cleanly_on_sigterm(emu: DiscordEm
     assert f"style pack {STYLE_PACK}: {paintings} of {paintings} paintings" in text
 
 
-async def test_start_up_warns_when_no_painting_can_be_offered(emu: DiscordEmulator, tmp_path: Path,
-                                                        caplog: pytest.LogCaptureFixture,
-                                                        ) -> None:
+async def test_start_up_warns_when_no_painting_can_be_offered(
+        emu: DiscordEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="bot.app"):
         log_style_pack(make_settings(emu, tmp_path, styles_dir=tmp_path / "empty"))
     (record,) = caplog.records
