@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from bot.jobs.access import Action, Caller
 from bot.jobs.errors import InvalidRequest, UserError
 from bot.jobs.executor import Executor, ExecutorStartError, OfflineExecutor
 from bot.jobs.service import (
@@ -44,7 +45,9 @@ from bot.logging_setup import setup_logging
 from bot.settings import Settings, SettingsError
 from stylizer.params import PRECISIONS, limits
 
-CLI_USER = "cli"
+# The operator at this machine: owns the jobs it submits, may see and cancel any job.
+OPERATOR = Caller.cli()
+CLI_USER = OPERATOR.user_id
 EXIT_USER_ERROR = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -322,7 +325,7 @@ def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
             await service.start()
         except BaseException:
             with contextlib.suppress(UserError):
-                await service.cancel(view.id, user_id=CLI_USER)
+                await service.cancel(view.id, caller=OPERATOR)
             raise
         final = await _wait_or_cancel(service, view.id)
         return await _finish(args, service, final, display,
@@ -357,7 +360,7 @@ async def _wait_or_cancel(service: JobService, job_id: str) -> JobView:
                 loop.remove_signal_handler(sig)
         sys.stderr.write("\ncancelling…\n")
         with contextlib.suppress(UserError):  # it may have finished meanwhile
-            await service.cancel(job_id, user_id=CLI_USER)
+            await service.cancel(job_id, caller=OPERATOR)
         final = await service.wait(job_id, timeout_s=15)
         if final.status is JobStatus.succeeded:
             return final
@@ -419,7 +422,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
     async def body(service: JobService) -> tuple[JobView, int | None, float | None]:
-        view = await service.get(args.job_id)
+        view = await service.authorize(args.job_id, caller=OPERATOR, action=Action.see)
         return view, await service.queue_position(view.id), await service.eta_seconds(view.id)
 
     view, position, eta = asyncio.run(_with_service(settings, body))
@@ -437,9 +440,8 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    # The operator at this machine may cancel any job.
     view = asyncio.run(_with_service(
-        settings, lambda s: s.cancel(args.job_id, user_id=CLI_USER, is_admin=True)))
+        settings, lambda s: s.cancel(args.job_id, caller=OPERATOR)))
     if view.status is JobStatus.cancelled:
         print(f"job {view.id} cancelled")
     else:

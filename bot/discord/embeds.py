@@ -161,7 +161,10 @@ def preset(p: Preset, *, index: int, count: int, thumbnail: str | None) -> disco
 
 
 def stats(data: Mapping[str, Any]) -> discord.Embed:
-    embed = discord.Embed(title="stylebot stats", colour=discord.Colour.blurple())
+    """`data` from `JobService.stats`: one server's jobs, and the shared worker pool."""
+    embed = discord.Embed(title="stylebot stats", colour=discord.Colour.blurple(),
+                          description="Jobs made in this server; the workers paint for "
+                                      "every server the bot is in.")
     labels = [("queue_depth", "Queued"), ("running", "Running"), ("workers", "Workers"),
               ("busy", "Busy"), ("idle", "Idle"), ("batch_limit", "Batch limit"),
               ("jobs_today", "Jobs today")]

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.discord import embeds, validation, views
+from bot.discord.callers import caller_of
 from bot.discord.delivery import token_expiry
-from bot.jobs.errors import NotAllowed
+from bot.jobs.access import Action
 
 if TYPE_CHECKING:
     from bot.discord.client import StyleBot
@@ -72,15 +73,14 @@ async def start_job(interaction: discord.Interaction[StyleBot], *, content: byte
 async def on_job_button(interaction: discord.Interaction[StyleBot], action: str,
                         job_id: str) -> None:
     bot = interaction.client
-    job = await bot.service.get(job_id)
+    caller = caller_of(interaction)
     if action == "cancel":
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await bot.service.cancel(job_id, user_id=str(interaction.user.id),
-                                 is_admin=views.is_admin(interaction))
+        await bot.service.cancel(job_id, caller=caller)
         await interaction.edit_original_response(content=f"Job `{job_id}` is cancelled.")
         return
-    if str(interaction.user.id) != job.user_id:
-        raise NotAllowed("Only the person who asked for this painting can use its buttons.")
+    # The job id comes from the button's custom id: the rule is checked on the job.
+    job = await bot.service.authorize(job_id, caller=caller, action=Action.reuse)
     params = validation.derive_params(job.params, action, new_seed=secrets.randbelow(2**31))
     await interaction.response.defer(ephemeral=True, thinking=True)
     content = await bot.service.read_input(job.id)

@@ -2,8 +2,9 @@
 
 `JobButton` is a dynamic item: its custom id carries the action and the job id
 (`job:again:k3x9p2`), so a button on a message sent before a restart still works
-without any view being kept in memory. Only the job's owner may press them (and, for
-"Cancel", a guild admin).
+without any view being kept in memory. Who may press them is decided from the job, not
+from the message (`bot.jobs.access`): its owner, and for "Cancel" an admin of the job's
+own server.
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ ACTION_LABELS = {
     "less": ("Less style", "➖", discord.ButtonStyle.secondary),
     "cancel": ("Cancel", "✖️", discord.ButtonStyle.danger),
 }
-
-
-def is_admin(interaction: discord.Interaction[Any]) -> bool:
-    perms = interaction.permissions
-    return interaction.guild_id is not None and (perms.administrator or perms.manage_guild)
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],

@@ -282,8 +282,13 @@ async def count_active_for_user(session: AsyncSession, *, user_id: str) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def count_by_status(session: AsyncSession) -> dict[JobStatus, int]:
-    rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
+async def count_by_status(session: AsyncSession, *, guild_id: str | None = None
+                          ) -> dict[JobStatus, int]:
+    """Jobs per status; only those made in `guild_id` when it is given."""
+    stmt = select(Job.status, func.count()).group_by(Job.status)
+    if guild_id is not None:
+        stmt = stmt.where(Job.guild_id == guild_id)
+    rows = await session.execute(stmt)
     counts = dict.fromkeys(JobStatus, 0)
     for status, n in rows:
         counts[JobStatus(status)] = int(n)
@@ -360,21 +365,27 @@ async def cancel_requested_ids(session: AsyncSession, *, job_ids: Sequence[str])
 
 
 async def recent_durations(session: AsyncSession, *, limit: int = 20,
-                           since: datetime | None = None) -> list[float]:
-    """Seconds from start to finish of the latest succeeded jobs."""
+                           since: datetime | None = None, guild_id: str | None = None
+                           ) -> list[float]:
+    """Seconds from start to finish of the latest succeeded jobs (of `guild_id` if given)."""
     stmt = select(Job.started_at, Job.finished_at).where(
         Job.status == JobStatus.succeeded.value, Job.started_at.is_not(None),
         Job.finished_at.is_not(None))
     if since is not None:
         stmt = stmt.where(Job.finished_at >= since)
+    if guild_id is not None:
+        stmt = stmt.where(Job.guild_id == guild_id)
     stmt = stmt.order_by(Job.finished_at.desc()).limit(limit)
     rows = (await session.execute(stmt)).all()
     return [max(0.0, (finished - started).total_seconds()) for started, finished in rows
             if started is not None and finished is not None]
 
 
-async def count_created_since(session: AsyncSession, *, since: datetime) -> int:
+async def count_created_since(session: AsyncSession, *, since: datetime,
+                              guild_id: str | None = None) -> int:
     stmt = select(func.count()).select_from(Job).where(Job.created_at >= since)
+    if guild_id is not None:
+        stmt = stmt.where(Job.guild_id == guild_id)
     return int((await session.execute(stmt)).scalar_one())
 
 

@@ -24,10 +24,14 @@ class LimitExceeded(UserError):
 
 
 class JobNotFound(UserError):
+    """No such job; or, with `of_caller`, none the caller may see (the same words either
+    way, so that a refusal never tells a job exists: see `bot.jobs.access`)."""
+
     code = "job_not_found"
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"There is no job {job_id!r}.")
+    def __init__(self, job_id: str, *, of_caller: bool = False) -> None:
+        super().__init__(f"No job of yours has the id `{job_id}`." if of_caller
+                         else f"There is no job {job_id!r}.")
         self.job_id = job_id
 
 

@@ -18,13 +18,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.jobs import db
+from bot.jobs import access, db
+from bot.jobs.access import Action, Caller
 from bot.jobs.dispatch import Dispatcher
 from bot.jobs.errors import (
     InvalidRequest,
     JobNotFound,
     LimitExceeded,
-    NotAllowed,
     UserError,
 )
 from bot.jobs.executor import Executor
@@ -273,21 +273,19 @@ class JobService:
 
     # -- cancelling and waiting ------------------------------------------------------------
 
-    async def cancel(self, job_id: str, *, user_id: str, is_admin: bool = False) -> JobView:
+    async def cancel(self, job_id: str, *, caller: Caller) -> JobView:
         """Cancels a queued job at once, or stops a running one (waits up to a few seconds
         for it to stop; the view returned may still say running if it has not yet).
 
-        Raises `JobNotFound`, `NotAllowed` (someone else's job), or `UserError` with code
-        "already_finished".
+        Raises `JobNotFound` (no such job, or not one `caller` may cancel: see
+        `bot.jobs.access`), or `UserError` with code "already_finished".
         """
         job_id = normalize_job_id(job_id)
         now = self._clock()
         async with self._sm.begin() as session:
             job = await db.get_job(session, job_id=job_id, for_update=True)
-            if job is None:
-                raise JobNotFound(job_id)
-            if job.user_id != user_id and not is_admin:
-                raise NotAllowed("You can only cancel your own jobs.")
+            if job is None or not access.allowed(caller, job, Action.cancel):
+                raise JobNotFound(job_id, of_caller=not caller.operator)
             status = JobStatus(job.status)
             if status.is_final:
                 raise UserError(f"Job {job_id} has already finished ({status}).",
@@ -331,7 +329,22 @@ class JobService:
 
     # -- reading ---------------------------------------------------------------------------
 
+    async def authorize(self, job_id: str, *, caller: Caller, action: Action) -> JobView:
+        """The job, if `caller` may do `action` with it (the rule: `bot.jobs.access`).
+
+        Raises `JobNotFound` with the same words whether the job does not exist or the
+        caller may not have it, so a refusal never tells that a job exists.
+        """
+        job_id = normalize_job_id(job_id)
+        async with self._sm() as session:
+            job = await db.get_job(session, job_id=job_id)
+            if job is None or not access.allowed(caller, job, action):
+                raise JobNotFound(job_id, of_caller=not caller.operator)
+            return JobView.from_row(job)
+
     async def get(self, job_id: str) -> JobView:
+        """The job, for the bot's own bookkeeping: checks nobody's rights (commands go
+        through `authorize`)."""
         job_id = normalize_job_id(job_id)
         async with self._sm() as session:
             job = await db.get_job(session, job_id=job_id)
@@ -412,13 +425,18 @@ class JobService:
         async with self._sm() as session:
             return [JobView.from_row(j) for j in await db.undelivered(session)]
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self, *, caller: Caller) -> dict[str, Any]:
+        """Job counts of the caller's server (today's since midnight UTC) and the shared
+        worker pool's state. Raises `NotAllowed` unless the caller administers the server
+        they ask from (`bot.jobs.access.stats_scope`); the operator sees every server."""
+        guild_id = None if caller.operator else access.stats_scope(caller)
         now = self._clock()
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         async with self._sm() as session:
-            counts = await db.count_by_status(session)
-            today = await db.count_created_since(session, since=midnight)
-            durations = await db.recent_durations(session, limit=10_000, since=midnight)
+            counts = await db.count_by_status(session, guild_id=guild_id)
+            today = await db.count_created_since(session, since=midnight, guild_id=guild_id)
+            durations = await db.recent_durations(session, limit=10_000, since=midnight,
+                                                  guild_id=guild_id)
         capacity, idle = self._executor.capacity, self._executor.idle
         return {
             "queue_depth": counts[JobStatus.queued], "running": counts[JobStatus.running],

@@ -39,6 +39,7 @@ from emulator_model import (
     ApiError,
     Call,
     Fault,
+    Guild,
     Interaction,
     Message,
     StoredFile,
@@ -47,7 +48,7 @@ from emulator_model import (
     image_size,
 )
 
-__all__ = ["DiscordEmulator", "Interaction", "Message", "Upload", "User"]
+__all__ = ["DiscordEmulator", "Guild", "Interaction", "Message", "Upload", "User"]
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,20 @@ class DiscordEmulator(InteractionSender):
         self.app_id = self.snowflake()
         self.bot_user = {"id": str(self.app_id), "username": "stylebot", "global_name": None,
                          "discriminator": "0", "avatar": None, "bot": True, "public_flags": 0}
-        self.guild_id = self.snowflake()
-        self.channel_id = self.snowflake()
         self.alice = User(self.snowflake(), "alice")
         self.bob = User(self.snowflake(), "bob")
-        self.admin = User(self.snowflake(), "admin", admin=True)
-        self.users = {u.id: u for u in (self.alice, self.bob, self.admin)}
+        self.admin = User(self.snowflake(), "admin")
+        self.mallory = User(self.snowflake(), "mallory")
+        self.users = {u.id: u for u in (self.alice, self.bob, self.admin, self.mallory)}
+        # Two servers: the main one (where `admin` is the administrator) and Mallory's,
+        # which anyone could make in seconds. Bob is a member of both, and no admin.
+        self.guild = Guild(self.snowflake(), "Emulated Guild", self.snowflake(), self.admin,
+                           [self.alice, self.bob, self.admin], {self.admin.id})
+        self.other_guild = Guild(self.snowflake(), "Mallory's Guild", self.snowflake(),
+                                 self.mallory, [self.mallory, self.bob], {self.mallory.id})
+        self.guilds = {g.id: g for g in (self.guild, self.other_guild)}
+        self.guild_id = self.guild.id
+        self.channel_id = self.guild.channel_id
         self.guild_filesize_limit = guild_filesize_limit
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
@@ -199,8 +208,9 @@ class DiscordEmulator(InteractionSender):
             "mentions": [], "mention_roles": [], "mention_everyone": False,
             "timestamp": "2024-01-01T00:00:00+00:00", "edited_timestamp": None,
         }
-        if m.channel_id not in self.dm_channels:
-            out["guild_id"] = str(self.guild_id)
+        guild = self.guild_of_channel(m.channel_id)
+        if guild is not None:
+            out["guild_id"] = str(guild.id)
         if m.message_reference is not None:
             out["message_reference"] = m.message_reference
         if m.webhook_id is not None:
@@ -209,9 +219,11 @@ class DiscordEmulator(InteractionSender):
         return out
 
     def post_user_message(self, user: User, content: str = "",
-                          uploads: tuple[Upload, ...] = ()) -> Message:
-        """A message some user sent to the guild channel (for the context menu)."""
-        m = Message(self.snowflake(), self.channel_id, user.payload(), content,
+                          uploads: tuple[Upload, ...] = (), *, guild: Guild | None = None
+                          ) -> Message:
+        """A message some user sent to a server's channel (for the context menu)."""
+        channel_id = (guild or self.guild).channel_id
+        m = Message(self.snowflake(), channel_id, user.payload(), content,
                     files=[self.add_file(u) for u in uploads])
         self.messages[m.id] = m
         return m
@@ -268,25 +280,49 @@ class DiscordEmulator(InteractionSender):
         self._seq += 1
         ready = {"v": 10, "user": self.bot_user, "session_id": f"session-{self.snowflake()}",
                  "resume_gateway_url": self.gateway_url, "guilds": [
-                     {"id": str(self.guild_id), "unavailable": True}],
+                     {"id": str(g.id), "unavailable": True} for g in self.guilds.values()],
                  "application": {"id": str(self.app_id), "flags": 0}}
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
-        self._seq += 1
-        await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq,
-                                      "d": self._guild_payload()}))
+        for guild in self.guilds.values():
+            self._seq += 1
+            await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq,
+                                          "d": self._guild_payload(guild)}))
 
-    def _guild_payload(self) -> dict[str, Any]:
-        gid = str(self.guild_id)
-        members = [u.member_payload() for u in self.users.values()]
+    def channel_payload(self, channel_id: int) -> dict[str, Any]:
+        """A server's text channel, or a DM channel with the bot."""
+        if channel_id in self.dm_channels:
+            user = self.users[self.dm_channels[channel_id]]
+            return {"id": str(channel_id), "type": 1, "recipients": [user.payload()],
+                    "last_message_id": None}
+        guild = self.guild_of_channel(channel_id)
+        if guild is None:
+            raise ApiError(404, 10003, "Unknown Channel")
+        return {"id": str(channel_id), "type": 0, "guild_id": str(guild.id), "name": "general",
+                "position": 0, "permission_overwrites": []}
+
+    def guild_of_channel(self, channel_id: int) -> Guild | None:
+        return next((g for g in self.guilds.values() if g.channel_id == channel_id), None)
+
+    def dm_channel(self, user: User) -> int:
+        """The id of the DM channel between `user` and the bot (made on first use)."""
+        cid = next((c for c, u in self.dm_channels.items() if u == user.id), None)
+        if cid is None:
+            cid = self.snowflake()
+            self.dm_channels[cid] = user.id
+        return cid
+
+    def _guild_payload(self, guild: Guild) -> dict[str, Any]:
+        gid = str(guild.id)
+        members = [u.member_payload(admin=guild.is_admin(u)) for u in guild.members]
         members.append({"user": self.bot_user, "roles": [], "joined_at": "2024-01-01T00:00:00",
                         "deaf": False, "mute": False, "flags": 0})
         return {
-            "id": gid, "name": "Emulated Guild", "owner_id": str(self.admin.id),
+            "id": gid, "name": guild.name, "owner_id": str(guild.owner.id),
             "unavailable": False, "member_count": len(members), "premium_tier": 0,
             "roles": [{"id": gid, "name": "@everyone", "permissions": str(DEFAULT_PERMISSIONS),
                        "position": 0, "color": 0, "hoist": False, "managed": False,
                        "mentionable": False, "flags": 0}],
-            "channels": [{"id": str(self.channel_id), "type": 0, "name": "general",
+            "channels": [{"id": str(guild.channel_id), "type": 0, "name": "general",
                           "position": 0, "guild_id": gid, "permission_overwrites": []}],
             "members": members, "threads": [], "emojis": [], "stickers": [],
             "features": [], "large": False,
@@ -353,24 +389,13 @@ class DiscordEmulator(InteractionSender):
         if m := re.fullmatch(r"/applications/(\d+)(?:/guilds/(\d+))?/commands", p):
             return self._commands(method, int(m[1]), m[2], body)
         if p == "/users/@me/channels" and method == "POST":
-            user_id = int(body["recipient_id"])
-            cid = next((c for c, u in self.dm_channels.items() if u == user_id), None)
-            if cid is None:
-                cid = self.snowflake()
-                self.dm_channels[cid] = user_id
-            user = self.users[user_id]
-            return 200, {"id": str(cid), "type": 1, "recipients": [user.payload()],
-                         "last_message_id": None}
+            return 200, self.channel_payload(self.dm_channel(self.users[int(body["recipient_id"])]))
         if m := re.fullmatch(r"/users/(\d+)", p):
             if int(m[1]) not in self.users:
                 raise ApiError(404, 10013, "Unknown User")
             return 200, self.users[int(m[1])].payload()
         if m := re.fullmatch(r"/channels/(\d+)", p):
-            cid = int(m[1])
-            if cid != self.channel_id:
-                raise ApiError(404, 10003, "Unknown Channel")
-            return 200, {"id": str(cid), "type": 0, "guild_id": str(self.guild_id),
-                         "name": "general", "position": 0, "permission_overwrites": []}
+            return 200, self.channel_payload(int(m[1]))
         if m := re.fullmatch(r"/channels/(\d+)/messages(?:/(\d+))?", p):
             return self._channel_messages(method, int(m[1]), m[2], body, files)
         raise ApiError(404, 0, f"404: Not Found ({method} {path})")
@@ -394,7 +419,7 @@ class DiscordEmulator(InteractionSender):
 
     def _channel_messages(self, method: str, cid: int, mid: str | None, body: Any,
                           files: list[StoredFile]) -> tuple[int, Any]:
-        if cid != self.channel_id and cid not in self.dm_channels:
+        if self.guild_of_channel(cid) is None and cid not in self.dm_channels:
             raise ApiError(404, 10003, "Unknown Channel")
         if method == "POST" and mid is None:
             if cid in self.refusing_channels:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from emulator_model import DEFAULT_PERMISSIONS, Interaction, Message, StoredFile, Upload, User
+from emulator_model import (
+    DEFAULT_PERMISSIONS,
+    Guild,
+    Interaction,
+    Message,
+    StoredFile,
+    Upload,
+    User,
+)
 
 
 class InteractionSender:
@@ -13,13 +21,16 @@ class InteractionSender:
     synced command schema) and reads the bot's answers. Mixed into `DiscordEmulator`."""
 
     app_id: int
-    guild_id: int
-    channel_id: int
     global_commands: list[dict[str, Any]]
     guild_commands: dict[int, list[dict[str, Any]]]
     interactions: dict[int, Interaction]
     messages: dict[int, Message]
     snowflake: Callable[[], int]
+    guild: Guild
+    dm_channels: dict[int, int]
+    channel_payload: Callable[[int], dict[str, Any]]
+    guild_of_channel: Callable[[int], Guild | None]
+    dm_channel: Callable[[User], int]
     add_file: Callable[[Upload], StoredFile]
     attachment_payload: Callable[..., dict[str, Any]]
     message_payload: Callable[[Message], dict[str, Any]]
@@ -57,21 +68,33 @@ class InteractionSender:
         return out
 
     def _base_payload(self, type_: int, user: User, data: dict[str, Any],
-                      filesize_limit: int | None, channel_id: int | None) -> Interaction:
+                      filesize_limit: int | None, channel_id: int | None,
+                      guild: Guild | None = None, dm: bool = False) -> Interaction:
+        """An interaction from `user` in `guild` (the main server when None), or, with
+        `dm`, from their DM with the bot (no server, no member, no permissions there)."""
         iid = self.snowflake()
         token = f"itoken-{iid}"
-        cid = channel_id or self.channel_id
-        payload = {
+        payload: dict[str, Any] = {
             "id": str(iid), "application_id": str(self.app_id), "type": type_, "data": data,
-            "guild_id": str(self.guild_id), "channel_id": str(cid),
-            "channel": {"id": str(cid), "type": 0, "guild_id": str(self.guild_id),
-                        "name": "general", "position": 0, "permission_overwrites": []},
-            "member": user.member_payload(), "token": token, "version": 1,
-            "app_permissions": str(DEFAULT_PERMISSIONS), "locale": "en-US",
-            "guild_locale": "en-US", "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)}, "context": 0,
+            "token": token, "version": 1, "app_permissions": str(DEFAULT_PERMISSIONS),
+            "locale": "en-US", "entitlements": [],
             "attachment_size_limit": filesize_limit or 10 << 20,
         }
+        if dm:
+            cid = channel_id or self.dm_channel(user)
+            payload.update({
+                "channel_id": str(cid), "channel": self.channel_payload(cid),
+                "user": user.payload(), "context": 1,
+                "authorizing_integration_owners": {"0": str(self.guild.id)}})
+        else:
+            guild = guild or self.guild
+            cid = channel_id or guild.channel_id
+            payload.update({
+                "guild_id": str(guild.id), "channel_id": str(cid),
+                "channel": self.channel_payload(cid),
+                "member": user.member_payload(admin=guild.is_admin(user)),
+                "guild_locale": "en-US", "context": 0,
+                "authorizing_integration_owners": {"0": str(guild.id)}})
         ix = Interaction(iid, token, type_, user, payload,
                          filesize_limit=filesize_limit or 10 << 20)
         self.interactions[iid] = ix
@@ -79,8 +102,10 @@ class InteractionSender:
 
     async def slash(self, name: str, user: User, *, subcommand: str | None = None,
                     filesize_limit: int | None = None, channel_id: int | None = None,
+                    guild: Guild | None = None, dm: bool = False,
                     **options: Any) -> Interaction:
-        """Sends a chat-input command; options are typed from the synced schema."""
+        """Sends a chat-input command; options are typed from the synced schema. It comes
+        from `guild` (the main server by default), or from the user's DM with `dm`."""
         cmd = self.command(name)
         resolved: dict[str, Any] = {}
         schema = cmd.get("options", [])
@@ -93,7 +118,7 @@ class InteractionSender:
         data = {"id": cmd["id"], "name": name, "type": 1, "options": opts}
         if resolved:
             data["resolved"] = resolved
-        ix = self._base_payload(2, user, data, filesize_limit, channel_id)
+        ix = self._base_payload(2, user, data, filesize_limit, channel_id, guild, dm)
         await self.dispatch("INTERACTION_CREATE", ix.payload)
         return ix
 
@@ -114,20 +139,25 @@ class InteractionSender:
         cmd = self.command(name, 3)
         data = {"id": cmd["id"], "name": name, "type": 3, "target_id": str(target.id),
                 "resolved": {"messages": {str(target.id): self.message_payload(target)}}}
-        ix = self._base_payload(2, user, data, None, None)
+        ix = self._base_payload(2, user, data, None, target.channel_id,
+                                self.guild_of_channel(target.channel_id),
+                                dm=target.channel_id in self.dm_channels)
         await self.dispatch("INTERACTION_CREATE", ix.payload)
         return ix
 
     async def press(self, message: Message, custom_id: str, user: User, *,
                     values: list[str] | None = None, filesize_limit: int | None = None,
                     ) -> Interaction:
-        """A button press (or, with `values`, a select-menu submit) on `message`."""
+        """A button press (or, with `values`, a select-menu submit) on `message`, from
+        wherever the message is."""
         assert custom_id in message.custom_ids(), (custom_id, message.custom_ids())
         data: dict[str, Any] = {"custom_id": custom_id,
                                 "component_type": 2 if values is None else 3}
         if values is not None:
             data["values"] = values
-        ix = self._base_payload(3, user, data, filesize_limit, message.channel_id)
+        ix = self._base_payload(3, user, data, filesize_limit, message.channel_id,
+                                self.guild_of_channel(message.channel_id),
+                                dm=message.channel_id in self.dm_channels)
         ix.payload["message"] = self.message_payload(message)
         await self.dispatch("INTERACTION_CREATE", ix.payload)
         return ix

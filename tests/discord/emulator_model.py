@@ -16,6 +16,7 @@ API_PREFIX = "/api/v10"
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5
 DEFAULT_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 31)  # view, send..
 
 
@@ -23,17 +24,32 @@ DEFAULT_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 31) 
 class User:
     id: int
     username: str
-    admin: bool = False
 
     def payload(self) -> dict[str, Any]:
         return {"id": str(self.id), "username": self.username, "global_name": self.username,
                 "discriminator": "0", "avatar": None, "bot": False, "public_flags": 0}
 
-    def member_payload(self) -> dict[str, Any]:
-        perms = DEFAULT_PERMISSIONS | (ADMINISTRATOR | (1 << 5) if self.admin else 0)
+    def member_payload(self, *, admin: bool = False) -> dict[str, Any]:
+        """As a member of a server; an admin has Administrator and Manage Server there."""
+        perms = DEFAULT_PERMISSIONS | (ADMINISTRATOR | MANAGE_GUILD if admin else 0)
         return {"user": self.payload(), "roles": [], "nick": None, "avatar": None,
                 "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False,
                 "flags": 0, "pending": False, "permissions": str(perms)}
+
+
+@dataclass
+class Guild:
+    """A server the bot is in: one text channel, its members, and who administers it."""
+
+    id: int
+    name: str
+    channel_id: int
+    owner: User
+    members: list[User]
+    admins: set[int] = field(default_factory=set)
+
+    def is_admin(self, user: User) -> bool:
+        return user.id in self.admins
 
 
 @dataclass

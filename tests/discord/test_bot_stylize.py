@@ -198,9 +198,9 @@ async def test_per_user_limit_and_cancelling(emu: DiscordEmulator, app: App) -> 
         # Someone else's Cancel button is refused, and so is their /cancel.
         a_id, b_id = job_id_of(first_msg), job_id_of(second_msg)
         press = await emu.press(first_msg, f"job:cancel:{a_id}", emu.bob)
-        assert "only cancel your own" in await emu.wait_for(lambda: ephemeral_text(emu, press))
+        assert "No job of yours" in await emu.wait_for(lambda: ephemeral_text(emu, press))
         cmd = await emu.slash("cancel", emu.bob, id=b_id)
-        assert "only cancel your own" in await emu.wait_for(lambda: ephemeral_text(emu, cmd))
+        assert "No job of yours" in await emu.wait_for(lambda: ephemeral_text(emu, cmd))
         assert (await app.service.get(a_id)).status == JobStatus.queued
 
         # The owner's button and the owner's command work.
@@ -272,9 +272,11 @@ async def test_history_and_job(emu: DiscordEmulator, app: App) -> None:
                                    f"job:less:{done.id}"]
 
     ix = await emu.slash("job", emu.bob, id=done.id)
-    assert "belongs to someone else" in await emu.wait_for(lambda: ephemeral_text(emu, ix))
+    assert f"No job of yours has the id `{done.id}`" in await emu.wait_for(
+        lambda: ephemeral_text(emu, ix))
     ix = await emu.slash("job", emu.alice, id="zzzzzz")
-    assert "no job" in await emu.wait_for(lambda: ephemeral_text(emu, ix))
+    assert "No job of yours has the id `zzzzzz`" in await emu.wait_for(
+        lambda: ephemeral_text(emu, ix))
 
 
 async def test_the_message_context_menu(emu: DiscordEmulator, app: App) -> None:
@@ -314,7 +316,7 @@ async def test_more_style_makes_a_child_job_and_only_for_the_owner(emu: DiscordE
     message = emu.messages[int(str(parent.result_message_id))]
 
     press = await emu.press(message, f"job:more:{parent.id}", emu.bob)
-    assert "Only the person" in await emu.wait_for(lambda: ephemeral_text(emu, press))
+    assert "No job of yours" in await emu.wait_for(lambda: ephemeral_text(emu, press))
 
     press = await emu.press(message, f"job:more:{parent.id}", emu.alice)
     progress = await progress_message(emu, press)

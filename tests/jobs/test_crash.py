@@ -20,6 +20,7 @@ from jobs_helpers import Recorder, ServiceFactory, png, until
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
+from bot.jobs.access import Caller
 from bot.jobs.db import create_engine_and_sessionmaker
 from bot.jobs.executor import LocalPoolExecutor, OfflineExecutor
 from bot.jobs.service import (
@@ -125,7 +126,7 @@ async def test_cancel_a_running_job(make_service: ServiceFactory, settings: Sett
                                 params={"steps": 3000})  # a minute, unless cancelled
     await rec.wait_for(lambda: rec.of(JobProgressEvent, view.id), within=30)
     started = time.monotonic()
-    cancelled = await service.cancel(view.id, user_id="a")
+    cancelled = await service.cancel(view.id, caller=Caller("a"))
     assert cancelled.status is JobStatus.cancelled
     assert time.monotonic() - started < 5
     assert executor.idle == 1  # the worker is free again, not replaced

@@ -13,7 +13,8 @@ from jobs_helpers import FakeExecutor, Recorder, ServiceFactory, png, until
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
-from bot.jobs.errors import NotAllowed, UserError
+from bot.jobs.access import Caller
+from bot.jobs.errors import JobNotFound, UserError
 from bot.jobs.executor import (
     JobCancelled,
     JobFailed,
@@ -138,14 +139,14 @@ async def test_cancel_while_queued(make_service: ServiceFactory) -> None:
     rec = Recorder()
     service.subscribe(rec)
     view = await _submit(service, "owner")
-    with pytest.raises(NotAllowed):
-        await service.cancel(view.id, user_id="someone-else")
-    cancelled = await service.cancel(view.id, user_id="owner")
+    with pytest.raises(JobNotFound, match="No job of yours"):
+        await service.cancel(view.id, caller=Caller("someone-else"))
+    cancelled = await service.cancel(view.id, caller=Caller("owner"))
     assert cancelled.status is JobStatus.cancelled
     assert cancelled.finished_at is not None
     await rec.wait_for(lambda: rec.of(JobCancelledEvent))
     with pytest.raises(UserError, match="already finished") as info:
-        await service.cancel(view.id, user_id="owner")
+        await service.cancel(view.id, caller=Caller("owner"))
     assert info.value.code == "already_finished"
     assert await service.undelivered() == []  # nothing to deliver for a cancelled job
 
@@ -156,10 +157,12 @@ async def test_cancel_while_running(make_service: ServiceFactory) -> None:
     rec = Recorder()
     service.subscribe(rec)
     await service.start()
-    view = await _submit(service, "owner")
+    view = await service.submit(user_id="owner", user_name="owner", content=png(1),
+                                style_image=STYLE, params={"steps": 9}, guild_id="g1")
     await until(lambda: fake.submitted)
     fake.emit(JobStarted(view.id, 0, 1))
-    cancelled = await service.cancel(view.id, user_id="admin", is_admin=True)
+    admin = Caller("admin", guild_id="g1", guild_admin=True)  # of the job's own server
+    cancelled = await service.cancel(view.id, caller=admin)
     assert fake.cancel_calls == [view.id]
     assert cancelled.status is JobStatus.cancelled
     await rec.wait_for(lambda: rec.of(JobCancelledEvent))
@@ -173,7 +176,7 @@ async def test_cancel_from_another_process(make_service: ServiceFactory) -> None
     view = await _submit(runner, "owner")
     await until(lambda: fake.submitted)
     cli = make_service(OfflineExecutor(), cancel_wait_s=5)
-    result = await cli.cancel(view.id, user_id="owner")
+    result = await cli.cancel(view.id, caller=Caller("owner"))
     assert fake.cancel_calls == [view.id]
     assert result.status is JobStatus.cancelled
 
@@ -185,7 +188,7 @@ async def test_a_worker_death_after_cancel_ends_cancelled(make_service: ServiceF
     await service.start()
     view = await _submit(service)
     await until(lambda: fake.submitted)
-    assert (await service.cancel(view.id, user_id="u")).status is JobStatus.running
+    assert (await service.cancel(view.id, caller=Caller("u"))).status is JobStatus.running
     fake.emit(JobFailed(view.id, "worker_died", "gone", retryable=True))
     assert (await service.wait(view.id, timeout_s=5)).status is JobStatus.cancelled
     assert len(fake.submitted) == 1
@@ -366,7 +369,7 @@ async def test_stats(make_service: ServiceFactory) -> None:
     await service.start()
     await _submit(service, "a")
     await until(lambda: fake.submitted)
-    stats = await service.stats()
+    stats = await service.stats(caller=Caller.cli())
     assert stats["running"] == 1
     assert stats["workers"] == 2
     assert stats["busy"] == 1

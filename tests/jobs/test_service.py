@@ -13,6 +13,7 @@ from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
+from bot.jobs.access import Caller
 from bot.jobs.errors import InvalidRequest, JobNotFound, LimitExceeded, UserError
 from bot.jobs.executor import JobRequest, JobStarted, JobSucceeded, PoolEvent
 from bot.jobs.service import JobQueued, JobStatus
@@ -161,7 +162,7 @@ async def test_per_user_limit(make_service: ServiceFactory, settings: Settings) 
     with pytest.raises(LimitExceeded, match="You already have 2 jobs in the queue"):
         await service.submit(user_id="a", user_name="a", content=png(3), style_image=STYLE)
     await service.submit(user_id="b", user_name="b", content=png(3), style_image=STYLE)
-    await service.cancel(first.id, user_id="a")
+    await service.cancel(first.id, caller=Caller("a"))
     await service.submit(user_id="a", user_name="a", content=png(3), style_image=STYLE)
 
 
@@ -260,7 +261,7 @@ async def test_eta_from_recent_durations(make_service: ServiceFactory, settings:
 async def test_unknown_jobs(make_service: ServiceFactory) -> None:
     service = make_service()
     for call in (service.get("zzzzzz"), service.queue_position("zzzzzz"),
-                 service.cancel("zzzzzz", user_id="u"), service.read_input("zzzzzz"),
+                 service.cancel("zzzzzz", caller=Caller.cli()), service.read_input("zzzzzz"),
                  service.set_delivery("zzzzzz", progress_message_id="1")):
         with pytest.raises(JobNotFound, match="zzzzzz"):
             await call
@@ -277,7 +278,7 @@ async def test_history_and_counts(make_service: ServiceFactory) -> None:
     assert await service.count_for_user("a") == 3
     assert await service.count_for_user("z") == 0
     assert len(await service.active_jobs()) == 4
-    stats = await service.stats()
+    stats = await service.stats(caller=Caller.cli())
     assert stats["queue_depth"] == 4
     assert stats["running"] == 0
     assert stats["jobs_today"] == 4

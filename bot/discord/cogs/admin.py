@@ -1,4 +1,4 @@
-"""`/stylebot stats` for guild admins: the queue and the workers at a glance."""
+"""`/stylebot stats` for a server's admins: its jobs and the workers at a glance."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import embeds
-from bot.discord.views import is_admin
-from bot.jobs.errors import NotAllowed
+from bot.discord.callers import caller_of
 
 if TYPE_CHECKING:
     from bot.discord.client import StyleBot
@@ -26,12 +25,11 @@ class Admin(commands.GroupCog, group_name="stylebot",
 
     @app_commands.command(name="stats")
     async def stats(self, interaction: discord.Interaction[StyleBot]) -> None:
-        """Queue depth, busy and idle workers, batch limit, jobs and average time today."""
-        # Discord hides the command from others by default; a server may change that,
-        # so check here too.
-        if not is_admin(interaction):
-            raise NotAllowed("Only server admins can see the stats.")
-        data = await self.bot.service.stats()
+        """This server's queued and running jobs, jobs and average time today, and the
+        workers."""
+        # Discord hides the command from others by default; a server may change that, so
+        # the service checks too, and counts only this server's jobs.
+        data = await self.bot.service.stats(caller=caller_of(interaction))
         await interaction.response.send_message(embed=embeds.stats(data), ephemeral=True)
 
 

@@ -1,4 +1,4 @@
-"""`/cancel`: stop one of your jobs (guild admins may stop anyone's)."""
+"""`/cancel`: stop one of your jobs (a server's admins may stop any job made there)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.views import is_admin
+from bot.discord.callers import caller_of
 from bot.jobs.ids import normalize_job_id
 
 if TYPE_CHECKING:
@@ -26,8 +26,7 @@ class Cancel(commands.Cog):
         """Cancel one of your painting jobs."""
         job_id = normalize_job_id(job_id)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.bot.service.cancel(job_id, user_id=str(interaction.user.id),
-                                      is_admin=is_admin(interaction))
+        await self.bot.service.cancel(job_id, caller=caller_of(interaction))
         await interaction.edit_original_response(content=f"Job `{job_id}` is cancelled.")
 
 

@@ -12,9 +12,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import embeds, pictures, views
+from bot.discord.callers import caller_of
 from bot.discord.views import Page, Pager
-from bot.jobs.errors import NotAllowed
-from bot.jobs.ids import normalize_job_id
+from bot.jobs.access import Action, allowed
 from bot.jobs.states import JobStatus
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ class History(commands.Cog):
     async def history(self, interaction: discord.Interaction[StyleBot],
                       limit: app_commands.Range[int, 1, 100] = 20) -> None:
         """Your recent paintings, newest first."""
+        # Only the caller's own jobs, whichever server they ask from (bot.jobs.access).
         await interaction.response.defer(ephemeral=True, thinking=True)
         user_id = str(interaction.user.id)
         service = self.bot.service
@@ -55,9 +56,8 @@ class History(commands.Cog):
     async def job(self, interaction: discord.Interaction[StyleBot], job_id: str) -> None:
         """One of your jobs in full: pictures, parameters and status."""
         service = self.bot.service
-        job = await service.get(normalize_job_id(job_id))
-        if job.user_id != str(interaction.user.id) and not views.is_admin(interaction):
-            raise NotAllowed("That job belongs to someone else.")
+        caller = caller_of(interaction)
+        job = await service.authorize(job_id, caller=caller, action=Action.see)
         await interaction.response.defer(ephemeral=True, thinking=True)
         files = [discord.File(io.BytesIO(await asyncio.to_thread(
             pictures.thumbnail, await service.read_input(job.id))), "input.jpg")]
@@ -68,8 +68,10 @@ class History(commands.Cog):
         embed = embeds.job_detail(job, input_name="input.jpg",
                                   output_name="output.jpg" if output is not None else None)
         status = JobStatus(job.status)
+        # Whoever may see a job may cancel it; only its owner may paint it again.
         view = (views.progress_view(job.id) if status.is_active
                 else views.result_view(job.id) if status == JobStatus.succeeded
+                and allowed(caller, job, Action.reuse)
                 else discord.utils.MISSING)
         await interaction.edit_original_response(embed=embed, attachments=files, view=view)
 

@@ -1,0 +1,106 @@
+"""Who may do what with a job: the one place that decides it.
+
+Every path that takes a job id or acts on a job asks `allowed` (through the service's
+`authorize`, `cancel` and `stats`), so the rule below is the whole rule.
+
+| who                                         | see it     | cancel it | reuse it |
+|---------------------------------------------|------------|-----------|----------|
+| the job's owner, wherever they ask from     | yes        | yes       | yes      |
+| an admin of the server the job was made in, | unless it  | yes       | no       |
+| asking from that same server                | is private |           |          |
+| anyone else (other servers' admins too)     | no         | no        | no       |
+| the operator (the `stylebot` command line)  | yes        | yes       | no       |
+
+"See" is `/job`: the details, the photo, the preview and the painting. "Cancel" is
+`/cancel` and the Cancel button. "Reuse" is the Again / More style / Less style buttons.
+
+- "Admin" means the Administrator or Manage Server permission, as Discord resolves it
+  for the member in the channel the interaction comes from. It is a power over that
+  server only: a job made in another server, or in a DM, has no admin but its owner.
+- A private job's details and pictures are its owner's alone. The admin of its server
+  may still cancel it, to keep the queue in order.
+- Reusing (Again / More style / Less style) starts a new job from this job's photo,
+  for the person who presses: only the owner may do it.
+- `/history` lists the caller's own jobs only (private ones too: it answers privately).
+- `/stylebot stats` shows a server's admin the jobs of that server and the shared
+  worker pool; nobody else may ask (`stats_scope`).
+- The "Stylize image" message menu paints an image from a message the caller can see
+  and makes a job of the caller's own; its style picker answers only to the caller.
+- Results go to the job's own interaction, else (unless private) to the channel it was
+  asked in, else to the owner's DM; never anywhere else (`bot.discord.delivery`).
+
+Anyone refused a job is told only that no job of theirs has that id: the same words as
+for an id that does not exist (`JobNotFound`), so a refusal never says a job exists.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.jobs.errors import NotAllowed
+
+
+class Action(enum.StrEnum):
+    see = "see"          # the job's details, its photo, preview and painting
+    cancel = "cancel"    # stop it while queued or running
+    reuse = "reuse"      # start a new job from its pictures (Again / More / Less style)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, and from where.
+
+    `guild_id`: the server the interaction comes from (None in a DM or a group DM).
+    `guild_admin`: whether the caller administers that server (Administrator or Manage
+    Server there). `operator`: the person running the bot's own command line.
+    """
+
+    user_id: str
+    guild_id: str | None = None
+    guild_admin: bool = False
+    operator: bool = False
+
+    @classmethod
+    def cli(cls) -> Caller:
+        return cls(user_id="cli", operator=True)
+
+
+class JobLike(Protocol):
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def guild_id(self) -> str | None: ...
+    @property
+    def private(self) -> bool: ...
+
+
+def admin_of_jobs_server(caller: Caller, job: JobLike) -> bool:
+    """The caller administers the server the job was made in, and asks from there."""
+    return (caller.guild_admin and job.guild_id is not None
+            and caller.guild_id == job.guild_id)
+
+
+def allowed(caller: Caller, job: JobLike, action: Action) -> bool:
+    """Whether `caller` may do `action` with `job` (see the table in the module docstring)."""
+    if caller.user_id == job.user_id:
+        return True
+    if caller.operator:
+        return action is not Action.reuse
+    if admin_of_jobs_server(caller, job):
+        if action is Action.cancel:
+            return True
+        if action is Action.see:
+            return not job.private
+    return False
+
+
+def stats_scope(caller: Caller) -> str:
+    """The server whose jobs `/stylebot stats` may show this caller.
+
+    Raises `NotAllowed` unless the caller administers the server they ask from.
+    """
+    if caller.guild_id is None or not caller.guild_admin:
+        raise NotAllowed("Only server admins can see the stats.")
+    return caller.guild_id
