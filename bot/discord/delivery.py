@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.discord import embeds, pictures, views
+from bot.jobs import access
 from bot.jobs.service import (
     JobCancelledEvent,
     JobEvent,
@@ -241,7 +242,7 @@ class Delivery:
         if JobStatus(job.status) == JobStatus.succeeded and png is None:
             png = await self.service.read_output(job.id)
         message = await self._via_interaction(job, png)
-        if message is None and not job.private:
+        if message is None and access.may_post_in_channel(job):
             message = await self._via_channel(job, png)
         if message is None:
             message = await self._via_dm(job, png)
@@ -296,7 +297,7 @@ class Delivery:
             files = fields.pop("attachments")
             view = fields.pop("view") or discord.utils.MISSING
             return await webhook.send(**fields, files=files, view=view, wait=True,
-                                      ephemeral=job.private)
+                                      ephemeral=not access.may_post_in_channel(job))
 
         try:
             if pmid is not None:

@@ -19,6 +19,7 @@ import discord
 from bot.discord import embeds, validation, views
 from bot.discord.callers import caller_of
 from bot.discord.delivery import token_expiry
+from bot.jobs import access
 from bot.jobs.access import Action
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ async def start_job(interaction: discord.Interaction[StyleBot], *, content: byte
         progress_id: str | None = None
         msg: discord.Message
         try:
-            if private:
+            if not access.may_post_in_channel(job):
                 msg = await interaction.edit_original_response(content=None, embed=embed,
                                                                view=views.progress_view(job.id))
             else:

@@ -26,8 +26,9 @@ Every path that takes a job id or acts on a job asks `allowed` (through the serv
   worker pool; nobody else may ask (`stats_scope`).
 - The "Stylize image" message menu paints an image from a message the caller can see
   and makes a job of the caller's own; its style picker answers only to the caller.
-- Results go to the job's own interaction, else (unless private) to the channel it was
-  asked in, else to the owner's DM; never anywhere else (`bot.discord.delivery`).
+- Results go to the job's own interaction, else (unless private: `may_post_in_channel`)
+  to the channel it was asked in, else to the owner's DM; never anywhere else
+  (`bot.discord.delivery`).
 
 Anyone refused a job is told only that no job of theirs has that id: the same words as
 for an id that does not exist (`JobNotFound`), so a refusal never says a job exists.
@@ -94,6 +95,13 @@ def allowed(caller: Caller, job: JobLike, action: Action) -> bool:
         if action is Action.see:
             return not job.private
     return False
+
+
+def may_post_in_channel(job: JobLike) -> bool:
+    """Whether the job's progress and result may be shown in the channel it was asked in,
+    for everyone there. A private job's are shown only to its owner: in the interaction's
+    private reply, or in a DM."""
+    return not job.private
 
 
 def stats_scope(caller: Caller) -> str:
