@@ -214,10 +214,17 @@ class Delivery:
         return job.token_expires_at is None or self.clock() < job.token_expires_at - TOKEN_MARGIN
 
     def _webhook(self, job: JobView) -> discord.Webhook:
+        """The interaction's own webhook, rebuilt from the stored token.
+
+        An application webhook (type 3), as `discord.Interaction.followup` builds it:
+        Discord takes ephemeral follow-ups, which a private job's result needs, only from
+        those; discord.py refuses them from `Webhook.partial`'s incoming type."""
         assert job.application_id
         assert job.interaction_token
-        return discord.Webhook.partial(int(job.application_id), job.interaction_token,
-                                       client=self.client)
+        data: dict[str, Any] = {"id": int(job.application_id), "type": 3,
+                                "token": job.interaction_token}
+        return discord.Webhook.from_state(data=data,  # type: ignore[arg-type]
+                                          state=self.client._connection)
 
     async def _edit_progress(self, job: JobView, embed: discord.Embed,
                              files: list[discord.File], *, view: Any = ...) -> None:
@@ -312,8 +319,11 @@ class Delivery:
             if exc.code in DEAD_TOKEN_CODES or exc.status == 401:
                 log.info("interaction token of job %s has expired", job.id)
                 self._dead_tokens.add(job.id)
-                return None
-            raise
+            else:
+                # Whatever Discord refused here, the channel or a DM may still take it.
+                log.warning("could not deliver job %s through its interaction: %s", job.id,
+                            exc)
+            return None
 
     async def _via_channel(self, job: JobView, png: bytes | None) -> discord.Message | None:
         if not job.channel_id:

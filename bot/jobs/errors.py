@@ -30,8 +30,11 @@ class JobNotFound(UserError):
     code = "job_not_found"
 
     def __init__(self, job_id: str, *, of_caller: bool = False) -> None:
-        super().__init__(f"No job of yours has the id `{job_id}`." if of_caller
-                         else f"There is no job {job_id!r}.")
+        # What the person typed, cut short and without markdown's backticks.
+        shown = job_id.replace("`", "")
+        shown = shown if len(shown) <= 16 else shown[:16] + "…"
+        super().__init__(f"No job of yours has the id `{shown}`." if of_caller
+                         else f"There is no job {shown!r}.")
         self.job_id = job_id
 
 

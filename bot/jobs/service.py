@@ -288,7 +288,9 @@ class JobService:
                 raise JobNotFound(job_id, of_caller=not caller.operator)
             status = JobStatus(job.status)
             if status.is_final:
-                raise UserError(f"Job {job_id} has already finished ({status}).",
+                # How it ended is a detail of the job: only for those who may see it.
+                how = f" ({status})" if access.allowed(caller, job, Action.see) else ""
+                raise UserError(f"Job {job_id} has already finished{how}.",
                                 code="already_finished")
             if status is JobStatus.queued:
                 db.set_status(job, JobStatus.cancelled, finished_at=now, lease_expires_at=None)

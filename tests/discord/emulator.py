@@ -145,6 +145,10 @@ class DiscordEmulator(InteractionSender):
         self._faults.append(Fault(method.upper(), re.compile(path_regex), status, retry_after,
                                    times))
 
+    def clear_faults(self) -> None:
+        """Forgets the faults asked for and not yet served."""
+        self._faults.clear()
+
     def expire_token(self, token: str) -> None:
         self.expired_tokens.add(token)
 

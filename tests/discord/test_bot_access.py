@@ -314,3 +314,44 @@ async def test_a_private_result_never_goes_to_the_channel(emu: DiscordEmulator,
     public = [m for m in emu.messages_in(emu.channel_id) if not m.ephemeral]
     assert not any(job_id in m.text() for m in public)
     assert emu.calls_to("POST", rf"^/channels/{emu.channel_id}/messages$") == posts
+
+
+async def test_a_private_result_reaches_its_owner_when_its_message_is_gone(
+        emu: DiscordEmulator, app: App) -> None:
+    """The private placeholder that shows a private job's progress may be gone (deleted,
+    or never turned into the progress message because Discord refused the edit): the
+    result then comes as a new private follow-up, still for the owner's eyes only."""
+    gate(app).open = False
+    try:
+        deleted = await stylize(emu, emu.alice, private=True)
+        deleted_id = await job_of(emu, deleted, private=True)
+        placeholder = emu.original(deleted)
+        assert placeholder is not None
+        placeholder.deleted = True
+        emu.fail_next("PATCH", r"^/webhooks/\d+/[^/]+/messages/@original$", 403)
+        refused_edit = await stylize(emu, emu.alice, private=True)
+        await emu.wait_for(lambda: emu.calls_to("PATCH", r"/messages/@original$")
+                           and emu.calls_to("PATCH", r"/messages/@original$")[-1].status == 403)
+        refused_id = next(j.id for j in await app.service.list_for_user(str(emu.alice.id))
+                          if j.id != deleted_id)
+        posts = emu.calls_to("POST", rf"^/channels/{emu.channel_id}/messages$")
+    finally:
+        gate(app).open = True
+    for job_id, ix in ((deleted_id, deleted), (refused_id, refused_edit)):
+        job = await wait_delivered(app, job_id)
+        delivered = emu.messages[int(str(job.result_message_id))]
+        assert delivered.ephemeral
+        assert delivered.interaction_token == ix.token
+        assert any(f.filename == f"stylebot-{job_id}.png" for f in delivered.files)
+    assert emu.calls_to("POST", rf"^/channels/{emu.channel_id}/messages$") == posts
+
+
+async def test_how_a_private_job_ended_is_its_owners_to_know(emu: DiscordEmulator,
+                                                           painted: dict[str, str]) -> None:
+    private = painted["private"]
+    ix = await emu.slash("cancel", emu.admin, id=private)
+    assert await emu.wait_for(lambda: ephemeral_text(emu, ix)) == (
+        f"Job {private} has already finished.")
+    ix = await emu.slash("cancel", emu.alice, id=private)
+    assert await emu.wait_for(lambda: ephemeral_text(emu, ix)) == (
+        f"Job {private} has already finished (succeeded).")

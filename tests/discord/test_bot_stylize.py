@@ -369,6 +369,30 @@ async def test_after_the_token_expired_the_result_goes_to_the_channel(
     assert painting(progress) is None
 
 
+async def test_when_discord_refuses_the_result_edit_the_result_goes_to_the_channel(
+        emu: DiscordEmulator, app: App) -> None:
+    """Not only an expired token: any refusal of the interaction's edit falls back."""
+    gate(app).open = False
+    try:
+        ix = await emu.slash("stylize", emu.alice, image=Upload("a.png", photo_png()),
+                             style=PRESET)
+        progress = await progress_message(emu, ix)
+        job_id = job_id_of(progress)
+        emu.fail_next("PATCH", rf"^/webhooks/\d+/[^/]+/messages/{progress.id}$", 403,
+                      times=50)
+    finally:
+        gate(app).open = True
+    try:
+        job = await wait_delivered(app, job_id)
+    finally:
+        emu.clear_faults()
+    reply = emu.messages[int(str(job.result_message_id))]
+    assert reply.channel_id == emu.channel_id
+    assert reply.webhook_id is None  # a channel message, not the interaction's
+    assert f"<@{emu.alice.id}>" in reply.content
+    assert decode(painting(reply)).format == "PNG"
+
+
 async def test_a_channel_that_refuses_means_a_dm(emu: DiscordEmulator, app: App) -> None:
     gate(app).open = False
     try:

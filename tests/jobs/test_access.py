@@ -100,3 +100,10 @@ async def test_stats_count_only_the_callers_server(make_service: ServiceFactory)
     assert (everything["queue_depth"], everything["jobs_today"]) == (4, 4)
     with pytest.raises(NotAllowed):
         await service.stats(caller=MEMBER_A)
+
+
+def test_a_refusal_shows_what_was_typed_short_and_plain() -> None:
+    long = JobNotFound("k" * 3000, of_caller=True).message
+    assert long == f"No job of yours has the id `{'k' * 16}…`."
+    assert JobNotFound("`@everyone`", of_caller=True).message == (
+        "No job of yours has the id `@everyone`.")
