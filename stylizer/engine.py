@@ -46,6 +46,9 @@ MAX_STYLE_SIDE = 2048
 TWO_PHASE_SPLIT = 0.4
 # With 0.1 the style term still outweighed content ~100x and the photo never formed.
 TWO_PHASE_STYLE = 1e-3
+# With params.balance: the style term's weight against the content term's when both are
+# measured from their reference points (see Stylizer._weights), at strength 1.
+BALANCE = 5.0
 
 # RGB <-> YIQ (NTSC), for colour preservation by luminance-only transfer.
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114],
@@ -385,14 +388,17 @@ class Stylizer:
     def objective(self, img: torch.Tensor, content_feat: torch.Tensor,
                   grams: list[torch.Tensor], params: StyleParams, style_mult: float = 1.0,
                   style_weight: torch.Tensor | None = None,
+                  content_weight: torch.Tensor | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, content, style) for a (B, 3, H, W) batch, each of shape (B,).
-        `style_weight`, (B,), gives each image its own style weight (else the params')."""
+        `style_weight` and `content_weight`, (B,), give each image its own weights (else
+        the params')."""
         feats = self.features(img, params.pooling)
         c = losses.content_loss(feats[_CONTENT_POS], content_feat)
         s = losses.style_loss([feats[p] for p in _STYLE_POS], grams)
         sw = params.style_weight if style_weight is None else style_weight
-        total = params.content_weight * c + sw * style_mult * s
+        cw = params.content_weight if content_weight is None else content_weight
+        total = cw * c + sw * style_mult * s
         if params.tv_weight > 0:
             total = total + params.tv_weight * losses.TV_SCALE * losses.tv_loss(img)
         return total, c, s
@@ -458,14 +464,16 @@ class Stylizer:
             work = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
             targets = self._targets(work, styles, params, style_keys, preserve)
             content_feat, grams = targets.content, targets.grams
+            content_w, level_style_w = self._weights(work, targets, params, style_w, gen)
             if img is None:
                 img = self._init(work, params, gen, targets)
             else:
                 img = torch.nn.functional.interpolate(img, size=(h, w), mode="bicubic",
                                                       align_corners=False).clamp(0, 255)
-            img = self._optimise(img, content_feat, grams, style_w, params, n_steps, done,
-                                 total_steps, on_progress, should_stop, progress_every,
-                                 preview_every, preview_size, preserve, content_t)
+            img = self._optimise(img, content_feat, grams, level_style_w, content_w, weights,
+                                 params, n_steps, done, total_steps, on_progress, should_stop,
+                                 progress_every, preview_every, preview_size, preserve,
+                                 content_t)
             done += n_steps
         assert img is not None
         final = (_recolour(img, content_t) if preserve else img).round()
@@ -482,6 +490,40 @@ class Stylizer:
         return [Result(image, total_steps, seconds, c, s, params.content_weight * c + sw * s,
                        self.bf16) for image, c, s, sw in scored_images]
 
+    def _weights(self, content: torch.Tensor, targets: Targets, params: StyleParams,
+                 style_w: torch.Tensor, gen: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The content and style weights, (B,) each, that a batch is optimised with.
+
+        Without `params.balance`, the params' content weight and each job's style weight
+        (pastiche's objective). With it, each term is first divided by its own value at a
+        reference point of this job: the content term by its value for uniform noise (as
+        far from the photo as a picture gets), the style term by its value for the photo
+        itself (the distance the painting has to go). The balance between photo and
+        painting then no longer depends on the picture's size or on how strong the
+        painting's and the photo's features happen to be, and `style_weight` (strength)
+        scales `BALANCE`, measured on the quality benchmark (README, "Choosing
+        defaults").
+        """
+        b = content.shape[0]
+        cw = torch.full((b,), params.content_weight, device=self.device)
+        if not params.balance:
+            return cw, style_w
+        with torch.no_grad():
+            # One noise picture for every image: each job's weights are those it would
+            # have alone, whatever batch it is painted in.
+            noise = torch.rand((1, *content.shape[1:]), generator=gen).to(self.device) * 255
+            feats = self.features(torch.cat([noise.expand_as(content), content]),
+                                  params.pooling)
+            c_ref = losses.content_loss(feats[_CONTENT_POS][:b], targets.content)
+            s_ref = losses.style_loss([feats[p][b:] for p in _STYLE_POS], targets.grams)
+            # A photo that already has the painting's statistics has almost nothing to go:
+            # a floor keeps its weight finite (a millionth of the Grams' own energy).
+            energy = losses.style_loss([torch.zeros_like(feats[p][b:]) for p in _STYLE_POS],
+                                       targets.grams)
+            s_ref = torch.maximum(s_ref, 1e-6 * energy)
+        return cw / c_ref.clamp_min(1e-12), style_w * BALANCE / s_ref
+
     def _init(self, content: torch.Tensor, params: StyleParams, gen: torch.Generator,
               targets: Targets) -> torch.Tensor:
         if params.init == "palette" and not params.preserve_colors:
@@ -495,7 +537,8 @@ class Stylizer:
         return (127.5 + 0.5 * noise).clamp(0, 255)
 
     def _optimise(self, img: torch.Tensor, content_feat: torch.Tensor, grams: list[torch.Tensor],
-                  style_w: torch.Tensor, params: StyleParams, n_steps: int, done: int, total: int,
+                  style_w: torch.Tensor, content_w: torch.Tensor, job_weights: list[float],
+                  params: StyleParams, n_steps: int, done: int, total: int,
                   on_progress: Callable[[Sequence[Progress]], None] | None,
                   should_stop: Callable[[], bool] | None, progress_every: int,
                   preview_every: int, preview_size: int, preserve: bool,
@@ -523,7 +566,8 @@ class Stylizer:
                                                    fused=self.device.type == "cuda")
 
         def step(style_mult: float) -> tuple[torch.Tensor, ...]:
-            out = self.objective(picture(), content_feat, grams, params, style_mult, style_w)
+            out = self.objective(picture(), content_feat, grams, params, style_mult, style_w,
+                                 content_w)
             if lbfgs is not None:
                 (grad,) = torch.autograd.grad(out[0].sum(), var)
                 lbfgs.step(var.data, grad, out[0])  # projects: what is optimised is saved
@@ -542,13 +586,14 @@ class Stylizer:
                      and params.schedule == "constant" and n_steps > GRAPH_WARMUP + 2)
         graph: torch.cuda.CUDAGraph | None = None
         last: tuple[torch.Tensor, ...] = ()
+        style_mult = 1.0
         for i in range(n_steps):
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled")
             if graph is not None:
                 graph.replay()
             else:
-                style_mult = 1.0
+                style_mult = 1.0  # the schedule's weight on style at this step
                 if params.schedule == "two-phase":
                     if i < TWO_PHASE_SPLIT * n_steps:
                         style_mult = TWO_PHASE_STYLE  # structure first, then style
@@ -565,7 +610,12 @@ class Stylizer:
                     # A device-side copy: the pixels move on, the preview shows this step.
                     with torch.no_grad():
                         snapshot = picture().clone()
-                t, c, s = (x.tolist() for x in last)  # one host sync for the whole batch
+                _, c, s = (x.tolist() for x in last)  # one host sync for the whole batch
+                # Reported on pastiche's objective with the job's own weights (and the
+                # schedule's), as the Result is: the balanced total that is optimised has no
+                # unit a person could compare between jobs.
+                t = [params.content_weight * cb + wb * style_mult * sb
+                     for cb, sb, wb in zip(c, s, job_weights, strict=True)]
                 on_progress([Progress(step_no, total, c[b], s[b], t[b],
                                       None if snapshot is None else _preview_renderer(
                                           snapshot, b, content_t, preserve, preview_size))
@@ -573,7 +623,8 @@ class Stylizer:
         with torch.no_grad():
             if lbfgs is not None:
                 lbfgs.keep_best(var.data, self.objective(picture(), content_feat, grams,
-                                                         params, style_weight=style_w)[0])
+                                                         params, style_weight=style_w,
+                                                         content_weight=content_w)[0])
             return picture().detach()  # the pixel canvas is the leaf itself
 
     def _capture(self, fn: Callable[[], tuple[torch.Tensor, ...]],

