@@ -80,6 +80,13 @@ class GatedPool:
         return await self.inner.close(grace_s)
 
 
+def gate(app: App) -> GatedPool:
+    """The gated pool of a bot started with `bot_running(..., gate=True)`."""
+    executor = app.executor
+    assert isinstance(executor, GatedPool)
+    return executor
+
+
 @asynccontextmanager
 async def bot_running(settings: Settings, *, gate: bool = False) -> AsyncIterator[App]:
     """The whole bot (real pool, service, SQLite file, discord.py client), connected."""

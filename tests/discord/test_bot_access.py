@@ -17,9 +17,9 @@ import pytest
 import pytest_asyncio
 from bot_helpers import (
     PRESET,
-    GatedPool,
     bot_running,
     ephemeral_text,
+    gate,
     job_id_of,
     make_settings,
     photo_png,
@@ -44,12 +44,6 @@ async def app(emu: DiscordEmulator, tmp_path_factory: pytest.TempPathFactory
     await push_commands(settings)
     async with bot_running(settings, gate=True) as running_app:
         yield running_app
-
-
-def gate(app: App) -> GatedPool:
-    executor = app.executor
-    assert isinstance(executor, GatedPool)
-    return executor
 
 
 async def answered(emu: DiscordEmulator, ix: Interaction) -> Message:

@@ -14,11 +14,11 @@ import pytest_asyncio
 from bot_helpers import (
     PRESET,
     STYLE_PACK,
-    GatedPool,
     bomb_png,
     bot_running,
     decode,
     ephemeral_text,
+    gate,
     job_id_of,
     make_settings,
     noise_png,
@@ -47,12 +47,6 @@ async def app(emu: DiscordEmulator, tmp_path_factory: pytest.TempPathFactory
     await push_commands(settings)  # the emulator types interaction options from this
     async with bot_running(settings, gate=True) as running_app:
         yield running_app
-
-
-def gate(app: App) -> GatedPool:
-    executor = app.executor
-    assert isinstance(executor, GatedPool)
-    return executor
 
 
 async def jobs_of(app: App, user: Any) -> int:
