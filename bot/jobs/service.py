@@ -283,9 +283,8 @@ class JobService:
         job_id = normalize_job_id(job_id)
         now = self._clock()
         async with self._sm.begin() as session:
-            job = await db.get_job(session, job_id=job_id, for_update=True)
-            if job is None or not access.allowed(caller, job, Action.cancel):
-                raise JobNotFound(job_id, of_caller=not caller.operator)
+            job = await self._allowed_row(session, job_id, caller, Action.cancel,
+                                          for_update=True)
             status = JobStatus(job.status)
             if status.is_final:
                 # How it ended is a detail of the job: only for those who may see it.
@@ -337,12 +336,19 @@ class JobService:
         Raises `JobNotFound` with the same words whether the job does not exist or the
         caller may not have it, so a refusal never tells that a job exists.
         """
-        job_id = normalize_job_id(job_id)
         async with self._sm() as session:
-            job = await db.get_job(session, job_id=job_id)
-            if job is None or not access.allowed(caller, job, action):
-                raise JobNotFound(job_id, of_caller=not caller.operator)
+            job = await self._allowed_row(session, normalize_job_id(job_id), caller, action)
             return JobView.from_row(job)
+
+    @staticmethod
+    async def _allowed_row(session: AsyncSession, job_id: str, caller: Caller, action: Action,
+                           *, for_update: bool = False) -> db.Job:
+        """The job's row if `caller` may do `action` with it; else `JobNotFound`, in the
+        same words whether it does not exist or is not the caller's."""
+        job = await db.get_job(session, job_id=job_id, for_update=for_update)
+        if job is None or not access.allowed(caller, job, action):
+            raise JobNotFound(job_id, of_caller=not caller.operator)
+        return job
 
     async def get(self, job_id: str) -> JobView:
         """The job, for the bot's own bookkeeping: checks nobody's rights (commands go
