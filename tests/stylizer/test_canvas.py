@@ -108,15 +108,19 @@ def test_projection_leaves_a_picture_in_range_alone() -> None:
                                                  ("astronaut-portrait", "the-kiss")])
 def test_the_pyramid_paints_a_better_picture_than_raw_pixels_in_the_same_steps(
         engine: Stylizer, styles_dir: Path, photo: str, painting: str) -> None:
-    """Scored as saved, 20 steps at 96 px (here 0.61-0.68x the pixel canvas's loss; at
-    128-256 px on six pairs 0.2-0.96x, README). Below ~96 px, VGG's deep layers see a
-    few pixels and the two canvases trade places from pair to pair."""
+    """Scored as saved, 20 steps at 96 px, on the fixed (unbalanced) objective the canvas
+    was measured on: 0.60-0.72x the pixel canvas's loss on an AMD EPYC in fp32 and bf16,
+    0.61-0.68x on an Intel Xeon (at 128-256 px on six pairs 0.2-0.96x, README). The
+    balanced default starts closer to the photo and leaves less to gain at this tiny size
+    (0.85-0.94x for astronaut x the-kiss), too close to 1 for a test that must hold on
+    every CPU. Below ~96 px, VGG's deep layers see a few pixels and the two canvases trade
+    places from pair to pair."""
     content_path = styles_dir.parent / "content" / f"{photo}.jpg"
     if not content_path.is_file():
         pytest.skip(f"no test photo at {content_path}")
     content = Image.open(content_path).convert("RGB")
     style = Image.open(styles_dir / f"{painting}.jpg").convert("RGB")
-    params = StyleParams(size=96, steps=20, init="content")
+    params = StyleParams(size=96, steps=20, init="content", balance=False)
     pyramid = engine.run(content, [style], params)
     pixels = engine.run(content, [style], params.replace(canvas="pixels"))
     score = {name: engine.evaluate(r.image, content, [style], params)["total"]
