@@ -7,8 +7,19 @@ one job's events are handled in order.
 A result goes, in this order of preference, (1) into the job's progress message
 through the interaction's webhook token while it lives (15 minutes), (2) as a channel
 message replying to the user, (3) as a DM when the channel refuses. Only then is the
-job marked delivered; the job id is the idempotency key, so a restart delivers what
-is left and nothing twice.
+job marked delivered, and a restart delivers again what was not marked.
+
+Exactly once, even when the process dies after Discord took the message and before the
+database heard of it: every way a result is sent can be repeated without a second
+message. (1) is an edit of a message whose id was recorded before the job ran (for a
+private job, its placeholder); (2) and (3) carry a nonce made from the job id, which
+discord.py sends with `enforce_nonce`, so Discord answers a repeat within a few minutes
+with the message it already has. A restart whose token has expired meanwhile first
+looks at the progress message in the channel, where (1) may already have put the
+result. What is left: a private job whose placeholder is gone gets a new private
+follow-up (webhooks take no nonce), and a private progress message cannot be read back
+once the token has expired; a crash just after either can leave two copies, as can a
+restart after Discord has forgotten the nonce.
 """
 
 from __future__ import annotations
@@ -55,11 +66,18 @@ DEAD_TOKEN_CODES = frozenset({10015, 50027})
 UNKNOWN_MESSAGE = 10008
 TOO_LARGE = 40005
 STOP_GRACE_S = 15.0
+RESULT_FILE_PREFIX = "stylebot-"
+
+
+def result_nonce(job_id: str) -> str:
+    """The nonce of the job's result message (Discord takes at most 25 characters)."""
+    return f"stylebot-{job_id}"
 
 
 @dataclass(frozen=True)
 class _Redeliver:
-    """Deliver a finished job found undelivered at start-up."""
+    """Deliver a finished job found undelivered at start-up (an earlier run may have
+    sent it already and died before recording that)."""
 
     job_id: str
 
@@ -185,7 +203,7 @@ class Delivery:
         elif isinstance(item, JobFailedEvent):
             await self._deliver(item.job.id, None)
         else:
-            await self._deliver(item.job_id, None)
+            await self._deliver(item.job_id, None, again=True)
 
     async def _progress(self, event: JobProgressEvent) -> None:
         now = time.monotonic()
@@ -241,7 +259,7 @@ class Delivery:
             log.info("could not update the progress message of job %s: %s", job.id, exc)
 
     # ---- results ---------------------------------------------------------------------
-    async def _deliver(self, job_id: str, png: bytes | None) -> None:
+    async def _deliver(self, job_id: str, png: bytes | None, *, again: bool = False) -> None:
         self._last_progress.pop(job_id, None)
         job = await self.service.get(job_id)
         if job.delivered or job.source not in DISCORD_SOURCES:
@@ -249,6 +267,8 @@ class Delivery:
         if JobStatus(job.status) == JobStatus.succeeded and png is None:
             png = await self.service.read_output(job.id)
         message = await self._via_interaction(job, png)
+        if message is None and again:
+            message = await self._shown_before(job, png)
         if message is None and access.may_post_in_channel(job):
             message = await self._via_channel(job, png)
         if message is None:
@@ -268,7 +288,7 @@ class Delivery:
         if png is None:
             return {"embed": embeds.failed(job), "attachments": [], "view": None}
         fitted = await asyncio.to_thread(pictures.fit_to_limit, png, limit)
-        filename = f"stylebot-{job.id}.{fitted.ext}"
+        filename = f"{RESULT_FILE_PREFIX}{job.id}.{fitted.ext}"
         embed = embeds.result(job, filename=filename, width=fitted.width, height=fitted.height,
                               note=fitted.note)
         return {"embed": embed, "attachments": [discord.File(io.BytesIO(fitted.data), filename)],
@@ -304,7 +324,7 @@ class Delivery:
             files = fields.pop("attachments")
             view = fields.pop("view") or discord.utils.MISSING
             return await webhook.send(**fields, files=files, view=view, wait=True,
-                                      ephemeral=not access.may_post_in_channel(job))
+                                      ephemeral=True)
 
         try:
             if pmid is not None:
@@ -313,7 +333,13 @@ class Delivery:
                 except discord.NotFound as exc:
                     if exc.code != UNKNOWN_MESSAGE:
                         raise
-                    log.info("progress message of job %s is gone; sending a new one", job.id)
+                    log.info("progress message of job %s is gone", job.id)
+            if access.may_post_in_channel(job):
+                # A new public message goes to the channel, where its nonce makes a
+                # repeat after a crash harmless; a webhook follow-up has no nonce.
+                return None
+            # A private job whose placeholder is gone: only a new private follow-up keeps
+            # the painting for its owner's eyes within the interaction.
             return await self._send_fitting(send, job, png, limit)
         except discord.HTTPException as exc:
             if exc.code in DEAD_TOKEN_CODES or exc.status == 401:
@@ -325,13 +351,43 @@ class Delivery:
                             exc)
             return None
 
+    def _channel(self, job: JobView) -> Any:
+        """The channel the job was asked in (a partial one when it is not cached)."""
+        assert job.channel_id
+        channel_id = int(job.channel_id)
+        guild_id = int(job.guild_id) if job.guild_id else None
+        return self.client.get_channel(channel_id) or self.client.get_partial_messageable(
+            channel_id, guild_id=guild_id)
+
+    async def _shown_before(self, job: JobView, png: bytes | None) -> discord.Message | None:
+        """The progress message, if an earlier run already put the result in it.
+
+        That run died before recording it, and the token it used may have expired since:
+        the message is read from the channel instead (a private one cannot be)."""
+        if not job.progress_message_id or not job.channel_id or not access.may_post_in_channel(
+                job):
+            return None
+        try:
+            message: discord.Message = await self._channel(job).fetch_message(
+                int(job.progress_message_id))
+        except discord.HTTPException as exc:
+            log.info("could not read the progress message of job %s back: %s", job.id, exc)
+            return None
+        if png is not None:
+            prefix = f"{RESULT_FILE_PREFIX}{job.id}."
+            shown = any(a.filename.startswith(prefix) for a in message.attachments)
+        else:
+            shown = any(e.title == embeds.failed(job).title for e in message.embeds)
+        if shown:
+            log.info("job %s: its progress message already shows the result", job.id)
+        return message if shown else None
+
     async def _via_channel(self, job: JobView, png: bytes | None) -> discord.Message | None:
         if not job.channel_id:
             return None
-        channel_id = int(job.channel_id)
+        channel = self._channel(job)
+        channel_id = channel.id
         guild = self.client.get_guild(int(job.guild_id)) if job.guild_id else None
-        channel: Any = self.client.get_channel(channel_id) or self.client.get_partial_messageable(
-            channel_id, guild_id=guild.id if guild else None)
         limit = guild.filesize_limit if guild else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
         reference = None
         if job.progress_message_id:
@@ -341,8 +397,10 @@ class Delivery:
         async def send(fields: dict[str, Any]) -> discord.Message:
             files = fields.pop("attachments")
             view = fields.pop("view") or discord.utils.MISSING
+            # discord.py sends a nonce with `enforce_nonce`: a repeat gets the same message.
             return await channel.send(content=f"<@{job.user_id}>", **fields,  # type: ignore
-                                      files=files, view=view, reference=reference)
+                                      files=files, view=view, reference=reference,
+                                      nonce=result_nonce(job.id))
 
         try:
             return await self._send_fitting(send, job, png, limit)
@@ -361,7 +419,8 @@ class Delivery:
             async def send(fields: dict[str, Any]) -> discord.Message:
                 files = fields.pop("attachments")
                 view = fields.pop("view") or discord.utils.MISSING
-                return await dm.send(**fields, files=files, view=view)
+                return await dm.send(**fields, files=files, view=view,
+                                     nonce=result_nonce(job.id))
 
             return await self._send_fitting(send, job, png,
                                             discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)

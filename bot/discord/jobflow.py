@@ -51,8 +51,7 @@ async def start_job(interaction: discord.Interaction[StyleBot], *, content: byte
         msg: discord.Message
         try:
             if not access.may_post_in_channel(job):
-                msg = await interaction.edit_original_response(content=None, embed=embed,
-                                                               view=views.progress_view(job.id))
+                msg = await _private_placeholder(interaction, job, embed)
             else:
                 await interaction.edit_original_response(
                     content=f"Job `{job.id}` is in the queue; the painting will appear below.",
@@ -69,6 +68,21 @@ async def start_job(interaction: discord.Interaction[StyleBot], *, content: byte
                                    progress_message_id=progress_id)
     log.info("job %s queued for user %s (%s)", job.id, interaction.user.id, source)
     return job
+
+
+async def _private_placeholder(interaction: discord.Interaction[StyleBot], job: JobView,
+                               embed: discord.Embed) -> discord.Message:
+    """The private placeholder, showing the queued job: a private job's only message.
+
+    When Discord refuses that edit, the placeholder is still the job's message: its id is
+    looked up so that the result is an edit there, which a restart can repeat, rather
+    than a new follow-up, which it could not without sending the painting twice."""
+    try:
+        return await interaction.edit_original_response(content=None, embed=embed,
+                                                        view=views.progress_view(job.id))
+    except discord.HTTPException as exc:
+        log.warning("could not show job %s in its private placeholder: %s", job.id, exc)
+        return await interaction.original_response()
 
 
 async def on_job_button(interaction: discord.Interaction[StyleBot], action: str,

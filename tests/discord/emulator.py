@@ -9,8 +9,14 @@ uploads and a CDN route for attachments.
 Faults a test can ask for: a 429 (with `retry_after`, the way Discord sends it) or a
 500 on the next matching request, an expired interaction token (webhook calls answer
 404 "Unknown Webhook", code 10015), a channel that refuses messages (403, code 50013),
-users who refuse DMs (403, code 50007), and a per-interaction upload size limit (413,
-code 40005).
+users who refuse DMs (403, code 50007), a per-interaction upload size limit (413,
+code 40005), and a hold (`hold_answer`): a request carried out in full whose answer waits
+until a test's hook has run, e.g. one that kills the bot in between.
+
+Channel messages honour `nonce` and `enforce_nonce` as Discord documents them: a nonce
+(an integer or a string of at most 25 characters) comes back in the message; with
+`enforce_nonce`, a message the same author made with the same nonce within
+`nonce_window_s` is returned instead of a new one being made.
 
 State is plain data (`Message`, `Interaction`) that tests read directly; every change
 wakes `wait_for`.
@@ -25,7 +31,7 @@ import logging
 import mimetypes
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
@@ -40,6 +46,7 @@ from emulator_model import (
     Call,
     Fault,
     Guild,
+    Hold,
     Interaction,
     Message,
     StoredFile,
@@ -48,9 +55,14 @@ from emulator_model import (
     image_size,
 )
 
-__all__ = ["DiscordEmulator", "Guild", "Interaction", "Message", "Upload", "User"]
+__all__ = ["Call", "DiscordEmulator", "Guild", "Interaction", "Message", "StoredFile", "Upload",
+           "User"]
 
 log = logging.getLogger(__name__)
+
+# Discord: "checked for uniqueness in the past few minutes"; it publishes no exact figure.
+NONCE_WINDOW_S = 300.0
+NONCE_MAX_CHARS = 25
 
 
 class DiscordEmulator(InteractionSender):
@@ -91,6 +103,9 @@ class DiscordEmulator(InteractionSender):
         self.identifies = 0
         self.resumes = 0
         self._faults: list[Fault] = []
+        self._holds: list[Hold] = []
+        self.nonce_window_s = NONCE_WINDOW_S
+        self.clock: Callable[[], float] = time.monotonic
         self._sockets: list[web.WebSocketResponse] = []
         self._acks: set[asyncio.Task[None]] = set()
         self._seq = 0
@@ -149,6 +164,13 @@ class DiscordEmulator(InteractionSender):
         """Forgets the faults asked for and not yet served."""
         self._faults.clear()
 
+    def add_user(self, username: str) -> User:
+        """A new member of the main server (seen by a bot that connects after this)."""
+        user = User(self.snowflake(), username)
+        self.users[user.id] = user
+        self.guild.members.append(user)
+        return user
+
     def expire_token(self, token: str) -> None:
         self.expired_tokens.add(token)
 
@@ -157,6 +179,19 @@ class DiscordEmulator(InteractionSender):
 
     def faults_left(self) -> int:
         return sum(f.times for f in self._faults)
+
+    def hold_answer(self, matches: Callable[[Call, list[StoredFile]], bool],
+                    hook: Callable[[], Awaitable[None]]) -> None:
+        """The next request that `matches` (the call as recorded, and the files it
+        uploaded) is carried out in full; then `hook` is awaited, and only then does the
+        answer go back. A hook that kills the bot makes the crash between Discord accepting
+        a message and the bot hearing of it."""
+        self._holds.append(Hold(matches, hook))
+
+    @property
+    def connections(self) -> int:
+        """Open gateway connections."""
+        return len(self._sockets)
 
     async def wait_for(self, predicate: Callable[[], Any], within: float = 30.0) -> Any:
         """Waits until `predicate()` is truthy and returns its value."""
@@ -217,6 +252,8 @@ class DiscordEmulator(InteractionSender):
             out["guild_id"] = str(guild.id)
         if m.message_reference is not None:
             out["message_reference"] = m.message_reference
+        if m.nonce is not None:
+            out["nonce"] = m.nonce
         if m.webhook_id is not None:
             out["webhook_id"] = str(m.webhook_id)
             out["application_id"] = str(self.app_id)
@@ -278,6 +315,7 @@ class DiscordEmulator(InteractionSender):
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
+            await self._touch()
         return ws
 
     async def _send_ready(self, ws: web.WebSocketResponse) -> None:
@@ -357,8 +395,13 @@ class DiscordEmulator(InteractionSender):
             await self._touch()
             return _json({"message": exc.message, "code": exc.code},
                                      status=exc.status)
-        self.calls.append(Call(method, path, status, body))
+        call = Call(method, path, status, body)
+        self.calls.append(call)
         await self._touch()
+        hold = next((h for h in self._holds if h.matches(call, files)), None)
+        if hold is not None:
+            self._holds.remove(hold)
+            await hold.hook()
         if status == 204:
             return web.Response(status=204)
         return _json(result, status=status)
@@ -431,13 +474,26 @@ class DiscordEmulator(InteractionSender):
             if cid in self.dm_channels and self.refuse_dms:
                 raise ApiError(403, 50007, "Cannot send messages to this user")
             self._check_size(files, self.guild_filesize_limit)
-            m = Message(self.snowflake(), cid, self.bot_user)
+            nonce = body.get("nonce")
+            if nonce is not None and len(str(nonce)) > NONCE_MAX_CHARS:
+                raise ApiError(400, 50035, "Invalid Form Body (nonce: at most 25 characters)")
+            if nonce is not None and body.get("enforce_nonce"):
+                earlier = self._same_nonce(self.bot_user["id"], nonce)
+                if earlier is not None:
+                    if earlier.deleted:
+                        # discord.py documents a NotFound for a nonce whose message was
+                        # deleted shortly before.
+                        raise ApiError(404, 10008, "Unknown Message")
+                    return 200, self.message_payload(earlier)
+            m = Message(self.snowflake(), cid, self.bot_user, nonce=nonce,
+                        created_at=self.clock())
             self._apply(m, body, files, edit=False)
             m.message_reference = body.get("message_reference")
             self.messages[m.id] = m
             return 200, self.message_payload(m)
         msg = self.messages.get(int(mid)) if mid else None
-        if msg is None or msg.deleted or msg.channel_id != cid:
+        # Ephemeral messages are the interaction's: the channel does not show them.
+        if msg is None or msg.deleted or msg.channel_id != cid or msg.ephemeral:
             raise ApiError(404, 10008, "Unknown Message")
         if method == "GET":
             return 200, self.message_payload(msg)
@@ -446,6 +502,14 @@ class DiscordEmulator(InteractionSender):
             self._apply(msg, body, files, edit=True)
             return 200, self.message_payload(msg)
         raise ApiError(405, 0, "405: Method Not Allowed")
+
+    def _same_nonce(self, author_id: str, nonce: str | int) -> Message | None:
+        """The latest message `author_id` made with `nonce` within the nonce window."""
+        since = self.clock() - self.nonce_window_s
+        found = [m for m in self.messages.values()
+                 if m.nonce is not None and str(m.nonce) == str(nonce)
+                 and m.author.get("id") == author_id and m.created_at >= since]
+        return max(found, key=lambda m: m.created_at, default=None)
 
     def _interaction_for(self, token: str) -> Interaction:
         if token in self.expired_tokens:
@@ -486,6 +550,8 @@ class DiscordEmulator(InteractionSender):
             self._check_size(files, ix.filesize_limit)
             self._apply(msg, body, files, edit=True)
             msg.flags &= ~LOADING
+            if msg.id == ix.original_id and ix.replied_at is None:
+                ix.replied_at = self.clock()
             return 200, self.message_payload(msg)
         if method == "DELETE":
             msg.deleted = True
@@ -497,6 +563,9 @@ class DiscordEmulator(InteractionSender):
         kind = body["type"]
         data = body.get("data") or {}
         ix.callbacks.append(body)
+        ix.answered_at = self.clock()
+        if kind in (4, 7):  # the answer itself is the reply
+            ix.replied_at = ix.answered_at
         info: dict[str, Any] = {"id": str(ix.id), "type": ix.type,
                                 "response_message_loading": kind == 5,
                                 "response_message_ephemeral": bool(data.get("flags", 0)
@@ -525,6 +594,8 @@ class DiscordEmulator(InteractionSender):
                   ) -> tuple[int, Any]:
         if not ix.callbacks:
             raise ApiError(404, 10015, "Unknown Webhook")
+        if ix.replied_at is None:
+            ix.replied_at = self.clock()
         original = self.original(ix)
         if original is not None and original.loading and not ix.followup_ids:
             # Discord: the first follow-up after a deferral replaces the "thinking..."

@@ -34,12 +34,17 @@ class InteractionSender:
     add_file: Callable[[Upload], StoredFile]
     attachment_payload: Callable[..., dict[str, Any]]
     message_payload: Callable[[Message], dict[str, Any]]
+    clock: Callable[[], float]
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         raise NotImplementedError
 
     async def wait_for(self, predicate: Callable[[], Any], within: float = 30.0) -> Any:
         raise NotImplementedError
+
+    async def _send(self, ix: Interaction) -> None:
+        ix.sent_at = self.clock()
+        await self.dispatch("INTERACTION_CREATE", ix.payload)
 
     def command(self, name: str, type_: int = 1) -> dict[str, Any]:
         for cmd in self.global_commands + [c for cs in self.guild_commands.values() for c in cs]:
@@ -119,7 +124,7 @@ class InteractionSender:
         if resolved:
             data["resolved"] = resolved
         ix = self._base_payload(2, user, data, filesize_limit, channel_id, guild, dm)
-        await self.dispatch("INTERACTION_CREATE", ix.payload)
+        await self._send(ix)
         return ix
 
     async def autocomplete(self, name: str, user: User, focused: str, **options: Any,
@@ -132,7 +137,7 @@ class InteractionSender:
                 o["value"] = str(o["value"])
         data = {"id": cmd["id"], "name": name, "type": 1, "options": opts}
         ix = self._base_payload(4, user, data, None, None)
-        await self.dispatch("INTERACTION_CREATE", ix.payload)
+        await self._send(ix)
         return ix
 
     async def message_command(self, name: str, user: User, target: Message) -> Interaction:
@@ -142,7 +147,7 @@ class InteractionSender:
         ix = self._base_payload(2, user, data, None, target.channel_id,
                                 self.guild_of_channel(target.channel_id),
                                 dm=target.channel_id in self.dm_channels)
-        await self.dispatch("INTERACTION_CREATE", ix.payload)
+        await self._send(ix)
         return ix
 
     async def press(self, message: Message, custom_id: str, user: User, *,
@@ -159,7 +164,7 @@ class InteractionSender:
                                 self.guild_of_channel(message.channel_id),
                                 dm=message.channel_id in self.dm_channels)
         ix.payload["message"] = self.message_payload(message)
-        await self.dispatch("INTERACTION_CREATE", ix.payload)
+        await self._send(ix)
         return ix
 
     async def response(self, ix: Interaction, within: float = 10.0) -> dict[str, Any]:

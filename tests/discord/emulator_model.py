@@ -6,6 +6,7 @@ import contextlib
 import io
 import re
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,10 @@ class Message:
     interaction_token: str | None = None
     edits: int = 0
     deleted: bool = False
+    # What the sender passed as `nonce` (returned as it was given), and when the message
+    # was made (the emulator's monotonic clock), for `enforce_nonce`.
+    nonce: str | int | None = None
+    created_at: float = 0.0
     # (text, file names) after each edit, oldest first.
     history: list[tuple[str, list[str]]] = field(default_factory=list)
 
@@ -127,6 +132,11 @@ class Interaction:
     original_id: int | None = None
     followup_ids: list[int] = field(default_factory=list)
     filesize_limit: int = 10 * 1024 * 1024
+    # Monotonic times: sent to the bot, first callback (a reply or a deferral), and the
+    # first answer after a deferral (an edit of "@original" or a follow-up).
+    sent_at: float | None = None
+    answered_at: float | None = None
+    replied_at: float | None = None
 
 
 @dataclass
@@ -135,6 +145,15 @@ class Call:
     path: str
     status: int
     body: Any = None
+
+
+@dataclass
+class Hold:
+    """Once a request that `matches` has been carried out, `hook` runs before the answer
+    goes back: a test can kill the caller in the window between the two."""
+
+    matches: Callable[[Call, list[StoredFile]], bool]
+    hook: Callable[[], Awaitable[None]]
 
 
 @dataclass
