@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 import discord
@@ -49,6 +50,10 @@ class Stylize(commands.Cog):
         self.bot = bot
         self.menu = app_commands.ContextMenu(name="Stylize image", callback=self.stylize_message)
         bot.tree.add_command(self.menu)
+        # One download and byte check at a time per user: a flood of uploads from one user
+        # waits behind itself, not in the shared thread pool ahead of everyone else's.
+        self._downloading: weakref.WeakValueDictionary[int, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
@@ -59,11 +64,16 @@ class Stylize(commands.Cog):
         validation.check_attachment(attachment_info(attachment), what=what,
                                     max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels)
 
-    async def _download(self, attachment: discord.Attachment, what: str) -> bytes:
+    async def _download(self, user: discord.abc.User, attachment: discord.Attachment,
+                        what: str) -> bytes:
         s = self.bot.settings
-        data = await self.bot.fetcher.fetch(attachment.url, what=what)
-        await asyncio.to_thread(validation.check_image_bytes, data, what=what,
-                                max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels)
+        lock = self._downloading.get(user.id)
+        if lock is None:
+            lock = self._downloading[user.id] = asyncio.Lock()
+        async with lock:
+            data = await self.bot.fetcher.fetch(attachment.url, what=what)
+            await asyncio.to_thread(validation.check_image_bytes, data, what=what,
+                                    max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels)
         return data
 
     def _check_preset(self, name: str) -> str:
@@ -101,8 +111,9 @@ class Stylize(commands.Cog):
         params = validation.build_params(self.bot.default_params, strength=strength, size=size,
                                          preserve_colors=preserve_colors, max_size=s.max_size)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        content = await self._download(image, "photo")
-        style_bytes = await self._download(style_image, "style image") if style_image else None
+        content = await self._download(interaction.user, image, "photo")
+        style_bytes = (await self._download(interaction.user, style_image, "style image")
+                       if style_image else None)
         await start_job(interaction, content=content, style=preset, style_image=style_bytes,
                         params=params, private=private, source="slash")
 
@@ -125,7 +136,7 @@ class Stylize(commands.Cog):
         self._check_meta(image, "image")
         await interaction.response.defer(ephemeral=True, thinking=True)
         # Download now: attachment links expire, and the user may take a while to choose.
-        content = await self._download(image, "image")
+        content = await self._download(interaction.user, image, "image")
         choices = await asyncio.to_thread(presets.list_presets, self.bot.settings.styles_dir)
         picker = PresetPicker(owner_id=interaction.user.id,
                               options=[(p.name, p.label) for p in choices],
