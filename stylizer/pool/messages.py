@@ -2,12 +2,13 @@
 
 Plain frozen dataclasses of bytes, strings, numbers and dicts only: never tensors, PIL
 images or exceptions, so a message pickles cheaply and means the same on both sides.
-`PoolEvent` is what the pool reports to its consumer; `WorkerReady` and
-`WorkerStartFailed` stay between the supervisor and its workers.
+`PoolEvent` is what the pool reports to its consumer; `WorkerReady`, `WorkerStartFailed`,
+`WorkerLeaving` and `WorkerLog` stay between the supervisor and its workers.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,4 +101,36 @@ class WorkerStartFailed:
     message: str
 
 
-WorkerMessage = PoolEvent | WorkerReady | WorkerStartFailed
+@dataclass(frozen=True)
+class WorkerLeaving:
+    """The worker takes no more jobs and exits once its batch's last events are sent (after
+    an unexpected error). It comes before those events, so that the supervisor never
+    takes the worker for idle and hands it a job that nobody would read."""
+
+    worker_id: int
+
+
+# The attributes of a worker's log record that cross over: text and numbers only.
+LOG_RECORD_FIELDS = ("name", "msg", "levelname", "levelno", "pathname", "filename", "module",
+                     "lineno", "funcName", "created", "msecs", "relativeCreated", "thread",
+                     "threadName", "process", "processName")
+
+
+@dataclass(frozen=True)
+class WorkerLog:
+    """A worker's log record, for the supervisor's process to log. `fields["msg"]` is the
+    whole text, a traceback included (see `logging.handlers.QueueHandler.prepare`): no
+    arguments or exceptions to pickle, and nothing the parent's formatter cannot see."""
+
+    fields: dict[str, str | int | float | None]
+
+    @classmethod
+    def from_record(cls, record: logging.LogRecord) -> WorkerLog:
+        """From a record `QueueHandler.prepare` has already formatted."""
+        return cls({name: getattr(record, name, None) for name in LOG_RECORD_FIELDS})
+
+    def to_record(self) -> logging.LogRecord:
+        return logging.makeLogRecord({**self.fields, "args": None})
+
+
+WorkerMessage = PoolEvent | WorkerReady | WorkerStartFailed | WorkerLeaving | WorkerLog

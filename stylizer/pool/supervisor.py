@@ -10,7 +10,13 @@ queue's lock) and shared integers through which a job of its batch is cancelled.
 State lives on the event loop; a reader thread (`PipeReader`) only moves messages and
 exit notices onto it. A worker that dies is replaced at once and its job reported as
 `JobFailed("worker_died", retryable=True)`; a job past `job_timeout_s` has its worker
-killed and replaced and is reported as `JobFailed("timeout")`.
+killed and replaced and is reported as `JobFailed("timeout")`. A worker that leaves after
+an unexpected error says so before its last events and is never handed another job; a
+hand-over that fails (the worker died unseen) is refused with `PoolBusy`, so that the
+caller puts the jobs back rather than counting a run that never began.
+
+Workers log nothing themselves: their records come up their pipes (`WorkerLog`) and are
+logged here, through whatever handlers this process's entry point configured.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from stylizer.pool.messages import (
     JobStarted,
     JobSucceeded,
     PoolEvent,
+    WorkerLeaving,
+    WorkerLog,
     WorkerReady,
     WorkerStartFailed,
 )
@@ -50,7 +58,9 @@ WorkerTarget = Callable[[WorkerSpec], None]
 
 TICK_S = 0.25  # how often the watchdog looks at deadlines
 KILL_GRACE_S = 1.0  # from SIGTERM to SIGKILL
-EXIT_WAIT_S = 5.0  # how long close() waits for a process that was asked to exit
+# How long close() waits for a process that was asked to exit, and the watchdog for one
+# that said it was leaving.
+EXIT_WAIT_S = 5.0
 MAX_RESPAWN_DELAY_S = 60.0
 # What the forkserver imports before it forks any worker.
 FORKSERVER_PRELOAD = ["torch", "stylizer.engine"]
@@ -99,9 +109,13 @@ class _Worker:
     deadline: float = 0.0  # for the whole batch
     # Being stopped on purpose (timeout, close): its messages and its exit mean nothing.
     retired: bool = False
+    # Exits after its batch's last events (WorkerLeaving): takes no more jobs.
+    leaving: bool = False
+    leaving_since: float = 0.0
     start_failure: WorkerStartFailed | None = None
-    sending: bool = False
+    sending: bool = False  # a batch is being written to its inbox
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_code: int | None = None
 
 
 class WorkerPool:
@@ -166,7 +180,8 @@ class WorkerPool:
     @property
     def capacity(self) -> int:
         """Live workers that have loaded their model."""
-        return sum(1 for w in self._slots.values() if w.ready and not w.retired)
+        return sum(1 for w in self._slots.values()
+                   if w.ready and not w.retired and not w.leaving)
 
     @property
     def max_batch(self) -> int:
@@ -244,13 +259,23 @@ class WorkerPool:
             # A pipe write blocks until the worker has read big images; keep it off the loop.
             await asyncio.to_thread(w.inbox.send, batch)
         except (OSError, ValueError) as exc:
-            # The worker died under us: its exit reports the jobs as worker_died.
-            log.warning("could not hand jobs %s to worker %d: %s", ", ".join(ids),
-                        w.worker_id, exc)
+            # The worker died before it could read them (its exit may not have been seen
+            # yet): no run began, so the jobs go back to the caller rather than being
+            # reported as worker_died, which would charge each an attempt.
+            for job_id in ids:
+                if w.jobs.pop(job_id, None) is not None:
+                    self._jobs.pop(job_id, None)
+            log.warning("could not hand jobs %s to worker %d (%s); giving them back",
+                        ", ".join(ids), w.worker_id, exc)
+            raise PoolBusy("The painter stopped before it could take the job.") from exc
         finally:
             w.sending = False
             if w.exited.is_set():
                 w.inbox.close()
+        if w.exited.is_set():
+            # It exited after the jobs were written, perhaps after reading them: a run may
+            # have begun (a job that kills its worker must run out of attempts).
+            self._report_died(w)
 
     async def cancel(self, job_id: str) -> bool:
         """Asks the job's worker to stop; it reports `JobCancelled` within one step.
@@ -287,7 +312,7 @@ class WorkerPool:
     # -- processes -------------------------------------------------------------------------
 
     def _is_idle(self, w: _Worker) -> bool:
-        return w.ready and not w.retired and not w.jobs
+        return w.ready and not w.retired and not w.leaving and not w.jobs
 
     def _spawn(self, worker_id: int) -> None:
         assert self._reader is not None
@@ -379,9 +404,15 @@ class WorkerPool:
         self._events.put_nowait(event)
 
     def _on_message(self, w: _Worker, msg: Any) -> None:
+        if isinstance(msg, WorkerLog):
+            _log_record(msg)  # even from a retired worker: it says what went wrong
+            return
         if w.retired:
             return
-        if isinstance(msg, WorkerReady):
+        if isinstance(msg, WorkerLeaving):
+            w.leaving, w.leaving_since = True, time.monotonic()
+            log.debug("worker %d (pid %d) takes no more jobs", w.worker_id, w.pid)
+        elif isinstance(msg, WorkerReady):
             w.ready = True
             self._on_gpu = self._on_gpu or msg.device.startswith("cuda")
             self._respawn_delay.pop(w.worker_id, None)
@@ -406,7 +437,7 @@ class WorkerPool:
 
     def _on_exit(self, w: _Worker) -> None:
         w.process.join(timeout=1.0)  # it has exited: this reaps it at once
-        code = w.process.exitcode
+        code = w.exit_code = w.process.exitcode
         w.exited.set()
         if not w.sending:
             w.inbox.close()
@@ -415,14 +446,8 @@ class WorkerPool:
             w.process.close()
         if self._slots.get(w.worker_id) is w:
             del self._slots[w.worker_id]
-        lost, w.jobs = list(w.jobs), {}
-        if lost and not w.retired:
-            log.error("worker %d (pid %d) died with exit code %s during job(s) %s",
-                      w.worker_id, w.pid, code, ", ".join(lost))
-            for job_id in lost:
-                self._jobs.pop(job_id, None)
-                self._emit(JobFailed(job_id, "worker_died",
-                                     "The painter stopped unexpectedly.", retryable=True))
+        if w.jobs and not w.retired and not w.sending:  # submit_batch settles a hand-over
+            self._report_died(w)
         elif code == EXIT_RECYCLE:
             log.info("worker %d (pid %d) left after an unexpected error; replacing it",
                      w.worker_id, w.pid)
@@ -434,6 +459,18 @@ class WorkerPool:
         if self._state == "running":
             self._schedule_respawn(w.worker_id, w.ready)
         self._changed.set()
+
+    def _report_died(self, w: _Worker) -> None:
+        """Reports the jobs of a worker that has exited as `worker_died` (retryable)."""
+        lost, w.jobs = list(w.jobs), {}
+        if not lost or w.retired:
+            return
+        log.error("worker %d (pid %d) died with exit code %s during job(s) %s",
+                  w.worker_id, w.pid, w.exit_code, ", ".join(lost))
+        for job_id in lost:
+            self._jobs.pop(job_id, None)
+            self._emit(JobFailed(job_id, "worker_died", "The painter stopped unexpectedly.",
+                                 retryable=True))
 
     # -- the watchdog ----------------------------------------------------------------------
 
@@ -452,6 +489,11 @@ class WorkerPool:
                     for job_id in job_ids:
                         self._emit(JobFailed(job_id, "timeout", _timeout_message(
                             self._job_timeout_s), retryable=False))
+                elif w.leaving and not w.jobs and now - w.leaving_since > EXIT_WAIT_S:
+                    # It would never be replaced: a leaving worker takes no jobs.
+                    log.warning("worker %d (pid %d) said it was leaving but is still here; "
+                                "replacing it", w.worker_id, w.pid)
+                    self._retire(w)
                 elif not w.ready and now - w.started_at > self._start_timeout_s:
                     log.error("worker %d (pid %d) did not get ready in %.0f s; replacing it",
                               w.worker_id, w.pid, self._start_timeout_s)
@@ -520,6 +562,15 @@ class WorkerPool:
             fut.cancel()
         for w in list(self._all):  # a process that even SIGKILL did not end (stuck in D state)
             log.error("worker %d (pid %d) is still running after SIGKILL", w.worker_id, w.pid)
+
+
+def _log_record(msg: WorkerLog) -> None:
+    """Logs a worker's record here, as if this process had written it (the logger's level
+    and the handlers' formats, destinations and filters apply)."""
+    record = msg.to_record()
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
 
 
 def _usable_cpus() -> int:

@@ -3,13 +3,16 @@
 A worker reads a batch, a list of `(seq, JobRequest)`, from its inbox pipe (None means
 "exit") and writes
 `messages` dataclasses to its outbox pipe. It never raises to the supervisor: bad input,
-cancellation, out-of-memory and bugs all become events. This module does not import
-torch at import time, because the supervisor imports it for `worker_main`.
+cancellation, out-of-memory and bugs all become events. Its log records go up the same
+pipe (`WorkerLog`), for the supervisor's process to write with its own handlers: a worker
+writes nothing to stderr itself. This module does not import torch at import time,
+because the supervisor imports it for `worker_main`.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -35,6 +38,8 @@ from stylizer.pool.messages import (
     JobRequest,
     JobStarted,
     JobSucceeded,
+    WorkerLeaving,
+    WorkerLog,
     WorkerMessage,
     WorkerReady,
     WorkerStartFailed,
@@ -138,6 +143,26 @@ class Task:
         return self.req.job_id
 
 
+class LogOutbox:
+    """The queue of the worker's `logging.handlers.QueueHandler`: each record, already
+    formatted into text by the handler, goes up the outbox pipe as a `WorkerLog`.
+
+    Not a shared `multiprocessing.Queue`: each worker's outbox is already an ordered channel
+    that the supervisor's reader thread drains, a record is on its way before the log call
+    returns (nothing is lost when the process exits or dies next), and a worker killed
+    mid-write cannot leave a shared queue's lock held for the others.
+    """
+
+    def __init__(self, send: Callable[[WorkerMessage], None]) -> None:
+        self._send = send
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        self._send(WorkerLog.from_record(record))
+
+    def get(self) -> logging.LogRecord:
+        raise NotImplementedError("the supervisor reads the records from the outbox")
+
+
 class OutOfMemory(Exception):
     """The job did not fit in device memory even at the smallest retry size."""
 
@@ -167,6 +192,8 @@ class Worker:
         self.pid = os.getpid()
         self._parent_pid = os.getppid()
         self._orphaned = False
+        self._send_lock = threading.Lock()  # log records come from any thread
+        self.leaving = False
         self._styles: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
         self._styles_lock = threading.Lock()
         self._threads: ThreadPoolExecutor | None = None
@@ -178,10 +205,13 @@ class Worker:
         # A Ctrl-C in a terminal reaches the whole process group; the supervisor decides
         # when its workers stop (it lets running jobs finish on a graceful shutdown).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # To the supervisor's process, whose logging configuration (format, destination,
+        # redaction of secrets) applies; the format here only adds who wrote the line.
         logging.basicConfig(
-            level=self.spec.log_level, stream=sys.stderr, force=True,
-            format=f"%(asctime)s %(levelname)s worker-{self.spec.worker_id}[%(process)d] "
-                   "%(name)s: %(message)s")
+            level=self.spec.log_level, force=True,
+            handlers=[logging.handlers.QueueHandler(LogOutbox(self.send))],
+            format=f"worker-{self.spec.worker_id}[%(process)d] %(message)s")
+        logging.captureWarnings(True)
 
     def make_engine(self) -> Engine:
         import torch
@@ -199,6 +229,16 @@ class Worker:
 
     def serve(self) -> None:
         self.setup_process()
+        try:
+            self.load_then_serve()
+        except Exception:
+            # Left to multiprocessing, the traceback would go to stderr, past the
+            # supervisor's logging (and its redaction of secrets).
+            log.exception("stopped by an unexpected error")
+            sys.exit(1)
+
+    def load_then_serve(self) -> None:
+        """Loads the engine, says it is ready, then paints batches until told to exit."""
         try:
             self.engine = self.make_engine()
         except StylizerError as exc:
@@ -222,14 +262,23 @@ class Worker:
                 log.debug("asked to exit")
                 return
             if not self.handle(msg):
+                self.leave()
                 sys.exit(EXIT_RECYCLE)
 
     def send(self, msg: WorkerMessage) -> None:
-        try:
-            self.spec.outbox.send(msg)
-        except (OSError, ValueError):
-            # The supervisor is gone: stop the running job (see should_stop) and exit.
-            self._orphaned = True
+        with self._send_lock:
+            try:
+                self.spec.outbox.send(msg)
+            except (OSError, ValueError):
+                # The supervisor is gone: stop the running job (see should_stop) and exit.
+                self._orphaned = True
+
+    def leave(self) -> None:
+        """Tells the supervisor that this process takes no more jobs: call it before the
+        batch's last events, so that no job is handed to a process on its way out."""
+        if not self.leaving:
+            self.leaving = True
+            self.send(WorkerLeaving(self.spec.worker_id))
 
     # -- one batch -------------------------------------------------------------------------
 
@@ -254,6 +303,7 @@ class Worker:
             # transient; the job service caps the attempts for a bug that always fails.
             unfinished = [task for task in tasks if task.open]
             log.exception("jobs %s: failed", ", ".join(t.job_id for t in unfinished))
+            self.leave()
             for task in unfinished:
                 self.finish(task, JobFailed(task.job_id, "internal", INTERNAL_MESSAGE,
                                             retryable=True))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from bot.jobs.ids import ALPHABET, looks_like_job_id, new_job_id, normalize_job_id
 from bot.jobs.storage import BlobNotFound, BlobStorage, sha256_hex
-from bot.logging_setup import RedactSecrets
+from bot.logging_setup import RedactingFormatter
 from bot.settings import Settings, SettingsError
 
 
@@ -111,8 +112,14 @@ def test_blob_storage_replaces_a_truncated_blob(tmp_path: Path) -> None:
     assert os.access(path, os.R_OK)
 
 
-def test_log_filter_redacts_the_token() -> None:
+def test_the_log_formatter_redacts_the_token_in_the_message_and_the_traceback() -> None:
+    try:
+        raise RuntimeError("bad token abc.def")
+    except RuntimeError:
+        exc_info = sys.exc_info()
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "token is %s", ("abc.def",),
-                               None)
-    RedactSecrets(["abc.def"]).filter(record)
-    assert record.getMessage() == "token is [redacted]"
+                               exc_info)
+    line = RedactingFormatter("%(message)s", ["abc.def"]).format(record)
+    assert "abc.def" not in line
+    assert line.startswith("token is [redacted]")
+    assert "RuntimeError: bad token [redacted]" in line

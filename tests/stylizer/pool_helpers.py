@@ -5,7 +5,10 @@ says otherwise:
 - "hang-...":  the job never ends, and the process ignores SIGTERM;
 - "oom-...":   the engine raises torch's out-of-memory error while the size is above 40;
 - "tight-...": memory for one picture above 40 px at a time: two together run out;
-- "bug-...":   the engine raises an unexpected error.
+- "bug-...":   the engine raises an unexpected error;
+- "bug-linger-...": as "bug-", then the process stays up to `LINGER_S` after reporting the
+  failure, until a job arrives (which it never reads), before it exits to be replaced;
+- "bug-stuck-...": as "bug-", then the process never exits by itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from stylizer.pool.messages import JobRequest, JobStarted
 from stylizer.pool.worker import Engine, ResultLike, Worker, WorkerSpec
 
 OOM_ABOVE = 40
+LINGER_S = 2.0
 
 
 class TroubledEngine:
@@ -59,7 +63,15 @@ class TroubledWorker(Worker):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL will do
             while True:
                 time.sleep(1)
-        return super().handle(batch)
+        ok = super().handle(batch)
+        if not ok and any(j.startswith("bug-linger") for j in self.job_ids):
+            # Holds open the moment between the failure's report and the exit, for as long
+            # as it takes a supervisor that thinks this process idle to hand it a job.
+            self.spec.inbox.poll(LINGER_S)
+        if not ok and any(j.startswith("bug-stuck") for j in self.job_ids):
+            while True:
+                time.sleep(1)
+        return ok
 
 
 def troubled_worker(spec: WorkerSpec) -> None:
