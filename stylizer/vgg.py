@@ -45,6 +45,10 @@ _CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28]
 # module indices, and with them `LAYERS` and the state-dict keys, are torchvision's.
 _CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
                          512, 512, 512, 512, "M", 512]
+# The shortest side a picture may have: each of the four 2x2 poolings halves it, rounding
+# down, and a side that reaches 0 is an error ("Output size is too small"). At 16 the
+# relu5_1 map is one pixel across.
+MIN_SIDE = 2 ** _CFG.count("M")
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.jobs.states import JobStatus
+from bot.jobs.views import dead_message
 
 if TYPE_CHECKING:
     from bot.jobs.service import JobView
@@ -138,7 +139,12 @@ def job_detail(job: JobView, *, input_name: str | None, output_name: str | None
                                         "seed") if k in job.params}
     embed.add_field(name="Parameters", value=", ".join(f"{k}={v}" for k, v in shown.items())
                     or "defaults", inline=False)
-    if job.error_message and JobStatus(job.status) in (JobStatus.failed, JobStatus.dead):
+    if JobStatus(job.status) is JobStatus.dead:
+        # Worded from the code, not the stored text: rows written before the advice was
+        # made to depend on the cause told everyone to try a smaller size.
+        embed.add_field(name="Error", value=dead_message(job.attempts, job.error_code),
+                        inline=False)
+    elif job.error_message and JobStatus(job.status) is JobStatus.failed:
         embed.add_field(name="Error", value=job.error_message[:1000], inline=False)
     link = result_link(job)
     if link:

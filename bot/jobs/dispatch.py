@@ -54,6 +54,7 @@ from bot.jobs.views import (
     JobStartedEvent,
     JobSucceededEvent,
     JobView,
+    dead_message,
 )
 from bot.settings import Settings
 
@@ -61,11 +62,6 @@ log = logging.getLogger(__name__)
 
 LOST_CODE = "worker_died"
 TASK_EXIT_S = 5.0  # how long stop() waits for the scheduler and heartbeat to end
-
-
-def dead_message(attempts: int) -> str:
-    return (f"The painter crashed on this picture {attempts} times, so I gave up on it. "
-            "Try a smaller size or another picture.")
 
 
 def runner_is_gone(runner: str | None) -> bool:
@@ -397,7 +393,7 @@ class Dispatcher:
         elif attempts >= self._settings.max_attempts:
             db.set_status(job, JobStatus.dead, attempts=attempts, finished_at=now,
                           lease_expires_at=None, error_code=code,
-                          error_message=dead_message(attempts))
+                          error_message=dead_message(attempts, code))
         else:
             db.set_status(job, JobStatus.queued, attempts=attempts, lease_expires_at=None,
                           step=0)

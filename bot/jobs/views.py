@@ -15,6 +15,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def dead_message(attempts: int, code: str | None) -> str:
+    """What a user is told about a job given up after `attempts` runs that ended
+    abnormally, the last with `code` (see `stylizer.pool.messages.JobFailed`). Advice only
+    where it is true: a worker that vanished ("worker_died") was most likely killed for
+    using too much memory, which a smaller size may cure; an error inside the painter
+    ("internal") is a bug, which a smaller size does not (a picture the network is too
+    small for was made worse by it). The job's own bad input never gets here: it fails at
+    once, with its own message."""
+    if code == "worker_died":
+        return (f"The painter stopped unexpectedly on this picture {attempts} times, so I "
+                "gave up on it. It may have run out of memory: a smaller size needs less.")
+    return (f"The painter failed on this picture {attempts} times, so I gave up on it. "
+            "The fault is ours, not your picture's, and it has been logged.")
+
+
 @dataclass(frozen=True)
 class JobView:
     id: str

@@ -66,3 +66,10 @@ def test_the_end_points(the_judge: Judge) -> None:
     # A large painting is judged at 256 px: the same score as its 256-px copy.
     big = photo.resize((512, 384))
     assert the_judge.score(big, big, style).keep == pytest.approx(1.0)
+
+
+def test_a_picture_too_thin_for_the_network_is_judged_mirrored_out(the_judge: Judge) -> None:
+    photo, style = _picture(1, (200, 5)), _picture(2, (300, 4))
+    same = the_judge.score(photo, photo, style)
+    assert (same.gain, same.keep) == (0.0, 1.0)
+    assert the_judge.score(style.resize((200, 5)), photo, style).gain > 0  # (0.22 here)
