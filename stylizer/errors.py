@@ -25,7 +25,8 @@ class UnsupportedImage(StylizerError):
 
 
 class ImageTooLarge(StylizerError):
-    """Too many bytes or too many pixels (a decompression bomb, or just huge)."""
+    """Too many bytes, too many pixels (a decompression bomb, or just huge), or too much
+    metadata before the picture (thousands of text chunks or EXIF segments)."""
 
     code = "image_too_large"
 

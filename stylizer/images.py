@@ -1,45 +1,98 @@
 """Images in and out: safe decoding of untrusted bytes, and clean encoding.
 
-Decoding checks the format against an allow-list and the pixel count from the header
-*before* any pixel data is decoded, so a decompression bomb is refused without
-allocating its pixels.
+Untrusted bytes meet only the readers of the formats we accept (Pillow's JPEG, PNG,
+WebP, GIF and BMP plugins), and only after a walk over the file's framing has bounded
+the work those readers do in Python, one block at a time: a file of a million tiny
+metadata blocks is refused in milliseconds instead of parsed for seconds. A file of
+another format is named from its signature, by no parser. Format and pixel count come
+from the header *before* any pixel data is decoded, so a decompression bomb is refused
+without allocating its pixels, and `probe` never decodes pixels at all. `decode`
+shrinks early (JPEG's DCT scaling; otherwise at most one full-size conversion, then
+Pillow's integer reduce) and never makes float copies: a picture at the pixel cap takes
+well under a second and a few hundred MB (`benchmarks/decode.py`). Whatever the bytes,
+`probe` and `decode` return, or raise `CorruptImage`, `UnsupportedImage` or
+`ImageTooLarge`.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+# The plugins of the formats we read, imported so that they are registered: with
+# `formats=` naming only them, `Image.open` never loads (or tries) any other reader.
+from PIL import (  # noqa: F401
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    JpegImagePlugin,
+    PngImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
-from stylizer.errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from stylizer.errors import CorruptImage, ImageTooLarge, StylizerError, UnsupportedImage
 
 # Pillow format names we accept. APNG is reported as "PNG"; GIF and APNG give frame one.
 ALLOWED_FORMATS: dict[str, str] = {
     "JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP",
     # Many phone cameras write JPEGs with a second (depth or HDR) picture: Pillow calls
-    # them MPO. The first frame is the photo.
+    # them MPO. The first frame is the photo. They come out of the JPEG reader.
     "MPO": "JPEG",
 }
-ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
-ALLOWED_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp",
-                         "image/apng", "image/x-ms-bmp")
+# The only Pillow readers that ever see an upload's bytes.
+_READERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+# What a file's name or declared type may say for it to be worth reading. Hints only:
+# the decoded bytes decide (a PNG named .jpg is a PNG).
+ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp", ".mpo", ".png",
+                      ".apng", ".webp", ".gif", ".bmp")
+ALLOWED_CONTENT_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/apng",
+                         "image/x-png", "image/webp", "image/gif", "image/bmp", "image/x-bmp",
+                         "image/x-ms-bmp")
 MAX_BYTES = 25 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # a 48 MP phone photo is 8000x6000 = 48 M; most are 12 MP
+# libwebp takes about a second to decode 40 MP here, and Pillow holds three full-size
+# copies of it meanwhile; WebP pictures are web images, rarely over 4K.
+MAX_WEBP_PIXELS = 4096 * 4096
+# Pillow decodes RLE-compressed BMPs in Python, a pixel at a time (seconds at 40 MP).
+MAX_RLE_BMP_PIXELS = 1 << 20
+
+# Bounds on the framing that Pillow's readers walk in Python, block by block. Real files
+# stay far below them; files made of thousands of tiny blocks would take seconds.
+# JPEG segments and single bytes stepped over before the pixel data (Pillow steps over
+# fill and junk bytes one at a time); GIF sub-blocks and stray bytes before the picture.
+MAX_STEPS = 8192
+# JPEG segments that Pillow parses in Python: frame headers, quantisation tables, EXIF,
+# Photoshop resources, the MPO index. A photo has one EXIF segment of at most 64 KiB.
+MAX_PARSED_JPEG_BYTES = 192 * 1024
+# Pillow joins a JPEG's EXIF segments by repeated concatenation: quadratic in their count.
+MAX_EXIF_SEGMENTS = 8
+MAX_PNG_METADATA_CHUNKS = 64  # every chunk but pixel data; photos have a dozen
+MAX_PNG_COMPRESSED_CHUNKS = 8  # iCCP, zTXt, iTXt: Pillow inflates each up to 1 MB
+MAX_PNG_DATA_CHUNKS = 20_000  # IDAT, fdAT, fcTL: 25 MB in chunks of 1.3 KB or more
+# The EXIF read for the orientation: as much as one JPEG segment can hold. Pillow's EXIF
+# parser reads up to 65,535 entries, a quarter of a second, wherever EXIF is longer.
+MAX_EXIF_BYTES = 65_536
+# Reduce by whole factors (box filter) down to this many times the target size before
+# the final Lanczos resize: all but as sharp as Lanczos all the way, in a fraction of the
+# time (Pillow's `reducing_gap`; 3.0 gains nothing visible and costs 0.2 s at 40 MP).
+REDUCING_GAP = 2.0
 
 
 @dataclass(frozen=True)
 class ImageInfo:
     format: str
-    width: int  # as stored
+    width: int  # pixels, as stored
     height: int
     rotated: bool = False  # EXIF says it is shown turned by 90 degrees
 
     @property
     def upright_size(self) -> tuple[int, int]:
-        """(width, height) as `decode` returns it, after the EXIF orientation."""
+        """(width, height) in pixels as `decode` returns it, after the EXIF orientation."""
         return (self.height, self.width) if self.rotated else (self.width, self.height)
 
 
@@ -49,110 +102,351 @@ def describe_allowed() -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
+# -- framing walks: bound Pillow's Python-level parsing before it starts -------------------
+
+def _flood(what: str, limit: int) -> ImageTooLarge:
+    return ImageTooLarge(f"The file holds more than {limit:,} {what}; save it again without "
+                         "its metadata, or send a screenshot.")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHUNK = struct.Struct(">I4s")
+_PNG_DATA_CHUNKS = frozenset((b"IDAT", b"fdAT", b"fcTL"))
+_PNG_COMPRESSED_CHUNKS = frozenset((b"iCCP", b"zTXt", b"iTXt"))
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Counts chunks up to IEND; Pillow reads them all (those after the pixels at load)."""
+    pos, pixel, metadata, compressed = len(_PNG_SIGNATURE), 0, 0, 0
+    while pos + 8 <= len(data):
+        length, kind = _PNG_CHUNK.unpack_from(data, pos)
+        if kind == b"IEND":
+            return
+        if kind in _PNG_DATA_CHUNKS:
+            pixel += 1
+            if pixel > MAX_PNG_DATA_CHUNKS:
+                raise _flood("chunks of pixel data", MAX_PNG_DATA_CHUNKS)
+        else:
+            metadata += 1
+            compressed += kind in _PNG_COMPRESSED_CHUNKS
+            if metadata > MAX_PNG_METADATA_CHUNKS:
+                raise _flood("metadata chunks", MAX_PNG_METADATA_CHUNKS)
+            if compressed > MAX_PNG_COMPRESSED_CHUNKS:
+                raise _flood("compressed metadata chunks", MAX_PNG_COMPRESSED_CHUNKS)
+        pos += 12 + length
+
+
+# Markers Pillow reads no length for; segments whose contents it parses in Python.
+_JPEG_BARE_MARKERS = frozenset((*range(0xD0, 0xDA), *range(0xF0, 0xFE)))
+_JPEG_PARSED_MARKERS = frozenset((*range(0xC0, 0xD0), 0xDB)) - {0xC4, 0xC8, 0xCC}
+
+
+def _check_jpeg_segments(data: bytes) -> None:
+    """Walks the markers before the first scan the way Pillow's JPEG reader does; the
+    scans themselves go to libjpeg, in C."""
+    pos, steps, parsed, exif = 2, 0, 0, 0
+    while pos + 1 < len(data):
+        steps += 1
+        if steps > MAX_STEPS:
+            raise _flood("blocks before its picture", MAX_STEPS)
+        marker = data[pos + 1]
+        if data[pos] != 0xFF or marker == 0xFF:
+            pos += 1  # junk or a fill byte
+            continue
+        if marker == 0xDA or (marker < 0xC0 and marker != 0x00):
+            return  # start of scan; or no marker, where Pillow gives up
+        if marker == 0x00 or marker in _JPEG_BARE_MARKERS:
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            return
+        length = max(2, int.from_bytes(data[pos + 2:pos + 4], "big"))
+        body = pos + 4
+        if marker == 0xE1 and data.startswith(b"Exif\0\0", body):
+            exif += 1
+            parsed += length
+        elif (marker in _JPEG_PARSED_MARKERS
+              or (marker == 0xED and data.startswith(b"Photoshop 3.0\0", body))
+              or (marker == 0xE2 and data.startswith(b"MPF\0", body))):
+            parsed += length
+        if exif > MAX_EXIF_SEGMENTS:
+            raise _flood("EXIF segments", MAX_EXIF_SEGMENTS)
+        if parsed > MAX_PARSED_JPEG_BYTES:
+            raise _flood("KB of EXIF, tables and Photoshop data", MAX_PARSED_JPEG_BYTES // 1024)
+        pos += 2 + length
+
+
+def _check_gif_blocks(data: bytes) -> None:
+    """Walks the blocks before the first picture (Pillow reads them in Python; the
+    picture's LZW data goes to C)."""
+    if len(data) < 13:
+        return
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global palette
+    steps = 0
+    while pos < len(data) and data[pos] not in (0x2C, 0x3B):  # image descriptor, trailer
+        steps += 1
+        if data[pos] != 0x21:
+            pos += 1  # a stray byte, which Pillow steps over
+        else:
+            label, pos = data[pos + 1:pos + 2], pos + 2
+            # Pillow reads one sub-block (two for a NETSCAPE loop block) before looking
+            # for the terminator; a terminator among those it would read past as data.
+            read, explicit = 0, 0 if label == b"\xfe" else 1
+            while pos < len(data) and steps <= MAX_STEPS:
+                size = data[pos]
+                steps += 1
+                if size == 0:
+                    if read < explicit:
+                        raise CorruptImage("The GIF is damaged; try saving it again.")
+                    pos += 1
+                    break
+                if read == 0 and label == b"\xff" and data.startswith(b"NETSCAPE2.0", pos + 1):
+                    explicit = 2
+                pos += 1 + size
+                read += 1
+        if steps > MAX_STEPS:
+            raise _flood("blocks before its picture", MAX_STEPS)
+
+
+def _check_framing(data: bytes) -> None:
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png_chunks(data)
+    elif data.startswith(b"\xff\xd8"):
+        _check_jpeg_segments(data)
+    elif data.startswith((b"GIF87a", b"GIF89a")):
+        _check_gif_blocks(data)
+
+
+# -- opening ---------------------------------------------------------------------------------
+
+def _not_readable() -> CorruptImage:
+    return CorruptImage(f"That file is not an image I can read. Send a {describe_allowed()} "
+                        "file.")
+
+
+@contextmanager
+def _pillow(failure: CorruptImage, max_pixels: int = MAX_PIXELS) -> Iterator[None]:
+    """Pillow's errors as ours. Its readers raise whatever their parsing meets (OSError,
+    SyntaxError, ValueError, EOFError, struct.error, IndexError, NotImplementedError,
+    AssertionError, MemoryError, ...), and its own fuzzers accept any Exception: so do
+    we, around Pillow calls only."""
+    try:
+        with warnings.catch_warnings():
+            # DecompressionBombWarning (our pixel cap is lower), damaged-EXIF warnings.
+            warnings.simplefilter("ignore")
+            yield
+    except StylizerError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"The image has too many pixels; the limit is "
+                            f"{max_pixels / 1e6:.0f} megapixels.") from exc
+    except Exception as exc:  # see the docstring
+        raise failure from exc
+
+
+# Formats named when refused, recognised by the signature checks of Pillow's plugins
+# (none of their parsers runs). TGA has no signature, and CUR's is a TGA header's: those
+# two, and the rest, are refused as unreadable.
+_NAMED_FORMATS = ("TIFF", "ICO", "PPM", "PSD", "JPEG2000", "AVIF", "DDS", "QOI", "ICNS",
+                  "EPS", "BLP")
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")
+
+
+def _foreign_format(prefix: bytes) -> str | None:
+    """The format of a file our readers refused, from its first 16 bytes, if we know it."""
+    prefix = prefix.ljust(16, b"\0")
+    if prefix[4:8] == b"ftyp" and prefix[8:12] in _HEIF_BRANDS:
+        return "HEIC"  # iPhone photos; Pillow has no reader for them
+    Image.init()  # registers the other plugins' signature checks
+    for fmt in _NAMED_FORMATS:
+        accept = Image.OPEN.get(fmt, (None, None))[1]
+        if accept is not None and accept(prefix):
+            return fmt
+    return None
+
+
 def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     if len(data) == 0:
         raise CorruptImage("The file is empty.")
     if len(data) > max_bytes:
         raise ImageTooLarge(f"The file is {len(data) / 2**20:.1f} MB; the limit is "
                             f"{max_bytes / 2**20:.0f} MB.")
+    _check_framing(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=None)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"The image has too many pixels; the limit is "
-                            f"{max_pixels / 1e6:.0f} megapixels.") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise CorruptImage(f"That file is not an image I can read. Send a "
-                           f"{describe_allowed()} file.") from exc
-    if img.format not in ALLOWED_FORMATS:
-        fmt = img.format or "unknown"
-        img.close()
-        raise UnsupportedImage(f"{fmt} images are not supported; send a "
-                               f"{describe_allowed()} file.")
+        with _pillow(_not_readable(), max_pixels):
+            img = Image.open(io.BytesIO(data), formats=_READERS)
+    except CorruptImage as exc:
+        if isinstance(exc.__cause__, UnidentifiedImageError):
+            fmt = _foreign_format(data[:16])
+            if fmt is not None:
+                raise UnsupportedImage(f"{fmt} images are not supported; send a "
+                                       f"{describe_allowed()} file.") from exc
+        raise
     w, h = img.size
     if w <= 0 or h <= 0:
+        img.close()
         raise CorruptImage("The image has no pixels.")
     if w * h > max_pixels:
         img.close()
         raise ImageTooLarge(f"The image is {w}x{h} ({w * h / 1e6:.0f} megapixels); the limit is "
                             f"{max_pixels / 1e6:.0f} megapixels.")
+    if img.format == "WEBP" and w * h > MAX_WEBP_PIXELS:
+        img.close()
+        raise ImageTooLarge(f"The WebP image is {w}x{h}; the limit for WebP is "
+                            f"{MAX_WEBP_PIXELS / 1e6:.1f} megapixels (send a JPEG or PNG).")
+    if img.format == "BMP" and img.info.get("compression") in (1, 2) \
+            and w * h > MAX_RLE_BMP_PIXELS:
+        img.close()
+        raise UnsupportedImage(f"Compressed (RLE) BMP files over {MAX_RLE_BMP_PIXELS / 1e6:.0f} "
+                               "megapixel are not supported; send it as a PNG or JPEG.")
     return img
 
 
-def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    """Checks bytes the way `decode` will, reading only the header, and says what they are."""
-    img = _open(data, max_bytes, max_pixels)
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF (or XMP) orientation, 1-8, from the metadata read with the header; 1 when
+    there is none or it is damaged. A PNG's eXIf chunk after the pixel data is not seen
+    (Pillow would decode the whole picture to find it); `probe` and `decode` agree."""
+    info = img.info
+    exif = info.get("exif")
+    if isinstance(exif, bytes) and len(exif) > MAX_EXIF_BYTES:
+        info["exif"] = exif[:MAX_EXIF_BYTES]  # IFD0, with the orientation, comes first
+    raw = info.get("Raw profile type exif")  # EXIF as hex in PNG text (ImageMagick)
+    if isinstance(raw, str) and len(raw) > 3 * MAX_EXIF_BYTES:
+        del info["Raw profile type exif"]
     try:
-        # EXIF orientations 5-8 turn the picture by 90 degrees (see ImageOps.exif_transpose).
-        rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError, SyntaxError, KeyError, TypeError):  # damaged EXIF: ignored
-        rotated = False
-    info = ImageInfo(str(img.format), img.size[0], img.size[1], rotated)
-    img.close()
-    return info
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # The base class's getexif reads `info` only: PngImageFile's own would load
+            # every pixel first.
+            value = Image.Image.getexif(img).get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - damaged EXIF is ignored, as by any viewer
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Checks bytes the way `decode` will, reading only the header, and says what they
+    are (sizes in pixels). Raises `CorruptImage`, `UnsupportedImage` or `ImageTooLarge`
+    (`max_bytes` in bytes, `max_pixels` in pixels)."""
+    img = _open(data, max_bytes, max_pixels)
+    with img:
+        rotated = _orientation(img) in (5, 6, 7, 8)  # turned by 90 degrees
+        return ImageInfo(str(img.format), img.size[0], img.size[1], rotated)
 
 
 def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The size `resize_to_fit` gives a `width` x `height` image."""
+    """The size `resize_to_fit` gives a `width` x `height` image (pixels)."""
     scale = max_side / max(width, height)
     if scale >= 1:
         return width, height
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Every Pillow mode to 8-bit RGB; transparency is composited onto white."""
+# Modes that resize() takes and that become RGB without a full-size copy.
+_RESIZABLE = ("RGB", "RGBA", "L", "LA")
+
+
+def _resizable(img: Image.Image) -> Image.Image:
+    """Any mode our readers give, as one of `_RESIZABLE`, at full size."""
     mode = img.mode
-    if mode == "RGB":
+    if mode in _RESIZABLE:
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if (mode == "P" and "transparency" in img.info) or mode in ("LA", "PA", "La", "RGBa"):
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode == "RGBA":
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16- or 32-bit grey: scale to 8 bits with point(), which keeps the pixel size
+        # (no float64 copies of a 40-megapixel picture). Pillow's own convert clips.
+        sixteen = mode.startswith("I;16")
+        if mode not in ("I;16", "I", "F"):
+            img = img.convert("I")
+        hi = 65535 if sixteen else img.getextrema()[1]
+        scale = 255 / 65535 if isinstance(hi, (int, float)) and hi > 255 else 1.0
+        return img.point(lambda v: v * scale + 0.5).convert("L")
+    if mode == "P" and "transparency" in img.info:
+        return _palette_on_white(img)
+    if mode == "PA":
+        return img.convert("RGBA")
+    if mode == "1":
+        return img.convert("L")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX, La, RGBa...
+
+
+def _palette_on_white(img: Image.Image) -> Image.Image:
+    """A palette image with transparent entries, as RGB on white: the palette's colours
+    are blended with white by their alpha, so only one full-size conversion is made."""
+    palette = img.getpalette("RGB") or []
+    alphas = [255] * (len(palette) // 3)
+    transparency = img.info.pop("transparency")
+    if isinstance(transparency, int) and 0 <= transparency < len(alphas):
+        alphas[transparency] = 0
+    elif isinstance(transparency, bytes):
+        alphas[:len(transparency)] = transparency[:len(alphas)]
+    img.putpalette([(c * alphas[i // 3] + 255 * (255 - alphas[i // 3]) + 127) // 255
+                    for i, c in enumerate(palette)], "RGB")
+    return img.convert("RGB")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """An image of a `_RESIZABLE` mode as 8-bit RGB; transparency on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA"):
         background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img, mask=img.getchannel("A"))
+        background.paste(img.convert("RGBA") if img.mode == "LA" else img,
+                         mask=img.getchannel("A"))
         return background
-    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    return img.convert("RGB")
 
 
 def resize_to_fit(img: Image.Image, max_side: int) -> Image.Image:
-    """Downscales so that the long side is at most `max_side` (never upscales)."""
+    """Downscales so that the long side is at most `max_side` pixels (never upscales)."""
     size = fitted_size(*img.size, max_side)
     if size == img.size:
         return img
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
 
 
 def decode(data: bytes, *, max_side: int | None = None, max_bytes: int = MAX_BYTES,
            max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Untrusted bytes to an upright RGB image, at most `max_side` on its long side.
+    """Untrusted bytes to an upright RGB image, at most `max_side` pixels on its long side
+    (exactly `fitted_size` of the upright size `probe` reports).
 
-    Raises `CorruptImage`, `UnsupportedImage` or `ImageTooLarge`.
+    Raises `CorruptImage`, `UnsupportedImage` or `ImageTooLarge` (`max_bytes` in bytes,
+    `max_pixels` in pixels).
     """
     img = _open(data, max_bytes, max_pixels)
+    rgb = None
     try:
-        if max_side is not None and img.format == "JPEG":
-            # Let libjpeg decode at a reduced scale: far less memory for big photos.
-            img.draft("RGB", (max_side, max_side))
-        img.seek(0)  # GIF / APNG: first frame only
-        img.load()
-        img = ImageOps.exif_transpose(img) or img
-        rgb = _to_rgb(img)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImage("The image is damaged or cut short; try saving it again.") from exc
-    if max_side is not None:
-        rgb = resize_to_fit(rgb, max_side)
-    return rgb
+        with _pillow(CorruptImage("The image is damaged or cut short; try saving it again.")):
+            orientation = _orientation(img)
+            # As stored; the long side is the same either way up.
+            target = fitted_size(*img.size, max_side) if max_side is not None else img.size
+            if img.format in ("JPEG", "MPO") and target != img.size:
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale, no smaller than the target:
+                # far less time and memory for big photos.
+                img.draft(img.mode, target)
+            img.load()  # frame one of a GIF or APNG
+            pic = _resizable(img)
+            if pic.size != target:
+                pic = pic.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+            if orientation != 1:
+                pic = pic.transpose(_TRANSPOSE[orientation])
+            rgb = _to_rgb(pic)
+            return rgb
+    finally:
+        if rgb is not img:
+            img.close()
 
 
 def load_path(path: str, *, max_side: int | None = None) -> Image.Image:
-    """Reads and decodes an image file with the same checks as uploaded bytes."""
+    """Reads and decodes an image file with the same checks as uploaded bytes (see
+    `decode`); `OSError` if the file cannot be read."""
     with open(path, "rb") as fh:
         return decode(fh.read(), max_side=max_side)
 
@@ -160,7 +454,8 @@ def load_path(path: str, *, max_side: int | None = None) -> Image.Image:
 def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 92,
            compress_level: int = 6) -> bytes:
     """Encodes with no metadata (no EXIF, no text chunks, no ICC profile); `quality` is
-    for JPEG and WebP, `compress_level` (zlib, 0-9) for PNG."""
+    for JPEG and WebP, `compress_level` (zlib, 0-9) for PNG. `ValueError` for another
+    format."""
     clean = img.convert("RGB")
     clean.info = {}
     buf = io.BytesIO()

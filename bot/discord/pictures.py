@@ -27,8 +27,10 @@ class Fitted:
 
 
 def fit_to_limit(png: bytes, limit: int) -> Fitted:
-    """The painting as PNG if it fits in `limit` bytes; else JPEG, then downscaled JPEG."""
-    img = Image.open(io.BytesIO(png))
+    """The painting as PNG if it fits in `limit` bytes; else JPEG, then downscaled JPEG.
+    `png` is the engine's own output, opened with the PNG reader alone; `ValueError` if
+    not even a 16-pixel JPEG fits."""
+    img = Image.open(io.BytesIO(png), formats=("PNG",))
     img.load()
     width, height = img.size
     if len(png) <= limit:
@@ -52,6 +54,7 @@ def fit_to_limit(png: bytes, limit: int) -> Fitted:
 
 
 def thumbnail(data: bytes, side: int = 256) -> bytes:
-    """A small JPEG of any image we stored (inputs were checked when the job was made)."""
+    """A JPEG at most `side` pixels on its long side of any image we stored (inputs were
+    checked when the job was made; `stylizer.images.decode`'s errors otherwise)."""
     img = images.decode(data, max_side=side)
     return images.encode(img, "JPEG", quality=85)

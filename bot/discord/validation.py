@@ -32,17 +32,31 @@ class AttachmentInfo:
     height: int | None = None
 
 
+# Declared types that say nothing about what a file is.
+_UNTYPED = ("", "application/octet-stream", "binary/octet-stream")
+
+
+def could_be_image(filename: str, content_type: str | None) -> bool:
+    """Whether a file's name or its declared type leaves room for an image we read. Both
+    are hints: a `.jfif`, a name with no extension, or a PNG named `.jpg` all pass, and
+    only the downloaded bytes decide (`check_image_bytes`)."""
+    ext = PurePosixPath(filename.lower()).suffix
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    return (ext in images.ALLOWED_EXTENSIONS or not ext
+            or ctype in images.ALLOWED_CONTENT_TYPES or ctype in _UNTYPED)
+
+
 def check_attachment(info: AttachmentInfo, *, what: str, max_bytes: int, max_pixels: int) -> None:
-    """Extension, content type, byte size and pixel count, from the metadata alone."""
+    """What Discord says about an attachment, before it is downloaded: raises
+    `InvalidRequest` when neither its name nor its declared type could be an image we
+    read, when it is empty or over `max_bytes` bytes, or when Discord's width x height is
+    over `max_pixels` pixels."""
     allowed = images.describe_allowed()
-    ext = PurePosixPath(info.filename.lower()).suffix
-    if ext not in images.ALLOWED_EXTENSIONS:
-        raise InvalidRequest(f"The {what} `{info.filename}` is not an image I accept; "
+    if not could_be_image(info.filename, info.content_type):
+        ctype = (info.content_type or "").split(";")[0].strip().lower()
+        kind = f" (`{ctype}`)" if ctype else ""
+        raise InvalidRequest(f"The {what} `{info.filename}`{kind} is not an image I accept; "
                              f"send a {allowed} file.", code="unsupported_image")
-    ctype = (info.content_type or "").split(";")[0].strip().lower()
-    if ctype and ctype not in images.ALLOWED_CONTENT_TYPES:
-        raise InvalidRequest(f"The {what} is a `{ctype}` file; send a {allowed} image.",
-                             code="unsupported_image")
     if info.size <= 0:
         raise InvalidRequest(f"The {what} is empty.", code="corrupt_image")
     if info.size > max_bytes:
@@ -54,8 +68,10 @@ def check_attachment(info: AttachmentInfo, *, what: str, max_bytes: int, max_pix
 
 
 def check_image_bytes(data: bytes, *, what: str, max_bytes: int, max_pixels: int) -> None:
-    """Decodes the bytes fully (CPU work: call it in a thread) so damaged files are caught
-    before a job exists."""
+    """Decodes the downloaded bytes (at most `max_bytes` bytes, `max_pixels` pixels), so
+    that a file that is not an image we read, or is damaged, is refused by what it is
+    before a job exists: raises `InvalidRequest` with the image error's code. CPU work,
+    under a second for any upload: call it in a thread (`asyncio.to_thread`)."""
     try:
         images.decode(data, max_side=256, max_bytes=max_bytes, max_pixels=max_pixels)
     except StylizerError as exc:

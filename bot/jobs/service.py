@@ -164,7 +164,7 @@ class JobService:
         """
         if (style is None) == (style_image is None):
             raise InvalidRequest("Choose one style: a preset name or a style image.")
-        photo = self._probe(content, "photo")
+        photo = await self._probe(content)
         merged: dict[str, Any] = {"size": self._settings.default_size}
         if self._settings.default_steps is not None:
             merged["steps"] = self._settings.default_steps
@@ -175,7 +175,7 @@ class JobService:
             style_bytes = await self._preset_bytes(preset)
         else:
             assert style_image is not None
-            self._probe(style_image, "style image")
+            await self._probe(style_image)
             style_name, style_bytes = CUSTOM_STYLE, style_image
         merged.update(self._user_params(params))
         style_params = self._validate(merged)
@@ -207,10 +207,13 @@ class JobService:
         self._dispatch.wake()
         return view
 
-    def _probe(self, data: bytes, what: str) -> images.ImageInfo:
+    async def _probe(self, data: bytes) -> images.ImageInfo:
+        """The image's header, read in a worker thread: parsing untrusted bytes is CPU
+        work, and the event loop serves every other user meanwhile."""
         try:
-            return images.probe(data, max_bytes=self._settings.max_upload_bytes,
-                                max_pixels=self._settings.max_pixels)
+            return await asyncio.to_thread(images.probe, data,
+                                           max_bytes=self._settings.max_upload_bytes,
+                                           max_pixels=self._settings.max_pixels)
         except StylizerError as exc:
             raise InvalidRequest.from_stylizer(exc) from exc
 

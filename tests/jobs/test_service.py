@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import math
+import struct
+import time
+import zlib
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -19,6 +24,7 @@ from bot.jobs.executor import JobRequest, JobStarted, JobSucceeded, PoolEvent
 from bot.jobs.service import JobQueued, JobStatus
 from bot.jobs.storage import BlobStorage, sha256_hex
 from bot.settings import Settings
+from stylizer import images
 
 STYLE = png(99)
 
@@ -287,3 +293,71 @@ async def test_history_and_counts(make_service: ServiceFactory) -> None:
 
 async def _until_submitted(fake: FakeExecutor, n: int) -> None:
     await until(lambda: len(fake.submitted) >= n, within=5)
+
+
+# -- nothing CPU-bound on the event loop ----------------------------------------------------
+
+async def _worst_loop_lag(work: Awaitable[Any]) -> tuple[float, BaseException | None]:
+    """Runs `work` beside a ticker that sleeps 10 ms at a time; returns the longest the
+    ticker was kept waiting past its 10 ms (seconds), and what `work` raised."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            start = loop.time()
+            await asyncio.sleep(0.01)
+            lags.append(loop.time() - start - 0.01)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    raised: BaseException | None = None
+    try:
+        await work
+    except Exception as exc:  # noqa: BLE001 - handed back to the test
+        raised = exc
+    finally:
+        done.set()
+        await task
+    return max(lags), raised
+
+
+def _text_flood_png(chunks: int = 200_000) -> bytes:
+    """A small PNG with `chunks` tiny text chunks (3.8 MB): Pillow parsed them for 1-3 s,
+    on the event loop, when submit probed it."""
+    data = png(1)
+    chunk = b"tEXt" + b"key\0val"
+    tagged = struct.pack(">I", 7) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    at = data.index(b"IDAT") - 4
+    return data[:at] + tagged * chunks + data[at:]
+
+
+async def test_a_metadata_flood_neither_stalls_the_loop_nor_is_accepted(
+        make_service: ServiceFactory, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    service = make_service()
+    lag, raised = await _worst_loop_lag(service.submit(
+        user_id="u", user_name="u", content=_text_flood_png(), style_image=STYLE))
+    assert isinstance(raised, InvalidRequest)
+    assert raised.code == "image_too_large"
+    assert lag < 0.5  # generous for 2 shared cores; it was the whole 1-3 s
+    assert await _count(sessionmaker) == 0
+
+
+async def test_a_slow_probe_does_not_hold_up_other_coroutines(
+        make_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever makes a probe slow (a huge file, a loaded machine), it runs off the loop.
+    real_probe = images.probe
+
+    def slow_probe(data: bytes, **kwargs: Any) -> images.ImageInfo:
+        time.sleep(0.6)
+        return real_probe(data, **kwargs)
+
+    monkeypatch.setattr(images, "probe", slow_probe)
+    service = make_service()
+    start = time.monotonic()
+    lag, raised = await _worst_loop_lag(service.submit(
+        user_id="u", user_name="u", content=png(1), style_image=STYLE))
+    assert raised is None
+    assert time.monotonic() - start >= 1.2  # two probes: the photo and the style image
+    assert lag < 0.3

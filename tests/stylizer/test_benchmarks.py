@@ -101,3 +101,12 @@ def test_the_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path) ->
     assert race["ours_s"] > 0
     assert race["plain_final"][2] > 0  # the plain loop ran its 16 steps
     assert "plain fp32 Adam loop" in proc.stdout
+
+
+def test_the_decode_table_runs(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/decode.py", "--side", "64", "--repeats",
+                           "1", "--json", str(tmp_path / "d.json")], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=280, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "d.json").read_text())
+    assert "probe" in proc.stdout

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
+import subprocess
+import sys
+import time
 import zlib
+from pathlib import Path
 from typing import Any
 
+import image_faults as faults
 import numpy as np
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
@@ -41,6 +47,10 @@ def _png_claiming_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+class PixelsDecoded(BaseException):
+    """Raised by the spy below; a BaseException, so that no `except Exception` hides it."""
+
+
 @pytest.fixture
 def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records (and refuses) any attempt to decode pixel data."""
@@ -48,7 +58,7 @@ def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def refuse(self: ImageFile.ImageFile) -> Any:
         calls.append(str(self.format))
-        raise AssertionError("pixel data was decoded")
+        raise PixelsDecoded("pixel data was decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
     return calls
@@ -79,7 +89,7 @@ def test_a_truncated_file_is_corrupt(fmt: str) -> None:
         images.decode(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM", "TGA"])
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM", "DDS"])
 def test_a_valid_image_of_a_format_not_allowed_is_unsupported(fmt: str) -> None:
     data = _save(Image.new("RGB", (16, 16), (10, 20, 30)), fmt)
     with pytest.raises(UnsupportedImage) as info:
@@ -87,6 +97,20 @@ def test_a_valid_image_of_a_format_not_allowed_is_unsupported(fmt: str) -> None:
     assert fmt in str(info.value)
     assert "JPEG" in str(info.value)
     with pytest.raises(UnsupportedImage):
+        images.probe(data)
+
+
+def test_a_format_without_a_signature_is_refused_unread() -> None:
+    # TGA files have no signature: only running the TGA parser could name one, and no
+    # parser but ours sees uploaded bytes.
+    data = _save(Image.new("RGB", (16, 16), (10, 20, 30)), "TGA")
+    with pytest.raises(CorruptImage, match="JPEG, PNG"):
+        images.decode(data)
+
+
+def test_an_iphone_heic_photo_is_named() -> None:
+    data = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64
+    with pytest.raises(UnsupportedImage, match="HEIC images are not supported"):
         images.probe(data)
 
 
@@ -105,7 +129,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(
 
 def test_the_pixel_decoding_spy_catches_a_real_decode(no_pixel_decoding: list[str]) -> None:
     # The control for the two tests above: an ordinary image does reach the decoder.
-    with pytest.raises(AssertionError, match="pixel data"):
+    with pytest.raises(PixelsDecoded, match="pixel data"):
         images.decode(_save(Image.new("RGB", (8, 8)), "PNG"))
     assert no_pixel_decoding == ["PNG"]
 
@@ -143,9 +167,11 @@ def test_each_allowed_format_decodes_to_rgb(fmt: str) -> None:
     assert img.size == (24, 16)
 
 
-def test_probe_reads_only_the_header(no_pixel_decoding: list[str]) -> None:
-    info = images.probe(_save(_noise(40, 30), "JPEG"))
-    assert (info.format, info.width, info.height) == ("JPEG", 40, 30)
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_probe_reads_only_the_header(fmt: str, no_pixel_decoding: list[str]) -> None:
+    # Pillow's PNG reader decodes every pixel to look for EXIF after them: not here.
+    info = images.probe(_save(_noise(40, 30), fmt))
+    assert (info.format, info.width, info.height) == (fmt, 40, 30)
     assert no_pixel_decoding == []
 
 
@@ -325,3 +351,202 @@ def test_describe_allowed_names_every_format() -> None:
     text = images.describe_allowed()
     for name in ("JPEG", "PNG", "WebP", "GIF", "BMP"):
         assert name in text
+
+
+# -- uploads decided by their bytes; only our five readers see them ---------------------------
+
+READERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "MPO")
+
+
+@pytest.fixture
+def foreign_readers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every call into a Pillow reader other than the ones for allowed formats."""
+    Image.init()
+    calls: list[str] = []
+    for fmt, (factory, accept) in list(Image.OPEN.items()):
+        if fmt in READERS:
+            continue
+
+        def spy(*args: Any, _fmt: str = fmt, _factory: Any = factory) -> Any:
+            calls.append(_fmt)
+            return _factory(*args)
+
+        monkeypatch.setitem(Image.OPEN, fmt, (spy, accept))
+    return calls
+
+
+@pytest.mark.parametrize("name", [n for n in faults.REGRESSIONS if n.startswith("dds-")])
+def test_a_dds_texture_named_png_is_unsupported_by_every_entry_point(
+        name: str, foreign_readers: list[str]) -> None:
+    # Pillow's DDS reader raised a bare NotImplementedError for these pixel formats.
+    data = faults.REGRESSIONS[name]()
+    with pytest.raises(UnsupportedImage, match="DDS images are not supported"):
+        images.probe(data)
+    for max_side in (None, 256):
+        with pytest.raises(UnsupportedImage, match="DDS"):
+            images.decode(data, max_side=max_side)
+    assert foreign_readers == []  # named by its signature alone
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM", "TGA", "DDS"])
+def test_files_of_other_formats_never_reach_their_readers(fmt: str,
+                                                          foreign_readers: list[str]) -> None:
+    data = _save(Image.new("RGB", (16, 16), (10, 20, 30)), fmt)
+    for entry in (images.probe, images.decode):
+        with pytest.raises((UnsupportedImage, CorruptImage)):
+            entry(data)
+    assert foreign_readers == []
+
+
+def test_a_png_named_jpeg_is_a_png() -> None:
+    # Names are not looked at: the bytes decide (the bot's tests cover the names).
+    data = _save(_noise(24, 16), "PNG")
+    assert images.probe(data).format == "PNG"
+    assert images.decode(data).size == (24, 16)
+
+
+# -- known faults: a typed error, at once -----------------------------------------------------
+
+EXPECTED_ERRORS: dict[str, type[StylizerError]] = {
+    name: UnsupportedImage if name.startswith(("dds-", "rle")) else ImageTooLarge
+    for name in faults.REGRESSIONS}
+
+
+@pytest.mark.parametrize("name", list(faults.REGRESSIONS))
+def test_each_known_fault_is_refused_quickly_with_a_typed_error(name: str) -> None:
+    data = faults.REGRESSIONS[name]()
+    for entry in (images.probe, lambda d: images.decode(d, max_side=256)):
+        start = time.perf_counter()
+        with pytest.raises(EXPECTED_ERRORS[name]) as info:
+            entry(data)
+        # Milliseconds alone (the first DDS imports Pillow's other plugins' signature
+        # checks); generous for 2 shared cores. They took 0.4 to 5 s, or were accepted.
+        assert time.perf_counter() - start < 1.0
+        assert "save it again" in str(info.value) or "not supported" in str(info.value)
+
+
+def test_files_within_the_metadata_bounds_are_read() -> None:
+    within = {
+        "text chunks": faults.png_text_flood(images.MAX_PNG_METADATA_CHUNKS - 1),
+        "ICC chunks": faults.png_iccp_flood(images.MAX_PNG_COMPRESSED_CHUNKS),
+        "IDAT chunks": faults.png_idat_flood(images.MAX_PNG_DATA_CHUNKS - 2),
+        "EXIF segments": faults.jpeg_exif_flood(images.MAX_EXIF_SEGMENTS, 1000),
+        "fill bytes": faults.jpeg_fill_flood(images.MAX_STEPS - 10),
+        "tables": faults.jpeg_dqt_flood(2),
+        "GIF comment": faults.gif_comment_flood(images.MAX_STEPS - 10),
+        "GIF junk": faults.gif_junk_flood(images.MAX_STEPS - 10),
+        "RLE BMP": faults.bmp_rle(1024, 4),
+    }
+    for what, data in within.items():
+        info = images.probe(data)
+        assert images.decode(data, max_side=512).size == images.fitted_size(
+            *info.upright_size, 512), what
+
+
+def test_a_gif_extension_pillow_would_misread_is_corrupt() -> None:
+    # An empty graphic-control extension: Pillow would take the next byte for a length.
+    with pytest.raises(CorruptImage, match="GIF is damaged"):
+        images.probe(faults.gif_with(b"!\xf9\x00"))
+
+
+def test_webp_pictures_are_capped_lower() -> None:
+    small = _save(Image.new("RGB", (64, 32), (1, 2, 3)), "WEBP")
+    assert images.decode(small).size == (64, 32)
+    big = _save(Image.new("RGB", (4097, 4096), (1, 2, 3)), "WEBP", quality=1, method=0)
+    with pytest.raises(ImageTooLarge, match="WebP"):
+        images.probe(big)
+
+
+# -- orientation from the header alone, the same in probe and decode --------------------------
+
+def _exif(orientation: int, entries: int = 0) -> bytes:
+    """Big-endian TIFF/EXIF with the orientation first, then `entries` filler tags."""
+    tags = [(0x0112, 3, 1, struct.pack(">HH", orientation, 0))]
+    tags += [(0x0131, 2, 4, b"abc\0")] * entries
+    ifd = struct.pack(">H", len(tags)) + b"".join(struct.pack(">HHI4s", *t) for t in tags)
+    return b"MM\0*\0\0\0\x08" + ifd + b"\0\0\0\0"
+
+
+def _png_with(chunk: bytes, after_pixels: bool = False) -> bytes:
+    data = _save(Image.new("RGB", (40, 20), (255, 255, 255)), "PNG")
+    at = data.index(b"IEND") - 4 if after_pixels else data.index(b"IDAT") - 4
+    return data[:at] + faults.png_chunk(b"eXIf", chunk) + data[at:]
+
+
+def test_an_exif_chunk_after_the_pixels_is_ignored_by_probe_and_decode_alike() -> None:
+    data = _png_with(_exif(6), after_pixels=True)
+    info = images.probe(data)
+    assert images.decode(data).size == info.upright_size == (40, 20)
+    turned = _png_with(_exif(6))
+    info = images.probe(turned)
+    assert images.decode(turned).size == info.upright_size == (20, 40)
+
+
+def test_an_exif_of_65535_entries_still_gives_its_orientation() -> None:
+    data = _png_with(_exif(6, entries=65534))
+    assert len(data) > 700_000
+    info = images.probe(data)
+    assert info.rotated
+    assert images.decode(data, max_side=30).size == (15, 30)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+@pytest.mark.parametrize(("width", "height", "max_side"),
+                         [(2001, 1501, 256), (999, 1001, 500), (1200, 37, 64), (50, 40, 64)])
+def test_decode_gives_exactly_the_fitted_size_probe_predicts(fmt: str, width: int,
+                                                            height: int, max_side: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    kwargs = {"exif": exif} if fmt in ("JPEG", "PNG", "WEBP") else {}
+    # A gradient: quick to encode at 3 MP (noise takes GIF's quantiser seconds).
+    ramp = Image.linear_gradient("L").resize((width, height))
+    data = _save(Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                                     ramp)), fmt, **kwargs)
+    info = images.probe(data)
+    img = images.decode(data, max_side=max_side)
+    assert img.mode == "RGB"
+    assert img.size == images.fitted_size(*info.upright_size, max_side)
+
+
+# -- 40 megapixels: time and memory in a fresh process ---------------------------------------
+
+MEASURE = r"""
+import json, resource, sys, time
+from stylizer import images
+data = open(sys.argv[1], "rb").read()
+start = time.perf_counter()
+info = images.probe(data)
+probed = time.perf_counter() - start
+start = time.perf_counter()
+img = images.decode(data, max_side=1024)
+decoded = time.perf_counter() - start
+try:  # ru_maxrss is inherited from the parent on Linux; VmHWM is this process's own
+    with open("/proc/self/status") as status:
+        peak = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+grey = img.convert("L")
+print(json.dumps({"probe_s": probed, "decode_s": decoded, "peak_mb": peak,
+                  "size": img.size, "top": grey.getpixel((512, 0)),
+                  "middle": grey.getpixel((512, 512)), "bottom": grey.getpixel((512, 1023))}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["png-grey16", "png-rgba"])
+def test_a_40_megapixel_png_decodes_in_bounded_time_and_memory(kind: str,
+                                                               tmp_path: Path) -> None:
+    # The 16-bit one took 1 GB (float64 copies) and 1-4 s; probing any PNG decoded it.
+    path = tmp_path / "big.png"
+    path.write_bytes(faults.at_pixel_cap(kind))
+    proc = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True,
+                          text=True, timeout=120, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    got = json.loads(proc.stdout)
+    assert got["size"] == [1024, 1024]
+    assert got["peak_mb"] < 512
+    assert got["probe_s"] < 0.1
+    assert got["decode_s"] < 5  # about 0.5 s alone; generous for 2 shared cores
+    if kind == "png-grey16":  # black at the top to white at the bottom, scaled, not clipped
+        assert got["top"] < 3
+        assert 120 < got["middle"] < 136
+        assert got["bottom"] > 252

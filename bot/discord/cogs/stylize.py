@@ -19,7 +19,7 @@ from bot.discord.views import PresetPicker
 from bot.jobs.errors import InvalidRequest, UserError
 from stylizer import presets
 from stylizer.errors import UnknownStyle
-from stylizer.images import ALLOWED_EXTENSIONS, describe_allowed
+from stylizer.images import describe_allowed
 from stylizer.params import limits
 
 if TYPE_CHECKING:
@@ -128,8 +128,7 @@ class Stylize(commands.Cog):
     async def stylize_message(self, interaction: discord.Interaction[StyleBot],
                               message: discord.Message) -> None:
         image = next((a for a in message.attachments
-                      if a.filename.lower().endswith(ALLOWED_EXTENSIONS)
-                      or (a.content_type or "").startswith("image/")), None)
+                      if validation.could_be_image(a.filename, a.content_type)), None)
         if image is None:
             raise UserError(f"That message has no image I can paint ({describe_allowed()}).",
                             code="no_image")
