@@ -43,6 +43,8 @@ from bot.jobs.service import (
 )
 from bot.logging_setup import setup_logging
 from bot.settings import Settings, SettingsError
+from stylizer.errors import StylizerError
+from stylizer.images import read_path
 from stylizer.params import PRECISIONS, limits
 
 # The operator at this machine: owns the jobs it submits, may see and cancel any job.
@@ -203,9 +205,11 @@ async def _with_service(settings: Settings, body: Callable[[JobService], Awaitab
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_path(str(path))  # bounded: /dev/zero is refused, not read to the end
     except OSError as exc:
         raise CliError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+    except StylizerError as exc:
+        raise CliError(f"the {what} {path}: {exc}") from None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

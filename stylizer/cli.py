@@ -105,9 +105,25 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _load_style(spec: str, styles_dir: str | None) -> tuple[str, Any, dict[str, Any]]:
     if Path(spec).is_file():
-        return Path(spec).stem, images.load_path(spec, max_side=2048), {}
+        try:
+            return Path(spec).stem, images.load_path(spec, max_side=2048), {}
+        except StylizerError as exc:
+            raise type(exc)(f"The style image {spec}: {exc}") from exc
+    if Path(spec).suffix.lower() in images.ALLOWED_EXTENSIONS or "/" in spec:
+        raise FileNotFoundError(2, "No such file", spec)  # a path, not a preset name
     preset = presets.get(spec, styles_dir)
     return preset.name, presets.load_image(preset, styles_dir), preset.params
+
+
+def _check_output(out: Path) -> str | None:
+    """Why `out` cannot be written, found before minutes of painting; None if it can."""
+    if out.is_dir():
+        return f"{out} is a directory; give a file name"
+    if not out.parent.is_dir():
+        return f"the folder {out.parent} does not exist"
+    if not os.access(out.parent, os.W_OK):
+        return f"cannot write in {out.parent}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot write {out.suffix or 'files without an extension'}; "
               "use .png, .jpg or .webp", file=sys.stderr)
         return 2
+    problem = _check_output(out)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
+        if Path(args.content).is_dir():
+            print(f"error: {args.content} is a directory; give a photo", file=sys.stderr)
+            return 2
         content = images.load_path(args.content)
         loaded = [_load_style(s, args.styles_dir) for s in args.style]
         base: dict[str, Any] = {}
@@ -154,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FileNotFoundError as exc:
         print(f"error: no such file: {exc.filename}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder, a device, no permission
+        print(f"error: cannot use {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ncancelled", file=sys.stderr)

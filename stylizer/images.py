@@ -240,7 +240,7 @@ def _pillow(failure: CorruptImage, max_pixels: int = MAX_PIXELS) -> Iterator[Non
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"The image has too many pixels; the limit is "
-                            f"{max_pixels / 1e6:.0f} megapixels.") from exc
+                            f"{max_pixels / 1e6:g} megapixels: send a smaller one.") from exc
     except Exception as exc:  # see the docstring
         raise failure from exc
 
@@ -268,10 +268,10 @@ def _foreign_format(prefix: bytes) -> str | None:
 
 def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     if len(data) == 0:
-        raise CorruptImage("The file is empty.")
+        raise CorruptImage("The file is empty; send the picture again.")
     if len(data) > max_bytes:
         raise ImageTooLarge(f"The file is {len(data) / 2**20:.1f} MB; the limit is "
-                            f"{max_bytes / 2**20:.0f} MB.")
+                            f"{max_bytes / 2**20:.0f} MB: send a smaller one.")
     _check_framing(data)
     try:
         with _pillow(_not_readable(), max_pixels):
@@ -289,8 +289,9 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise CorruptImage("The image has no pixels.")
     if w * h > max_pixels:
         img.close()
-        raise ImageTooLarge(f"The image is {w}x{h} ({w * h / 1e6:.0f} megapixels); the limit is "
-                            f"{max_pixels / 1e6:.0f} megapixels.")
+        raise ImageTooLarge(f"The image is {w}x{h} pixels, over the limit of "
+                            f"{max_pixels:,} ({max_pixels / 1e6:g} megapixels): send a smaller "
+                            "one.")
     if img.format == "WEBP" and w * h > MAX_WEBP_PIXELS:
         img.close()
         raise ImageTooLarge(f"The WebP image is {w}x{h}; the limit for WebP is "
@@ -447,8 +448,19 @@ def decode(data: bytes, *, max_side: int | None = None, max_bytes: int = MAX_BYT
 def load_path(path: str, *, max_side: int | None = None) -> Image.Image:
     """Reads and decodes an image file with the same checks as uploaded bytes (see
     `decode`); `OSError` if the file cannot be read."""
+    return decode(read_path(path), max_side=max_side)
+
+
+def read_path(path: str, max_bytes: int = MAX_BYTES) -> bytes:
+    """A file's bytes, read no further than `max_bytes` + 1 (a device such as /dev/zero,
+    or a huge file, is refused by its size without being held in memory); `OSError` if
+    the file cannot be read, `ImageTooLarge` if it is over `max_bytes`."""
     with open(path, "rb") as fh:
-        return decode(fh.read(), max_side=max_side)
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"The file is over {max_bytes / 2**20:.0f} MB, the limit; send a "
+                            "smaller one.")
+    return data
 
 
 def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 92,

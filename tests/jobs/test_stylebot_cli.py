@@ -119,6 +119,8 @@ def test_ctrl_c_cancels_the_job(tmp_path: Path) -> None:
      "The style pack no-such-pack does not exist"),
     (["stylize", "p.png", "-s", "mosaic", "--size", "4000"], "size must be between"),
     (["stylize", "p.png", "-s", "mosaic", "--size", "2048"], "largest size is 1024"),
+    (["stylize", "/dev/zero", "-s", "mosaic"], "over 25 MB"),  # refused, not read to the end
+    (["stylize", ".", "-s", "mosaic"], "cannot read the photo ."),
     (["job", "zzzzzz"], "There is no job 'zzzzzz'"),
     (["cancel", "zzzzzz"], "There is no job 'zzzzzz'"),
 ])

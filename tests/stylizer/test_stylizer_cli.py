@@ -198,3 +198,41 @@ def test_every_param_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert "--" + name.replace("_", "-") in text, name
     for flag in ("--style", "--output", "--device", "--weights", "--list-styles"):
         assert flag in text
+
+
+@pytest.mark.parametrize("case", ["photo is a folder", "output is a folder",
+                                  "output folder missing", "photo is endless",
+                                  "style file missing"])
+def test_a_bad_path_is_one_line_before_any_painting(
+        tmp_path: Path, photo: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = {"photo is a folder": [str(tmp_path), "-s", "mosaic"],
+            "output is a folder": [str(photo), "-s", "mosaic", "-o", str(tmp_path)],
+            "output folder missing": [str(photo), "-s", "mosaic", "-o",
+                                      str(tmp_path / "no" / "such" / "x.png")],
+            "photo is endless": ["/dev/zero", "-s", "mosaic"],
+            "style file missing": [str(photo), "-s", str(tmp_path / "nope.png")]}[case]
+    if case == "output is a folder":
+        (tmp_path / "out.png").mkdir()
+        args[-1] = str(tmp_path / "out.png")
+    assert cli.main([*args, *TINY]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    expected = {"photo is a folder": "is a directory", "output is a folder": "is a directory",
+                "output folder missing": "does not exist", "photo is endless": "25 MB",
+                "style file missing": "no such file"}[case]
+    assert expected in line
+
+
+def test_a_broken_style_image_is_named_as_the_style(
+        tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "style.png"
+    broken.write_bytes(b"")
+    assert cli.main([str(photo), "-s", str(broken), *TINY]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert f"The style image {broken}: The file is empty" in line
+
+
+def test_a_picture_just_over_the_pixel_cap_says_so_without_rounding_to_it() -> None:
+    data = images.encode(Image.new("1", (8000, 5001)), "PNG")
+    with pytest.raises(images.ImageTooLarge,
+                       match=r"8000x5001 pixels, over the limit of 40,000,000 \(40 megapixels\)"):
+        images.probe(data)
