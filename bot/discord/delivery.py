@@ -25,11 +25,10 @@ restart after Discord has forgotten the nonce.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -124,16 +123,17 @@ class Delivery:
             for task in pending:
                 task.cancel()
 
-    @contextlib.asynccontextmanager
-    async def holding(self, job_id: str) -> AsyncIterator[None]:
-        """Holds the job's events while its messages are being set up (and stored)."""
-        gate = asyncio.Event()
-        self._holds[job_id] = gate
-        try:
-            yield
-        finally:
+    def hold(self, job_id: str) -> None:
+        """Holds the job's events while its messages are being set up (and stored), until
+        `release`. Synchronous, so that it can be called the moment the job is committed,
+        before the event loop runs anything else (a fast painter could otherwise finish
+        the job and deliver it before its progress message exists)."""
+        self._holds[job_id] = asyncio.Event()
+
+    def release(self, job_id: str) -> None:
+        gate = self._holds.pop(job_id, None)
+        if gate is not None:
             gate.set()
-            self._holds.pop(job_id, None)
 
     def remember_upload_limit(self, job_id: str, limit: int) -> None:
         self._limits[job_id] = limit

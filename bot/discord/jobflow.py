@@ -34,15 +34,26 @@ async def start_job(interaction: discord.Interaction[StyleBot], *, content: byte
                     private: bool, source: str, parent_id: str | None = None) -> JobView:
     bot = interaction.client
     service = bot.service
-    job = await service.submit(
-        user_id=str(interaction.user.id), user_name=interaction.user.display_name,
-        content=content, style=style, style_image=style_image, params=params, source=source,
-        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
-        channel_id=str(interaction.channel_id) if interaction.channel_id else None,
-        private=private, parent_id=parent_id)
-    # No await between submit returning and the hold: the job's events wait until its
-    # messages exist and are recorded.
-    async with bot.delivery.holding(job.id):
+    held: list[str] = []
+
+    def hold(job_id: str) -> None:
+        held.append(job_id)
+        bot.delivery.hold(job_id)
+
+    try:
+        job = await service.submit(
+            user_id=str(interaction.user.id), user_name=interaction.user.display_name,
+            content=content, style=style, style_image=style_image, params=params,
+            source=source, guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+            channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+            private=private, parent_id=parent_id, on_committed=hold)
+    except BaseException:
+        for job_id in held:  # committed, then something failed: let its events through
+            bot.delivery.release(job_id)
+        raise
+    # Held from the commit on: the job's events wait until its messages exist and are
+    # recorded.
+    try:
         bot.delivery.remember_upload_limit(job.id, interaction.filesize_limit)
         position = await service.queue_position(job.id)
         eta = await service.eta_seconds(job.id)
@@ -66,6 +77,8 @@ async def start_job(interaction: discord.Interaction[StyleBot], *, content: byte
                                    token_expires_at=token_expiry(interaction.created_at),
                                    application_id=str(interaction.application_id),
                                    progress_message_id=progress_id)
+    finally:
+        bot.delivery.release(job.id)
     log.info("job %s queued for user %s (%s)", job.id, interaction.user.id, source)
     return job
 

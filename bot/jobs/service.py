@@ -156,8 +156,13 @@ class JobService:
                      style: str | None = None, style_image: bytes | None = None,
                      params: dict[str, Any] | None = None, source: str = "cli",
                      guild_id: str | None = None, channel_id: str | None = None,
-                     private: bool = False, parent_id: str | None = None) -> JobView:
+                     private: bool = False, parent_id: str | None = None,
+                     on_committed: Callable[[str], None] | None = None) -> JobView:
         """Validates and queues a job (see the contract in the module docstring).
+
+        `on_committed(job_id)` is called the moment the job is in the database, before
+        anything else can run on the event loop (the dispatcher may start the job at the
+        next await).
 
         Raises `InvalidRequest` for a bad image, style or parameter, `LimitExceeded`
         when this user or the whole queue is full, `JobNotFound` for a bad parent.
@@ -200,6 +205,8 @@ class JobService:
                 batch_key=batch_key(photo.upright_size, style_params.to_dict()))
             await db.add_job(session, job=job)
             view = JobView.from_row(job)
+        if on_committed is not None:
+            on_committed(view.id)
         log.info("job %s: queued for %s (%s, %s px)", view.id, user_id, style_name,
                  style_params.size)
         self._dispatch.own.add(view.id)

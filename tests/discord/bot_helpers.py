@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -466,8 +467,27 @@ def outcome(emu: DiscordEmulator, ix: Interaction) -> Outcome:
         text = ephemeral_text(emu, ix)
         if text and QUEUED_RECEIPT not in text:
             refusal = text
+        elif text and (m := re.search(r"`([^`]+)`", text)):
+            # Accepted, but its progress message could not be posted (a busy Discord):
+            # the result then comes as a channel message or a DM.
+            job_id = m.group(1)
+            result = delivered_elsewhere(emu, job_id)
     return Outcome(ix, since_sent(ix.answered_at), since_sent(ix.replied_at), job_id, result,
                    refusal)
+
+
+def delivered_elsewhere(emu: DiscordEmulator, job_id: str) -> str | None:
+    """"painted" or "failed" when a message outside the interaction carries job_id's
+    result, else None."""
+    for message in list(emu.messages.values()):
+        if message.deleted:
+            continue
+        if any(f.filename.startswith(f"stylebot-{job_id}.") for f in message.files):
+            return "painted"
+        if any(e.get("title") == FAILED_TITLE and job_id in (e.get("footer") or {}).get(
+                "text", "") for e in message.embeds):
+            return "failed"
+    return None
 
 
 async def stylize_all(emu: DiscordEmulator, requests: Sequence[tuple[User, dict[str, Any]]]

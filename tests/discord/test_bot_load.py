@@ -20,6 +20,7 @@ from bot_helpers import (
     PRESET,
     Outcome,
     bad_upload,
+    ephemeral_text,
     job_views,
     make_settings,
     photo_png,
@@ -89,8 +90,9 @@ async def test_forty_requests_at_once_are_all_answered_and_none_is_lost(
     slow = [o.answered_s for o in outcomes
             if o.answered_s is None or o.answered_s > ANSWER_WITHIN_S]
     assert not slow, f"{len(slow)} of 40 not answered within {ANSWER_WITHIN_S} s: {slow}"
-    lost = [o.ix.id for o in outcomes if not o.settled]
-    assert not lost
+    lost = [o for o in outcomes if not o.settled]
+    assert not lost, [(o.ix.id, o.job_id, ephemeral_text(emu, o.ix), o.ix.followup_ids)
+                      for o in lost]
     accepted = [o for o in outcomes if o.job_id]
     refused = [o for o in outcomes if o.refusal]
     assert len(accepted) + len(refused) == 40
