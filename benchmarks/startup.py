@@ -63,7 +63,7 @@ def breakdown(device: str, size: int, autotune: bool) -> dict[str, float | bool]
 
 
 async def pool_times(device: str, workers: int, method: str) -> dict[str, float]:
-    from stylizer.pool import WorkerPool
+    from stylizer.pool.supervisor import WorkerPool
 
     pool = WorkerPool(workers=workers, device=device, start_method=method)
     t = time.perf_counter()

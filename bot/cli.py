@@ -28,19 +28,19 @@ from typing import IO, Any, TypeVar
 
 from bot.jobs.access import Action, Caller
 from bot.jobs.errors import InvalidRequest, UserError
-from bot.jobs.executor import Executor, ExecutorStartError, OfflineExecutor
-from bot.jobs.service import (
-    JobCancelledEvent,
+from bot.jobs.events import (
+    JobCancelled,
     JobEvent,
-    JobFailedEvent,
-    JobProgressEvent,
+    JobFailed,
+    JobProgress,
     JobQueued,
-    JobService,
-    JobStartedEvent,
-    JobStatus,
-    JobSucceededEvent,
-    JobView,
+    JobStarted,
+    JobSucceeded,
 )
+from bot.jobs.executor import Executor, ExecutorStartError, OfflineExecutor
+from bot.jobs.records import JobRecord
+from bot.jobs.service import JobService
+from bot.jobs.states import JobStatus
 from bot.logging_setup import setup_logging
 from bot.settings import Settings, SettingsError
 from stylizer.errors import StylizerError
@@ -243,21 +243,19 @@ class ProgressDisplay:
         self._last_line = ""
 
     async def __call__(self, event: JobEvent) -> None:
-        job = getattr(event, "job", None)
-        job_id = job.id if job is not None else getattr(event, "job_id", None)
-        if self.job_id is None or job_id != self.job_id:
+        if self.job_id is None or event.job_id != self.job_id:
             return
         if isinstance(event, JobQueued) and event.job.attempts > 0:
             self.line(f"the painter stopped; trying again (attempt {event.job.attempts + 1})")
-        elif isinstance(event, JobStartedEvent):
+        elif isinstance(event, JobStarted):
             self.line("painting…")
-        elif isinstance(event, JobProgressEvent):
+        elif isinstance(event, JobProgress):
             self.progress(event.step, event.total)
-        elif isinstance(event, JobSucceededEvent):
+        elif isinstance(event, JobSucceeded):
             if event.job.total_steps:
                 self.progress(event.job.total_steps, event.job.total_steps)
             self.end()
-        elif isinstance(event, JobFailedEvent | JobCancelledEvent):
+        elif isinstance(event, JobFailed | JobCancelled):
             self.end()
 
     def line(self, text: str) -> None:
@@ -345,7 +343,7 @@ def _user_name() -> str:
         return CLI_USER
 
 
-async def _wait_or_cancel(service: JobService, job_id: str) -> JobView:
+async def _wait_or_cancel(service: JobService, job_id: str) -> JobRecord:
     """Waits for the job; the first Ctrl-C (or SIGTERM) cancels it, a second one quits."""
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
@@ -377,7 +375,7 @@ async def _wait_or_cancel(service: JobService, job_id: str) -> JobView:
                 loop.remove_signal_handler(sig)
 
 
-async def _finish(args: argparse.Namespace, service: JobService, final: JobView,
+async def _finish(args: argparse.Namespace, service: JobService, final: JobRecord,
                   display: ProgressDisplay, png: bytes | None) -> int:
     display.end()
     if final.status is not JobStatus.succeeded or png is None:
@@ -400,7 +398,7 @@ def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
 
 
-def _seconds(view: JobView) -> str:
+def _seconds(view: JobRecord) -> str:
     return f"{view.seconds:.1f}" if view.seconds is not None else "-"
 
 
@@ -425,7 +423,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(service: JobService) -> tuple[JobView, int | None, float | None]:
+    async def body(service: JobService) -> tuple[JobRecord, int | None, float | None]:
         view = await service.authorize(args.job_id, caller=OPERATOR, action=Action.see)
         return view, await service.queue_position(view.id), await service.eta_seconds(view.id)
 

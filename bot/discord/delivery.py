@@ -37,16 +37,16 @@ import discord
 
 from bot.discord import embeds, pictures, views
 from bot.jobs import access
-from bot.jobs.service import (
-    JobCancelledEvent,
+from bot.jobs.events import (
+    JobCancelled,
     JobEvent,
-    JobFailedEvent,
-    JobProgressEvent,
+    JobFailed,
+    JobProgress,
     JobQueued,
-    JobStartedEvent,
-    JobSucceededEvent,
-    JobView,
+    JobStarted,
+    JobSucceeded,
 )
+from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
 
 if TYPE_CHECKING:
@@ -139,8 +139,7 @@ class Delivery:
         self._limits[job_id] = limit
 
     async def on_event(self, event: JobEvent) -> None:
-        job_id = event.job_id if isinstance(event, JobProgressEvent) else event.job.id
-        self._enqueue(job_id, event)
+        self._enqueue(event.job_id, event)
 
     def _enqueue(self, job_id: str, item: _Item) -> None:
         queue = self._queues.get(job_id)
@@ -164,7 +163,7 @@ class Delivery:
                     await self._handle(item)
                 except Exception:
                     log.exception("showing an update of job %s in Discord failed", job_id)
-                final = isinstance(item, JobSucceededEvent | JobFailedEvent | JobCancelledEvent
+                final = isinstance(item, JobSucceeded | JobFailed | JobCancelled
                                    | _Redeliver)
                 if final and queue.empty():
                     return
@@ -188,24 +187,24 @@ class Delivery:
     async def _handle(self, item: JobEvent | _Redeliver) -> None:
         if isinstance(item, JobQueued):
             return  # the submitting command shows the queued state itself
-        if isinstance(item, JobStartedEvent):
-            job = await self.service.get(item.job.id)
+        if isinstance(item, JobStarted):
+            job = await self.service.get(item.job_id)
             await self._edit_progress(job, embeds.running(job, step=0, total=job.total_steps,
                                                           preview=False), [])
-        elif isinstance(item, JobProgressEvent):
+        elif isinstance(item, JobProgress):
             await self._progress(item)
-        elif isinstance(item, JobCancelledEvent):
-            self._forget(item.job.id)
-            job = await self.service.get(item.job.id)
+        elif isinstance(item, JobCancelled):
+            self._forget(item.job_id)
+            job = await self.service.get(item.job_id)
             await self._edit_progress(job, embeds.cancelled(job), [], view=None)
-        elif isinstance(item, JobSucceededEvent):
-            await self._deliver(item.job.id, item.png)
-        elif isinstance(item, JobFailedEvent):
-            await self._deliver(item.job.id, None)
+        elif isinstance(item, JobSucceeded):
+            await self._deliver(item.job_id, item.png)
+        elif isinstance(item, JobFailed):
+            await self._deliver(item.job_id, None)
         else:
             await self._deliver(item.job_id, None, again=True)
 
-    async def _progress(self, event: JobProgressEvent) -> None:
+    async def _progress(self, event: JobProgress) -> None:
         now = time.monotonic()
         last = self._last_progress.get(event.job_id)
         if last is not None and now - last < PROGRESS_INTERVAL_S:
@@ -226,12 +225,12 @@ class Delivery:
         self._limits.pop(job_id, None)
         self._dead_tokens.discard(job_id)
 
-    def _token_alive(self, job: JobView) -> bool:
+    def _token_alive(self, job: JobRecord) -> bool:
         if not job.interaction_token or not job.application_id or job.id in self._dead_tokens:
             return False
         return job.token_expires_at is None or self.clock() < job.token_expires_at - TOKEN_MARGIN
 
-    def _webhook(self, job: JobView) -> discord.Webhook:
+    def _webhook(self, job: JobRecord) -> discord.Webhook:
         """The interaction's own webhook, rebuilt from the stored token.
 
         An application webhook (type 3), as `discord.Interaction.followup` builds it:
@@ -244,7 +243,7 @@ class Delivery:
         return discord.Webhook.from_state(data=data,  # type: ignore[arg-type]
                                           state=self.client._connection)
 
-    async def _edit_progress(self, job: JobView, embed: discord.Embed,
+    async def _edit_progress(self, job: JobRecord, embed: discord.Embed,
                              files: list[discord.File], *, view: Any = ...) -> None:
         if not job.progress_message_id or not self._token_alive(job):
             return
@@ -282,7 +281,7 @@ class Delivery:
         self._forget(job.id)
         log.info("job %s delivered (message %s)", job.id, message.id)
 
-    async def _content(self, job: JobView, png: bytes | None, limit: int
+    async def _content(self, job: JobRecord, png: bytes | None, limit: int
                        ) -> dict[str, Any]:
         """Message fields for the finished job; the painting shrunk to `limit` bytes."""
         if png is None:
@@ -294,7 +293,7 @@ class Delivery:
         return {"embed": embed, "attachments": [discord.File(io.BytesIO(fitted.data), filename)],
                 "view": views.result_view(job.id)}
 
-    async def _send_fitting(self, send: Callable[[dict[str, Any]], Any], job: JobView,
+    async def _send_fitting(self, send: Callable[[dict[str, Any]], Any], job: JobRecord,
                             png: bytes | None, limit: int) -> discord.Message:
         """Sends; when Discord still says "too large" (our idea of the limit was wrong),
         halves the limit and tries again."""
@@ -309,7 +308,7 @@ class Delivery:
                 limit //= 2
         raise RuntimeError(f"job {job.id}: the result never fitted")
 
-    async def _via_interaction(self, job: JobView, png: bytes | None) -> discord.Message | None:
+    async def _via_interaction(self, job: JobRecord, png: bytes | None) -> discord.Message | None:
         if not self._token_alive(job):
             return None
         webhook = self._webhook(job)
@@ -351,7 +350,7 @@ class Delivery:
                             exc)
             return None
 
-    def _channel(self, job: JobView) -> Any:
+    def _channel(self, job: JobRecord) -> Any:
         """The channel the job was asked in (a partial one when it is not cached)."""
         assert job.channel_id
         channel_id = int(job.channel_id)
@@ -359,7 +358,7 @@ class Delivery:
         return self.client.get_channel(channel_id) or self.client.get_partial_messageable(
             channel_id, guild_id=guild_id)
 
-    async def _shown_before(self, job: JobView, png: bytes | None) -> discord.Message | None:
+    async def _shown_before(self, job: JobRecord, png: bytes | None) -> discord.Message | None:
         """The progress message, if an earlier run already put the result in it.
 
         That run died before recording it, and the token it used may have expired since:
@@ -382,7 +381,7 @@ class Delivery:
             log.info("job %s: its progress message already shows the result", job.id)
         return message if shown else None
 
-    async def _via_channel(self, job: JobView, png: bytes | None) -> discord.Message | None:
+    async def _via_channel(self, job: JobRecord, png: bytes | None) -> discord.Message | None:
         if not job.channel_id:
             return None
         channel = self._channel(job)
@@ -408,7 +407,7 @@ class Delivery:
             log.info("channel %s refused the result of job %s: %s", channel_id, job.id, exc)
             return None
 
-    async def _via_dm(self, job: JobView, png: bytes | None) -> discord.Message | None:
+    async def _via_dm(self, job: JobRecord, png: bytes | None) -> discord.Message | None:
         try:
             user_id = int(job.user_id)
         except ValueError:
@@ -427,8 +426,3 @@ class Delivery:
         except (discord.Forbidden, discord.NotFound) as exc:
             log.warning("could not DM user %s the result of job %s: %s", user_id, job.id, exc)
             return None
-
-
-def token_expiry(created_at: datetime) -> datetime:
-    """Interaction tokens are valid for 15 minutes after the interaction was created."""
-    return created_at + timedelta(minutes=15)

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.jobs.records import dead_message
 from bot.jobs.states import JobStatus
-from bot.jobs.views import dead_message
 
 if TYPE_CHECKING:
-    from bot.jobs.service import JobView
+    from bot.jobs.records import JobRecord
     from stylizer.presets import Preset
 
 COLOURS = {
@@ -34,7 +34,7 @@ STATUS_WORDS = {
 PREVIEW_NAME = "preview.jpg"
 
 
-def style_label(job: JobView) -> str:
+def style_label(job: JobRecord) -> str:
     return "your style image" if job.style == "custom" else f"`{job.style}`"
 
 
@@ -50,7 +50,7 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
-def result_link(job: JobView) -> str | None:
+def result_link(job: JobRecord) -> str | None:
     """A link to the message that carries the job's result (in its channel, or a DM)."""
     if not job.result_channel_id or not job.result_message_id:
         return None
@@ -59,13 +59,13 @@ def result_link(job: JobView) -> str | None:
             f"{job.result_channel_id}/{job.result_message_id}")
 
 
-def _base(job: JobView, title: str) -> discord.Embed:
+def _base(job: JobRecord, title: str) -> discord.Embed:
     embed = discord.Embed(title=title, colour=COLOURS[JobStatus(job.status)])
     embed.set_footer(text=f"job {job.id} · {job.user_name}")
     return embed
 
 
-def queued(job: JobView, *, position: int | None, eta_s: float | None) -> discord.Embed:
+def queued(job: JobRecord, *, position: int | None, eta_s: float | None) -> discord.Embed:
     embed = _base(job, "Queued")
     lines = [f"Style: {style_label(job)} · size {job.params.get('size', '?')} px"]
     if position is not None:
@@ -76,7 +76,7 @@ def queued(job: JobView, *, position: int | None, eta_s: float | None) -> discor
     return embed
 
 
-def running(job: JobView, *, step: int, total: int, preview: bool) -> discord.Embed:
+def running(job: JobRecord, *, step: int, total: int, preview: bool) -> discord.Embed:
     percent = int(100 * step / total) if total else 0
     embed = _base(job, f"Painting… {percent}%")
     embed.description = f"Style: {style_label(job)} · step {step} of {total}"
@@ -85,7 +85,7 @@ def running(job: JobView, *, step: int, total: int, preview: bool) -> discord.Em
     return embed
 
 
-def result(job: JobView, *, filename: str, width: int, height: int, note: str | None = None
+def result(job: JobRecord, *, filename: str, width: int, height: int, note: str | None = None
            ) -> discord.Embed:
     embed = _base(job, "Your painting is ready")
     steps = job.total_steps or job.params.get("steps", "?")
@@ -98,7 +98,7 @@ def result(job: JobView, *, filename: str, width: int, height: int, note: str | 
     return embed
 
 
-def failed(job: JobView) -> discord.Embed:
+def failed(job: JobRecord) -> discord.Embed:
     embed = _base(job, "That did not work")
     if job.error_code in (None, "internal", "worker_died") or JobStatus(job.status) == "dead":
         embed.description = (f"Sorry, something went wrong while painting. (reference "
@@ -108,13 +108,13 @@ def failed(job: JobView) -> discord.Embed:
     return embed
 
 
-def cancelled(job: JobView) -> discord.Embed:
+def cancelled(job: JobRecord) -> discord.Embed:
     embed = _base(job, "Cancelled")
     embed.description = f"Style: {style_label(job)}"
     return embed
 
 
-def history(jobs: Sequence[JobView], *, page: int, pages: int, total: int) -> discord.Embed:
+def history(jobs: Sequence[JobRecord], *, page: int, pages: int, total: int) -> discord.Embed:
     embed = discord.Embed(title="Your paintings", colour=discord.Colour.blurple())
     if not jobs:
         embed.description = "No jobs yet. Try `/stylize`."
@@ -129,7 +129,7 @@ def history(jobs: Sequence[JobView], *, page: int, pages: int, total: int) -> di
     return embed
 
 
-def job_detail(job: JobView, *, input_name: str | None, output_name: str | None
+def job_detail(job: JobRecord, *, input_name: str | None, output_name: str | None
                ) -> discord.Embed:
     embed = _base(job, f"Job {job.id}: {STATUS_WORDS[JobStatus(job.status)]}")
     embed.add_field(name="Style", value=style_label(job))

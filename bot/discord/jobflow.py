@@ -18,20 +18,20 @@ import discord
 
 from bot.discord import embeds, validation, views
 from bot.discord.callers import caller_of
-from bot.discord.delivery import token_expiry
 from bot.jobs import access
 from bot.jobs.access import Action
+from bot.jobs.records import token_expiry
 
 if TYPE_CHECKING:
     from bot.discord.client import StyleBot
-    from bot.jobs.service import JobView
+    from bot.jobs.records import JobRecord
 
 log = logging.getLogger(__name__)
 
 
 async def start_job(interaction: discord.Interaction[StyleBot], *, content: bytes,
                     style: str | None, style_image: bytes | None, params: dict[str, Any],
-                    private: bool, source: str, parent_id: str | None = None) -> JobView:
+                    private: bool, source: str, parent_id: str | None = None) -> JobRecord:
     bot = interaction.client
     service = bot.service
     held: list[str] = []
@@ -83,7 +83,7 @@ async def start_job(interaction: discord.Interaction[StyleBot], *, content: byte
     return job
 
 
-async def _private_placeholder(interaction: discord.Interaction[StyleBot], job: JobView,
+async def _private_placeholder(interaction: discord.Interaction[StyleBot], job: JobRecord,
                                embed: discord.Embed) -> discord.Message:
     """The private placeholder, showing the queued job: a private job's only message.
 

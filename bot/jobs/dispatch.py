@@ -31,32 +31,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.jobs import db
-from bot.jobs.executor import (
-    Executor,
-    ExecutorBusy,
-    JobCancelled,
-    JobFailed,
-    JobProgress,
-    JobRequest,
-    JobStarted,
-    JobSucceeded,
-    PoolEvent,
-)
+from bot.jobs import db, events
+from bot.jobs.events import JobEvent
+from bot.jobs.executor import Executor, ExecutorBusy
+from bot.jobs.records import JobRecord, dead_message
 from bot.jobs.scheduling import QueuedJob, claims_until, fair_order, riders
 from bot.jobs.states import JobStatus
 from bot.jobs.storage import BlobNotFound, BlobStorage
-from bot.jobs.views import (
-    JobCancelledEvent,
-    JobEvent,
-    JobFailedEvent,
-    JobProgressEvent,
-    JobStartedEvent,
-    JobSucceededEvent,
-    JobView,
-    dead_message,
-)
 from bot.settings import Settings
+from stylizer.pool import messages as pool
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +71,7 @@ class Dispatcher:
     def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession], storage: BlobStorage,
                  executor: Executor, settings: Settings, clock: Callable[[], datetime],
                  emit: Callable[[JobEvent], Awaitable[None]],
-                 requeued: Callable[[JobView], Awaitable[None]],
+                 requeued: Callable[[JobRecord], Awaitable[None]],
                  lease_s: float, poll_interval_s: float, own_jobs_only: bool) -> None:
         self._sm = sessionmaker
         self._storage = storage
@@ -179,7 +162,7 @@ class Dispatcher:
         if event is not None:
             event.set()
 
-    def _finalised(self, view: JobView) -> None:
+    def _finalised(self, view: JobRecord) -> None:
         self._done(view.id)
         self.own.discard(view.id)
         self.notify_final(view.id)
@@ -225,7 +208,7 @@ class Dispatcher:
                 for j in queued}
         return [jobs[i] for i in fair_order(list(jobs.values()), last)]
 
-    async def _claim_batch(self) -> list[JobView]:
+    async def _claim_batch(self) -> list[JobRecord]:
         """Claims the next job in fair order and, riding along with it, queued jobs that
         can be painted in the same batch (same batch key), in fair order too: they cost
         the worker little extra and leave the queue sooner."""
@@ -252,11 +235,11 @@ class Dispatcher:
             except BaseException:
                 self.running -= ids
                 raise
-            return [JobView.from_row(job) for job in chosen]
+            return [JobRecord.from_row(job) for job in chosen]
 
-    async def _send(self, views: list[JobView]) -> bool:
+    async def _send(self, views: list[JobRecord]) -> bool:
         """Hands claimed jobs to the executor as one batch; False if it had no room."""
-        reqs: list[JobRequest] = []
+        reqs: list[pool.JobRequest] = []
         for view in views:
             try:
                 content = await self._storage.get_async(view.input_hash)
@@ -267,7 +250,7 @@ class Dispatcher:
                                 error_message="The picture for this job was lost; please "
                                               "send it again.")
                 continue
-            reqs.append(JobRequest(job_id=view.id, content=content, styles=(style,),
+            reqs.append(pool.JobRequest(job_id=view.id, content=content, styles=(style,),
                                    style_keys=(view.style_hash or "",),
                                    params=dict(view.params), attempt=view.attempts + 1))
         if not reqs:
@@ -301,33 +284,33 @@ class Dispatcher:
                 except Exception:
                     log.exception("could not record %s for job %s", type(event).__name__,
                                   event.job_id)
-                    if not isinstance(event, JobStarted | JobProgress):
+                    if not isinstance(event, pool.JobStarted | pool.JobProgress):
                         # Stop renewing its lease: recovery will run it again.
                         self._done(event.job_id)
         except Exception:
             log.exception("the executor's event stream broke; no more job events")
 
-    async def _on_event(self, event: PoolEvent) -> None:
+    async def _on_event(self, event: pool.PoolEvent) -> None:
         job_id = event.job_id
         if job_id not in self.running:
             log.warning("ignoring %s for job %s, which this process is not running",
                         type(event).__name__, job_id)
             return
-        if isinstance(event, JobStarted):
+        if isinstance(event, pool.JobStarted):
             view = await self._update(job_id)
             if view is not None:
-                await self._emit(JobStartedEvent(view))
-        elif isinstance(event, JobProgress):
+                await self._emit(events.JobStarted(view.id, view))
+        elif isinstance(event, pool.JobProgress):
             view = await self._update(job_id, step=event.step, total_steps=event.total)
             if view is not None:
-                await self._emit(JobProgressEvent(job_id, event.step, event.total,
-                                                  event.preview_jpeg))
-        elif isinstance(event, JobSucceeded):
+                await self._emit(events.JobProgress(job_id, event.step, event.total,
+                                                    event.preview_jpeg))
+        elif isinstance(event, pool.JobSucceeded):
             digest = await self._storage.put_async(event.png)
             view = await self._end(job_id, JobStatus.succeeded, output_hash=digest)
             if view is not None:
-                await self._emit(JobSucceededEvent(view, event.png))
-        elif isinstance(event, JobFailed):
+                await self._emit(events.JobSucceeded(view.id, view, event.png))
+        elif isinstance(event, pool.JobFailed):
             if event.retryable:
                 if self._stopping and event.code == LOST_CODE:
                     return  # cut short by stop(); it goes back to the queue there
@@ -336,11 +319,11 @@ class Dispatcher:
                 view = await self._end(job_id, JobStatus.failed, error_code=event.code,
                                        error_message=event.message)
                 if view is not None:
-                    await self._emit(JobFailedEvent(view))
-        elif isinstance(event, JobCancelled):
+                    await self._emit(events.JobFailed(view.id, view))
+        elif isinstance(event, pool.JobCancelled):
             view = await self._end(job_id, JobStatus.cancelled)
             if view is not None:
-                await self._emit(JobCancelledEvent(view))
+                await self._emit(events.JobCancelled(view.id, view))
 
     async def _ours_for_update(self, session: AsyncSession, job_id: str) -> db.Job | None:
         job = await db.get_job(session, job_id=job_id, for_update=True)
@@ -351,7 +334,7 @@ class Dispatcher:
             return None
         return job
 
-    async def _update(self, job_id: str, **fields: object) -> JobView | None:
+    async def _update(self, job_id: str, **fields: object) -> JobRecord | None:
         now = self._clock()
         async with self._sm.begin() as session:
             job = await self._ours_for_update(session, job_id)
@@ -360,9 +343,9 @@ class Dispatcher:
             for name, value in fields.items():
                 setattr(job, name, value)
             job.lease_expires_at = now + self._lease
-            return JobView.from_row(job)
+            return JobRecord.from_row(job)
 
-    async def _end(self, job_id: str, status: JobStatus, **fields: object) -> JobView | None:
+    async def _end(self, job_id: str, status: JobStatus, **fields: object) -> JobRecord | None:
         now = self._clock()
         async with self._sm.begin() as session:
             job = await self._ours_for_update(session, job_id)
@@ -371,7 +354,7 @@ class Dispatcher:
             if status is JobStatus.succeeded:
                 fields.setdefault("step", job.total_steps)
             db.set_status(job, status, finished_at=now, lease_expires_at=None, **fields)
-            view = JobView.from_row(job)
+            view = JobRecord.from_row(job)
         self._finalised(view)
         return view
 
@@ -385,7 +368,7 @@ class Dispatcher:
             view = self._retry_or_bury(job, now, code)
         await self._after_abnormal_end(view)
 
-    def _retry_or_bury(self, job: db.Job, now: datetime, code: str) -> JobView:
+    def _retry_or_bury(self, job: db.Job, now: datetime, code: str) -> JobRecord:
         """Mutates a running row after its run ended abnormally (attempts + 1)."""
         attempts = job.attempts + 1
         if job.cancel_requested:
@@ -397,9 +380,9 @@ class Dispatcher:
         else:
             db.set_status(job, JobStatus.queued, attempts=attempts, lease_expires_at=None,
                           step=0)
-        return JobView.from_row(job)
+        return JobRecord.from_row(job)
 
-    async def _after_abnormal_end(self, view: JobView) -> None:
+    async def _after_abnormal_end(self, view: JobRecord) -> None:
         if view.status is JobStatus.queued:
             self._done(view.id)
             log.warning("job %s: its run ended abnormally; back in the queue (attempt %d "
@@ -408,17 +391,17 @@ class Dispatcher:
             return
         self._finalised(view)
         if view.status is JobStatus.cancelled:
-            await self._emit(JobCancelledEvent(view))
+            await self._emit(events.JobCancelled(view.id, view))
         else:
             log.error("job %s: dead after %d attempts", view.id, view.attempts)
-            await self._emit(JobFailedEvent(view))
+            await self._emit(events.JobFailed(view.id, view))
 
     async def _requeue_ours(self, job_ids: set[str]) -> None:
         """Puts jobs this process was running back in the queue, attempts unchanged."""
         if not job_ids:
             return
         now = self._clock()
-        cancelled: list[JobView] = []
+        cancelled: list[JobRecord] = []
         async with self._sm.begin() as session:
             for job in await db.get_jobs(session, job_ids=job_ids):
                 if job.status != JobStatus.running.value or job.runner != self.runner:
@@ -426,14 +409,14 @@ class Dispatcher:
                 if job.cancel_requested:
                     db.set_status(job, JobStatus.cancelled, finished_at=now,
                                   lease_expires_at=None)
-                    cancelled.append(JobView.from_row(job))
+                    cancelled.append(JobRecord.from_row(job))
                 else:
                     db.set_status(job, JobStatus.queued, lease_expires_at=None, step=0)
         for job_id in job_ids:
             self._done(job_id)
         for view in cancelled:
             self._finalised(view)
-            await self._emit(JobCancelledEvent(view))
+            await self._emit(events.JobCancelled(view.id, view))
 
     # -- heartbeat and recovery ------------------------------------------------------------
 
@@ -463,7 +446,7 @@ class Dispatcher:
     async def recover(self) -> int:
         """Puts orphaned running jobs back in the queue (or buries them); returns how many."""
         now = self._clock()
-        views: list[JobView] = []
+        views: list[JobRecord] = []
         async with self._sm.begin() as session:
             for job in await db.jobs_with_status(session, statuses=[JobStatus.running]):
                 if job.id in self.running:

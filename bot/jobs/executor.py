@@ -12,24 +12,11 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stylizer.pool.messages import (
-    JobCancelled,
-    JobFailed,
-    JobProgress,
-    JobRequest,
-    JobStarted,
-    JobSucceeded,
-    PoolEvent,
-)
+from stylizer.pool.messages import JobRequest, PoolEvent
 
 if TYPE_CHECKING:
     from bot.settings import Settings
 
-__all__ = [
-    "Executor", "ExecutorBusy", "ExecutorStartError", "JobCancelled", "JobFailed",
-    "JobProgress", "JobRequest", "JobStarted", "JobSucceeded", "LocalPoolExecutor",
-    "OfflineExecutor", "PoolEvent",
-]
 
 
 class ExecutorBusy(RuntimeError):

@@ -27,22 +27,13 @@ from bot.jobs.errors import (
     LimitExceeded,
     UserError,
 )
+from bot.jobs.events import JobCancelled, JobEvent, JobQueued
 from bot.jobs.executor import Executor
 from bot.jobs.ids import new_job_id, normalize_job_id
+from bot.jobs.records import JobRecord, utcnow
 from bot.jobs.scheduling import eta_queued, eta_running, mean_duration
 from bot.jobs.states import ACTIVE, JobStatus
 from bot.jobs.storage import BlobStorage
-from bot.jobs.views import (
-    JobCancelledEvent,
-    JobEvent,
-    JobFailedEvent,
-    JobProgressEvent,
-    JobQueued,
-    JobStartedEvent,
-    JobSucceededEvent,
-    JobView,
-    utcnow,
-)
 from bot.settings import Settings
 from stylizer import images
 from stylizer.batching import batch_key
@@ -50,11 +41,6 @@ from stylizer.errors import InvalidParams, StylizerError
 from stylizer.params import StyleParams
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "JobCancelledEvent", "JobEvent", "JobFailedEvent", "JobProgressEvent", "JobQueued",
-    "JobService", "JobStartedEvent", "JobStatus", "JobSucceededEvent", "JobView",
-]
 
 Listener = Callable[[JobEvent], Awaitable[None]]
 CUSTOM_STYLE = "custom"
@@ -146,9 +132,9 @@ class JobService:
         for sub in self._subscribers:
             sub.put(event)
 
-    async def _emit_queued(self, view: JobView) -> None:
+    async def _emit_queued(self, view: JobRecord) -> None:
         position, eta = await self._position_and_eta(view.id)
-        await self._emit(JobQueued(view, position or 1, eta))
+        await self._emit(JobQueued(view.id, view, position or 1, eta))
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -157,7 +143,7 @@ class JobService:
                      params: dict[str, Any] | None = None, source: str = "cli",
                      guild_id: str | None = None, channel_id: str | None = None,
                      private: bool = False, parent_id: str | None = None,
-                     on_committed: Callable[[str], None] | None = None) -> JobView:
+                     on_committed: Callable[[str], None] | None = None) -> JobRecord:
         """Validates and queues a job (see the contract in the module docstring).
 
         `on_committed(job_id)` is called the moment the job is in the database, before
@@ -204,7 +190,7 @@ class JobService:
                 parent_id=parent_id, cancel_requested=False, delivered=False,
                 batch_key=batch_key(photo.upright_size, style_params.to_dict()))
             await db.add_job(session, job=job)
-            view = JobView.from_row(job)
+            view = JobRecord.from_row(job)
         if on_committed is not None:
             on_committed(view.id)
         log.info("job %s: queued for %s (%s, %s px)", view.id, user_id, style_name,
@@ -283,7 +269,7 @@ class JobService:
 
     # -- cancelling and waiting ------------------------------------------------------------
 
-    async def cancel(self, job_id: str, *, caller: Caller) -> JobView:
+    async def cancel(self, job_id: str, *, caller: Caller) -> JobRecord:
         """Cancels a queued job at once, or stops a running one (waits up to a few seconds
         for it to stop; the view returned may still say running if it has not yet).
 
@@ -303,7 +289,7 @@ class JobService:
                                 code="already_finished")
             if status is JobStatus.queued:
                 db.set_status(job, JobStatus.cancelled, finished_at=now, lease_expires_at=None)
-                view: JobView | None = JobView.from_row(job)
+                view: JobRecord | None = JobRecord.from_row(job)
             else:
                 job.cancel_requested = True  # seen by whichever process runs it
                 view = None
@@ -311,13 +297,13 @@ class JobService:
             log.info("job %s: cancelled while queued", job_id)
             self._dispatch.own.discard(job_id)
             self._dispatch.notify_final(job_id)
-            await self._emit(JobCancelledEvent(view))
+            await self._emit(JobCancelled(view.id, view))
             return view
         log.info("job %s: cancelling while running", job_id)
         await self._dispatch.cancel_running(job_id)
         return await self.wait(job_id, timeout_s=self._cancel_wait_s)
 
-    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> JobView:
+    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> JobRecord:
         """Returns once the job has finished (any final status), or after `timeout_s` with its
         latest state. Works for jobs run by another process too (it polls the row)."""
         loop = asyncio.get_running_loop()
@@ -340,7 +326,7 @@ class JobService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def authorize(self, job_id: str, *, caller: Caller, action: Action) -> JobView:
+    async def authorize(self, job_id: str, *, caller: Caller, action: Action) -> JobRecord:
         """The job, if `caller` may do `action` with it (the rule: `bot.jobs.access`).
 
         Raises `JobNotFound` with the same words whether the job does not exist or the
@@ -348,7 +334,7 @@ class JobService:
         """
         async with self._sm() as session:
             job = await self._allowed_row(session, normalize_job_id(job_id), caller, action)
-            return JobView.from_row(job)
+            return JobRecord.from_row(job)
 
     @staticmethod
     async def _allowed_row(session: AsyncSession, job_id: str, caller: Caller, action: Action,
@@ -360,7 +346,7 @@ class JobService:
             raise JobNotFound(job_id, of_caller=not caller.operator)
         return job
 
-    async def get(self, job_id: str) -> JobView:
+    async def get(self, job_id: str) -> JobRecord:
         """The job, for the bot's own bookkeeping: checks nobody's rights (commands go
         through `authorize`)."""
         job_id = normalize_job_id(job_id)
@@ -368,18 +354,18 @@ class JobService:
             job = await db.get_job(session, job_id=job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            return JobView.from_row(job)
+            return JobRecord.from_row(job)
 
     async def list_for_user(self, user_id: str, *, limit: int = 10, offset: int = 0
-                            ) -> list[JobView]:
+                            ) -> list[JobRecord]:
         async with self._sm() as session:
             rows = await db.list_jobs(session, user_id=user_id, limit=limit, offset=offset)
-            return [JobView.from_row(j) for j in rows]
+            return [JobRecord.from_row(j) for j in rows]
 
-    async def list_all(self, *, limit: int = 20, offset: int = 0) -> list[JobView]:
+    async def list_all(self, *, limit: int = 20, offset: int = 0) -> list[JobRecord]:
         async with self._sm() as session:
             rows = await db.list_jobs(session, limit=limit, offset=offset)
-            return [JobView.from_row(j) for j in rows]
+            return [JobRecord.from_row(j) for j in rows]
 
     async def count_for_user(self, user_id: str) -> int:
         async with self._sm() as session:
@@ -432,16 +418,16 @@ class JobService:
             return None
         return await self._storage.get_async(view.output_hash)
 
-    async def active_jobs(self) -> list[JobView]:
+    async def active_jobs(self) -> list[JobRecord]:
         """Queued and running jobs (to re-attach progress displays after a restart)."""
         async with self._sm() as session:
             rows = await db.jobs_with_status(session, statuses=ACTIVE)
-            return [JobView.from_row(j) for j in rows]
+            return [JobRecord.from_row(j) for j in rows]
 
-    async def undelivered(self) -> list[JobView]:
+    async def undelivered(self) -> list[JobRecord]:
         """Succeeded, failed or dead jobs whose result nobody has delivered yet."""
         async with self._sm() as session:
-            return [JobView.from_row(j) for j in await db.undelivered(session)]
+            return [JobRecord.from_row(j) for j in await db.undelivered(session)]
 
     async def stats(self, *, caller: Caller) -> dict[str, Any]:
         """Job counts of the caller's server (today's since midnight UTC) and the shared

@@ -28,7 +28,7 @@ from bot.app import App, running
 from bot.jobs import db
 from bot.jobs.db import create_engine_and_sessionmaker
 from bot.jobs.executor import ExecutorBusy, LocalPoolExecutor
-from bot.jobs.views import JobView
+from bot.jobs.records import JobRecord
 from bot.logging_setup import setup_logging
 from bot.settings import Settings
 from stylizer.pool.messages import (
@@ -509,12 +509,12 @@ async def settle(emu: DiscordEmulator, ixs: Sequence[Interaction], within: float
         await asyncio.sleep(poll_s)
 
 
-async def job_views(settings: Settings) -> list[JobView]:
+async def job_views(settings: Settings) -> list[JobRecord]:
     """Every job in the bot's database (read from this process)."""
     engine, sessionmaker = create_engine_and_sessionmaker(settings.database_url)
     try:
         async with sessionmaker() as session:
-            return [JobView.from_row(j) for j in await db.list_jobs(session, limit=1_000_000)]
+            return [JobRecord.from_row(j) for j in await db.list_jobs(session, limit=1_000_000)]
     finally:
         await engine.dispose()
 

@@ -35,8 +35,8 @@ from emulator import Call, DiscordEmulator, Interaction, Message, StoredFile, Up
 from bot.app import push_commands
 from bot.jobs import db
 from bot.jobs.db import create_engine_and_sessionmaker
+from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
-from bot.jobs.views import JobView
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow,
               pytest.mark.timeout(180)]
@@ -95,20 +95,20 @@ class Crashes:
         await asyncio.wait_for(self.killed.wait(), 60)
         await self.emu.wait_for(lambda: self.emu.connections == 0, 30)
 
-    async def job(self, job_id: str) -> JobView:
+    async def job(self, job_id: str) -> JobRecord:
         async with self.sessionmaker() as session:
             row = await db.get_job(session, job_id=job_id)
             assert row is not None
-            return JobView.from_row(row)
+            return JobRecord.from_row(row)
 
-    async def only_job(self) -> JobView:
+    async def only_job(self) -> JobRecord:
         async with self.sessionmaker() as session:
             (row,) = await db.list_jobs(session)
-            return JobView.from_row(row)
+            return JobRecord.from_row(row)
 
-    async def until(self, job_id: str, predicate: Callable[[JobView], bool],
-                    within: float = 60) -> JobView:
-        async def loop() -> JobView:
+    async def until(self, job_id: str, predicate: Callable[[JobRecord], bool],
+                    within: float = 60) -> JobRecord:
+        async def loop() -> JobRecord:
             while True:
                 view = await self.job(job_id)
                 if predicate(view):
@@ -141,7 +141,7 @@ def with_painting(emu: DiscordEmulator, job_id: str) -> list[Message]:
                 f.filename.startswith(f"stylebot-{job_id}.") for f in m.files)]
 
 
-async def crash_then_restart(lab: Crashes, job_id: str) -> JobView:
+async def crash_then_restart(lab: Crashes, job_id: str) -> JobRecord:
     """Lets the paused job paint, kills the bot as its painting is delivered, checks that
     the database never heard of it, and starts a new bot, which delivers it again."""
     lab.kill_at_the_painting()
@@ -266,7 +266,7 @@ async def test_the_emulator_honours_enforce_nonce(emu: DiscordEmulator) -> None:
         assert later["id"] != first["id"]
 
 
-async def _recorded(lab: Crashes) -> JobView:
+async def _recorded(lab: Crashes) -> JobRecord:
     """The only job, once its interaction is recorded."""
     while True:
         try:

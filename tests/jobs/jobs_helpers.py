@@ -11,17 +11,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bot.jobs.executor import (
-    ExecutorBusy,
-    JobCancelled,
-    JobFailed,
-    JobRequest,
-    JobSucceeded,
-    PoolEvent,
-)
+from bot.jobs.events import JobEvent
+from bot.jobs.executor import ExecutorBusy
 from bot.jobs.service import JobService
-from bot.jobs.views import JobEvent
 from stylizer import images
+from stylizer.pool.messages import JobCancelled, JobFailed, JobRequest, JobSucceeded, PoolEvent
 
 TERMINAL = (JobSucceeded, JobFailed, JobCancelled)
 ServiceFactory = Callable[..., JobService]
@@ -160,8 +154,7 @@ class Recorder:
 
 
 def _job_id(event: JobEvent) -> str:
-    job = getattr(event, "job", None)
-    return job.id if job is not None else str(getattr(event, "job_id", ""))
+    return event.job_id
 
 
 async def until(predicate: Callable[[], Any], within: float = 10.0,

@@ -22,16 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import db
 from bot.jobs.access import Caller
 from bot.jobs.db import create_engine_and_sessionmaker
+from bot.jobs.events import JobFailed, JobProgress, JobQueued, JobStarted, JobSucceeded
 from bot.jobs.executor import LocalPoolExecutor, OfflineExecutor
-from bot.jobs.service import (
-    JobFailedEvent,
-    JobProgressEvent,
-    JobQueued,
-    JobService,
-    JobStartedEvent,
-    JobStatus,
-    JobSucceededEvent,
-)
+from bot.jobs.service import JobService
+from bot.jobs.states import JobStatus
 from bot.jobs.storage import BlobStorage, sha256_hex
 from bot.settings import Settings
 
@@ -57,20 +51,20 @@ async def test_a_killed_worker_is_replaced_and_the_job_succeeds_once(
     await service.start()
     view = await service.submit(user_id="u", user_name="u", content=png(1), style_image=STYLE,
                                 params=REAL)
-    await rec.wait_for(lambda: rec.of(JobProgressEvent, view.id), within=60)
+    await rec.wait_for(lambda: rec.of(JobProgress, view.id), within=60)
     (pid,) = executor.pool.worker_pids().values()
     os.kill(pid, signal.SIGKILL)
 
     done = await service.wait(view.id, timeout_s=90)
     assert done.status is JobStatus.succeeded
     assert done.attempts == 1
-    await rec.wait_for(lambda: rec.of(JobSucceededEvent, view.id))
+    await rec.wait_for(lambda: rec.of(JobSucceeded, view.id))
     retry = [e for e in rec.of(JobQueued, view.id) if e.job.attempts == 1]
     assert len(retry) == 1
-    (result,) = rec.of(JobSucceededEvent, view.id)  # exactly one result
+    (result,) = rec.of(JobSucceeded, view.id)  # exactly one result
     assert done.output_hash == sha256_hex(result.png)
     assert storage.get(done.output_hash)
-    assert len(rec.of(JobStartedEvent, view.id)) == 2
+    assert len(rec.of(JobStarted, view.id)) == 2
     assert list(executor.pool.worker_pids().values()) != [pid]  # replaced
 
 
@@ -93,8 +87,8 @@ async def test_a_job_that_always_kills_its_worker_dies_while_others_succeed(
     done = await service.wait(fine.id, timeout_s=60)
     assert done.status is JobStatus.succeeded
     assert done.attempts == 0
-    await rec.wait_for(lambda: rec.of(JobFailedEvent, poison.id))
-    assert len(rec.of(JobStartedEvent, poison.id)) == 3
+    await rec.wait_for(lambda: rec.of(JobFailed, poison.id))
+    assert len(rec.of(JobStarted, poison.id)) == 3
 
 
 async def test_a_hung_job_is_killed_at_its_time_limit(make_service: ServiceFactory,
@@ -124,7 +118,7 @@ async def test_cancel_a_running_job(make_service: ServiceFactory, settings: Sett
     await service.start()
     view = await service.submit(user_id="a", user_name="a", style_image=STYLE, content=png(1),
                                 params={"steps": 3000})  # a minute, unless cancelled
-    await rec.wait_for(lambda: rec.of(JobProgressEvent, view.id), within=30)
+    await rec.wait_for(lambda: rec.of(JobProgress, view.id), within=30)
     started = time.monotonic()
     cancelled = await service.cancel(view.id, caller=Caller("a"))
     assert cancelled.status is JobStatus.cancelled

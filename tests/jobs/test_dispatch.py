@@ -12,28 +12,14 @@ import pytest
 from jobs_helpers import FakeExecutor, Recorder, ServiceFactory, png, until
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.jobs import db
+from bot.jobs import db, events
 from bot.jobs.access import Caller
 from bot.jobs.errors import JobNotFound, UserError
-from bot.jobs.executor import (
-    JobCancelled,
-    JobFailed,
-    JobProgress,
-    JobStarted,
-    JobSucceeded,
-    OfflineExecutor,
-)
-from bot.jobs.service import (
-    JobCancelledEvent,
-    JobFailedEvent,
-    JobProgressEvent,
-    JobQueued,
-    JobStartedEvent,
-    JobStatus,
-    JobSucceededEvent,
-)
+from bot.jobs.executor import OfflineExecutor
+from bot.jobs.states import JobStatus
 from bot.jobs.storage import BlobStorage, sha256_hex
 from bot.settings import Settings
+from stylizer.pool.messages import JobCancelled, JobFailed, JobProgress, JobStarted, JobSucceeded
 
 STYLE = png(99)
 Sessions = async_sessionmaker[AsyncSession]
@@ -73,7 +59,7 @@ async def test_a_job_runs_and_its_result_is_stored(make_service: ServiceFactory,
 
     fake.emit(JobStarted(view.id, 0, 123))
     fake.emit(JobProgress(view.id, 4, 9, 1.0, 2.0, b"jpeg"))
-    await rec.wait_for(lambda: rec.of(JobProgressEvent))
+    await rec.wait_for(lambda: rec.of(events.JobProgress))
     assert (await service.get(view.id)).step == 4
     assert await service.eta_seconds(view.id) is not None
     result = png(7)
@@ -84,13 +70,13 @@ async def test_a_job_runs_and_its_result_is_stored(make_service: ServiceFactory,
     assert done.output_hash == sha256_hex(result)
     assert storage.get(done.output_hash) == result
     assert await service.read_output(view.id) == result
-    await rec.wait_for(lambda: rec.of(JobSucceededEvent))
-    assert rec.kinds(view.id) == ["JobQueued", "JobStartedEvent", "JobProgressEvent",
-                                  "JobSucceededEvent"]
-    progress = rec.of(JobProgressEvent)[0]
+    await rec.wait_for(lambda: rec.of(events.JobSucceeded))
+    assert rec.kinds(view.id) == ["JobQueued", "JobStarted", "JobProgress",
+                                  "JobSucceeded"]
+    progress = rec.of(events.JobProgress)[0]
     assert (progress.step, progress.total, progress.preview_jpeg) == (4, 9, b"jpeg")
-    assert rec.of(JobSucceededEvent)[0].png == result
-    assert rec.of(JobStartedEvent)[0].job.status is JobStatus.running
+    assert rec.of(events.JobSucceeded)[0].png == result
+    assert rec.of(events.JobStarted)[0].job.status is JobStatus.running
 
 
 async def test_a_worker_death_is_retried_then_the_job_is_dead(
@@ -106,8 +92,8 @@ async def test_a_worker_death_is_retried_then_the_job_is_dead(
         assert fake.submitted[-1].attempt == attempt
         fake.emit(JobFailed(view.id, "worker_died", "The painter stopped.", retryable=True))
         if attempt < 3:
-            await until(lambda: len(rec.of(JobQueued)) == attempt + 1)  # noqa: B023
-            requeued = rec.of(JobQueued)[-1]
+            await until(lambda: len(rec.of(events.JobQueued)) == attempt + 1)  # noqa: B023
+            requeued = rec.of(events.JobQueued)[-1]
             assert requeued.job.status is JobStatus.queued
             assert requeued.job.attempts == attempt
     dead = await service.wait(view.id, timeout_s=5)
@@ -115,8 +101,8 @@ async def test_a_worker_death_is_retried_then_the_job_is_dead(
     assert dead.attempts == 3
     assert dead.error_code == "worker_died"
     assert "3 times" in (dead.error_message or "")
-    await rec.wait_for(lambda: rec.of(JobFailedEvent))
-    assert rec.of(JobFailedEvent)[0].job.status is JobStatus.dead
+    await rec.wait_for(lambda: rec.of(events.JobFailed))
+    assert rec.of(events.JobFailed)[0].job.status is JobStatus.dead
     assert len(fake.submitted) == 3
 
 
@@ -144,7 +130,7 @@ async def test_cancel_while_queued(make_service: ServiceFactory) -> None:
     cancelled = await service.cancel(view.id, caller=Caller("owner"))
     assert cancelled.status is JobStatus.cancelled
     assert cancelled.finished_at is not None
-    await rec.wait_for(lambda: rec.of(JobCancelledEvent))
+    await rec.wait_for(lambda: rec.of(events.JobCancelled))
     with pytest.raises(UserError, match="already finished") as info:
         await service.cancel(view.id, caller=Caller("owner"))
     assert info.value.code == "already_finished"
@@ -165,7 +151,7 @@ async def test_cancel_while_running(make_service: ServiceFactory) -> None:
     cancelled = await service.cancel(view.id, caller=admin)
     assert fake.cancel_calls == [view.id]
     assert cancelled.status is JobStatus.cancelled
-    await rec.wait_for(lambda: rec.of(JobCancelledEvent))
+    await rec.wait_for(lambda: rec.of(events.JobCancelled))
 
 
 async def test_cancel_from_another_process(make_service: ServiceFactory) -> None:
@@ -269,7 +255,7 @@ async def test_recovery_buries_a_job_that_keeps_crashing(
     await service.start()
     row = await _row(sessionmaker, "r2r2r2")
     assert (row.status, row.attempts, row.error_code) == ("dead", 3, "worker_died")
-    await rec.wait_for(lambda: rec.of(JobFailedEvent))
+    await rec.wait_for(lambda: rec.of(events.JobFailed))
     assert [v.id for v in await service.undelivered()] == ["r2r2r2"]
 
 
@@ -307,7 +293,7 @@ async def test_events_for_a_job_taken_back_are_dropped(
     fake.emit(JobSucceeded(view.id, png(4), {}))
     await asyncio.sleep(0.3)
     assert (await service.get(view.id)).status is JobStatus.running
-    assert not rec.of(JobSucceededEvent)
+    assert not rec.of(events.JobSucceeded)
 
 
 async def test_mark_delivered_is_compare_and_set(make_service: ServiceFactory) -> None:
@@ -360,7 +346,7 @@ async def test_a_failing_listener_does_not_stop_others(make_service: ServiceFact
     service.subscribe(broken)
     service.subscribe(rec)
     await _submit(service)
-    await rec.wait_for(lambda: rec.of(JobQueued))
+    await rec.wait_for(lambda: rec.of(events.JobQueued))
 
 
 async def test_stats(make_service: ServiceFactory) -> None:

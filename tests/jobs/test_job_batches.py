@@ -13,23 +13,19 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
-from bot.jobs.executor import (
-    ExecutorStartError,
-    JobFailed,
-    JobRequest,
-    JobSucceeded,
-    LocalPoolExecutor,
-)
+from bot.jobs.executor import ExecutorStartError, LocalPoolExecutor
+from bot.jobs.records import JobRecord
 from bot.jobs.scheduling import QueuedJob, claims_until
-from bot.jobs.service import JobService, JobStatus
-from bot.jobs.views import JobView
+from bot.jobs.service import JobService
+from bot.jobs.states import JobStatus
 from bot.settings import Settings
 from stylizer.params import StyleParams
+from stylizer.pool.messages import JobFailed, JobRequest, JobSucceeded
 
 STYLE = png(99)
 
 
-async def _submit(service: JobService, user: str, **kwargs: object) -> JobView:
+async def _submit(service: JobService, user: str, **kwargs: object) -> JobRecord:
     content = kwargs.pop("content", png(1))
     assert isinstance(content, bytes)
     params = kwargs.pop("params", {"steps": 9})
@@ -38,7 +34,7 @@ async def _submit(service: JobService, user: str, **kwargs: object) -> JobView:
                                 style_image=STYLE, params=params)
 
 
-def _finish(fake: FakeExecutor, *views: JobView) -> None:
+def _finish(fake: FakeExecutor, *views: JobRecord) -> None:
     for view in views:
         fake.emit(JobSucceeded(view.id, png(7), {"steps": 9}))
 

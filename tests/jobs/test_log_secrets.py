@@ -16,7 +16,8 @@ import pytest
 
 from bot.logging_setup import setup_logging
 from bot.settings import Settings
-from stylizer.pool import JobFailed, JobRequest, WorkerPool
+from stylizer.pool.messages import JobFailed, JobRequest
+from stylizer.pool.supervisor import WorkerPool
 from stylizer.pool.worker import Engine, Task, Worker, WorkerSpec
 
 pytestmark = pytest.mark.timeout(120)

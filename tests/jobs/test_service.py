@@ -20,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import db
 from bot.jobs.access import Caller
 from bot.jobs.errors import InvalidRequest, JobNotFound, LimitExceeded, UserError
-from bot.jobs.executor import JobRequest, JobStarted, JobSucceeded, PoolEvent
-from bot.jobs.service import JobQueued, JobStatus
+from bot.jobs.events import JobQueued
+from bot.jobs.states import JobStatus
 from bot.jobs.storage import BlobStorage, sha256_hex
 from bot.settings import Settings
 from stylizer import images
+from stylizer.pool.messages import JobRequest, JobStarted, JobSucceeded, PoolEvent
 
 STYLE = png(99)
 

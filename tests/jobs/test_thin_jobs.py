@@ -9,9 +9,9 @@ import pytest
 from jobs_helpers import ServiceFactory, png
 
 from bot.jobs.executor import LocalPoolExecutor
-from bot.jobs.service import JobStatus
+from bot.jobs.records import dead_message
+from bot.jobs.states import JobStatus
 from bot.jobs.storage import BlobStorage
-from bot.jobs.views import dead_message
 from bot.settings import Settings
 from stylizer import images
 

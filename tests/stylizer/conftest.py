@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
     from stylizer.engine import Stylizer
-    from stylizer.pool import WorkerPool
+    from stylizer.pool.supervisor import WorkerPool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,7 +90,7 @@ def styles_dir() -> Path:
 @pytest.fixture
 async def pool_factory() -> AsyncIterator[Callable[..., Awaitable[WorkerPool]]]:
     """Starts CPU worker pools (previews unthrottled) and closes them after the test."""
-    from stylizer.pool import WorkerPool
+    from stylizer.pool.supervisor import WorkerPool
 
     pools: list[WorkerPool] = []
 

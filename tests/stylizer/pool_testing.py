@@ -14,14 +14,8 @@ from PIL import Image
 
 from stylizer import images
 from stylizer.params import StyleParams
-from stylizer.pool import (
-    JobCancelled,
-    JobFailed,
-    JobRequest,
-    JobSucceeded,
-    PoolEvent,
-    WorkerPool,
-)
+from stylizer.pool.messages import JobCancelled, JobFailed, JobRequest, JobSucceeded, PoolEvent
+from stylizer.pool.supervisor import WorkerPool
 
 TERMINAL = (JobSucceeded, JobFailed, JobCancelled)
 PoolFactory = Callable[..., Awaitable[WorkerPool]]

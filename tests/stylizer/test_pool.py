@@ -26,18 +26,15 @@ from pool_testing import (
     wait_until,
 )
 
-from stylizer.pool import (
+from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
     JobProgress,
     JobRequest,
     JobStarted,
     JobSucceeded,
-    PoolBusy,
-    PoolClosed,
-    PoolStartError,
-    WorkerPool,
 )
+from stylizer.pool.supervisor import PoolBusy, PoolClosed, PoolStartError, WorkerPool
 from stylizer.pool.worker import ProgressReporter
 
 # Spawned workers import the test targets by module name, whichever way pytest found us.

@@ -19,7 +19,7 @@ from pool_testing import (
     wait_until,
 )
 
-from stylizer.pool import (
+from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
     JobProgress,
@@ -245,7 +245,7 @@ async def test_spawned_workers_work_where_there_is_no_forkserver(
 
 
 def test_workers_are_never_plain_forked() -> None:
-    from stylizer.pool import WorkerPool
+    from stylizer.pool.supervisor import WorkerPool
 
     with pytest.raises(ValueError, match="never fork"):
         WorkerPool(start_method="fork")

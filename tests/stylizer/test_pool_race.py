@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from pool_testing import Events, PoolFactory, gone, request, wait_until
 
-from stylizer.pool import JobFailed, JobRequest, JobStarted, PoolBusy, WorkerPool
+from stylizer.pool.messages import JobFailed, JobRequest, JobStarted
+from stylizer.pool.supervisor import PoolBusy, WorkerPool
 
 # Spawned workers import the test targets by module name, whichever way pytest found us.
 pool_helpers = importlib.import_module(

@@ -1,10 +1,12 @@
-"""Plain snapshots of jobs and the events the service emits (never ORM objects)."""
+"""`JobRecord`: a plain snapshot of one job row (never an ORM object), and what is
+derived from a job's data alone: its interaction token's expiry, the words for a job
+given up."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.jobs.db import Job
@@ -31,7 +33,7 @@ def dead_message(attempts: int, code: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class JobView:
+class JobRecord:
     id: str
     user_id: str
     user_name: str
@@ -92,7 +94,7 @@ class JobView:
         return out
 
     @classmethod
-    def from_row(cls, job: Job) -> JobView:
+    def from_row(cls, job: Job) -> JobRecord:
         return cls(
             id=job.id, user_id=job.user_id, user_name=job.user_name, guild_id=job.guild_id,
             channel_id=job.channel_id, source=job.source, style=job.style,
@@ -107,45 +109,9 @@ class JobView:
             delivered=job.delivered, batch_key=job.batch_key)
 
 
-@dataclass(frozen=True)
-class JobQueued:
-    """Accepted (or put back after a worker died); `position` is 1-based."""
-
-    job: JobView
-    position: int
-    eta_s: float | None
 
 
-@dataclass(frozen=True)
-class JobStartedEvent:
-    job: JobView
-
-
-@dataclass(frozen=True)
-class JobProgressEvent:
-    job_id: str
-    step: int
-    total: int
-    preview_jpeg: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class JobSucceededEvent:
-    job: JobView
-    png: bytes = field(repr=False)
-
-
-@dataclass(frozen=True)
-class JobFailedEvent:
-    """`job.status` is failed or dead; `job.error_code` / `error_message` say why."""
-
-    job: JobView
-
-
-@dataclass(frozen=True)
-class JobCancelledEvent:
-    job: JobView
-
-
-JobEvent = (JobQueued | JobStartedEvent | JobProgressEvent | JobSucceededEvent | JobFailedEvent
-            | JobCancelledEvent)
+def token_expiry(created_at: datetime) -> datetime:
+    """Interaction tokens are valid for 15 minutes after the interaction was created
+    (Discord API: "Receiving and Responding", interaction tokens)."""
+    return created_at + timedelta(minutes=15)
