@@ -32,8 +32,9 @@ import torch
 from _common import CONTENT, STYLE, ms_per_call, pastiche_resize
 
 from stylizer.canvas import PyramidCanvas
+from stylizer.config import PRECISIONS
 from stylizer.engine import Stylizer, batch_tensor
-from stylizer.params import PRECISIONS, StyleParams
+from stylizer.params import StyleParams
 
 
 def measure(st: Stylizer, size: int, batch: int, reps: int, backend: str) -> dict[str, float]:

@@ -49,8 +49,9 @@ from _common import (
 from pool_throughput import pool_throughput
 
 from stylizer import images
+from stylizer.config import PRECISIONS
 from stylizer.engine import _ALL_IDX, Stylizer
-from stylizer.params import PRECISIONS, StyleParams
+from stylizer.params import StyleParams
 
 
 def run_pastiche(args: argparse.Namespace, out: Path, steps: int, size: int | None,

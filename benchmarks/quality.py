@@ -47,9 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, sync
 
 from stylizer import presets
+from stylizer.config import PRECISIONS
 from stylizer.engine import Progress, Stylizer
 from stylizer.judge import Judge, Score
-from stylizer.params import PRECISIONS, StyleParams
+from stylizer.params import StyleParams
 
 STYLES = ("starry-night", "great-wave", "scream", "the-kiss", "composition-vii",
           "impression-sunrise", "brushstrokes")

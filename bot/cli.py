@@ -43,9 +43,10 @@ from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
 from bot.logging_setup import setup_logging
 from bot.settings import Settings, SettingsError
+from stylizer.config import PRECISIONS
 from stylizer.errors import StylizerError
 from stylizer.images import read_path
-from stylizer.params import PRECISIONS, limits
+from stylizer.params import limits
 
 # The operator at this machine: owns the jobs it submits, may see and cancel any job.
 OPERATOR = Caller.cli()

@@ -17,7 +17,7 @@ from typing import Any
 import platformdirs
 
 from stylizer import presets
-from stylizer.params import PRECISIONS
+from stylizer.config import PRECISIONS, EngineConfig
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -86,6 +86,12 @@ class Settings:
             raise SettingsError("STYLEBOT_DEFAULT_SIZE must not exceed STYLEBOT_MAX_SIZE.")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"STYLEBOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+
+    @property
+    def engine(self) -> EngineConfig:
+        """The workers' engine settings, as the stylizer takes them."""
+        return EngineConfig(device=self.device, weights=self.weights, precision=self.precision,
+                            autotune=self.autotune)
 
     @property
     def blobs_dir(self) -> Path:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stylizer import images, presets
+from stylizer.config import PRECISIONS
 from stylizer.errors import StylizerError
-from stylizer.params import PRECISIONS, StyleParams, limits
+from stylizer.params import StyleParams, limits
 
 log = logging.getLogger(__name__)
 

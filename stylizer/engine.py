@@ -21,9 +21,10 @@ from PIL import Image
 
 from stylizer import losses
 from stylizer.canvas import PAINTED_MIN_SIDE, Frame, PyramidCanvas
+from stylizer.config import PRECISIONS
 from stylizer.errors import Cancelled, InvalidParams
 from stylizer.optim import BatchLBFGS
-from stylizer.params import PRECISIONS, StyleParams
+from stylizer.params import StyleParams
 from stylizer.vgg import CONTENT_LAYER, LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,6 @@ Init = Literal["palette", "content", "noise", "blank"]
 Schedule = Literal["constant", "two-phase"]
 Pooling = Literal["max", "avg"]
 Canvas = Literal["pyramid", "pixels"]
-# The network precision a Stylizer (and so a worker) runs in; an engine setting, not a
-# job's: "auto" is bf16 convolutions on a GPU or on a CPU with native bf16, else fp32.
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
 def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
        choices: tuple[str, ...] | None = None) -> Any:
     return field(default=default, metadata={"help": help, "min": lo, "max": hi,

@@ -35,7 +35,7 @@ from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from stylizer.params import PRECISIONS
+from stylizer.config import PRECISIONS
 from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
