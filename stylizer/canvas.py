@@ -129,6 +129,7 @@ class Frame:
 
     @property
     def padded(self) -> bool:
+        """Whether any side is mirrored out (the picture is thinner than PAINTED_MIN_SIDE)."""
         return (self.left, self.top, self.right, self.bottom) != (0, 0, 0, 0)
 
     @property

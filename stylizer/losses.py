@@ -58,4 +58,5 @@ def tv_loss(img: torch.Tensor) -> torch.Tensor:
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of two same-shaped tensors, in fp32: a scalar tensor."""
     return F.mse_loss(a.float(), b.float())

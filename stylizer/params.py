@@ -131,6 +131,7 @@ class StyleParams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples become lists); `from_dict` reads it back."""
         d = dataclasses.asdict(self)
         d["style_blend"] = list(self.style_blend)
         return d

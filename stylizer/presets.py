@@ -29,6 +29,9 @@ MISSING_OFFERS = 5  # styles named in place of a painting the pack lacks
 
 @dataclass(frozen=True)
 class Preset:
+    """A named style: a painting in the style pack, or one our own code draws
+    (`source` "procedural"), with the parameters recommended for it."""
+
     name: str
     title: str
     artist: str

@@ -32,6 +32,8 @@ class JobRequest:
 
 @dataclass(frozen=True)
 class JobStarted:
+    """A worker (`worker_id`, process `pid`) has begun painting the job."""
+
     job_id: str
     worker_id: int
     pid: int
@@ -39,6 +41,9 @@ class JobStarted:
 
 @dataclass(frozen=True)
 class JobProgress:
+    """After `step` of `total` optimiser steps: the two loss terms as the engine weighs
+    them, and now and then a small JPEG of the canvas (`preview_jpeg`)."""
+
     job_id: str
     step: int
     total: int
@@ -54,6 +59,8 @@ class JobProgress:
 
 @dataclass(frozen=True)
 class JobSucceeded:
+    """The painting, as PNG bytes, and figures about its run."""
+
     job_id: str
     png: bytes
     # steps, seconds, content_loss, style_loss, total_loss, width, height, size
@@ -77,6 +84,8 @@ class JobFailed:
 
 @dataclass(frozen=True)
 class JobCancelled:
+    """Stopped on request (`WorkerPool.cancel`) before it finished."""
+
     job_id: str
 
 
@@ -130,6 +139,7 @@ class WorkerLog:
         return cls({name: getattr(record, name, None) for name in LOG_RECORD_FIELDS})
 
     def to_record(self) -> logging.LogRecord:
+        """The record again, in the supervisor's process, for its own handlers."""
         return logging.makeLogRecord({**self.fields, "args": None})
 
 

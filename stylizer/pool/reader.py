@@ -49,6 +49,7 @@ class PipeReader(threading.Thread, Generic[K]):
         self._wake()
 
     def stop(self) -> None:
+        """Asks `run` to return; safe from any thread."""
         self._stopping = True
         self._wake()
 
@@ -84,6 +85,8 @@ class PipeReader(threading.Thread, Generic[K]):
         return False
 
     def run(self) -> None:
+        """The reader thread's body: waits on every connection and process sentinel until
+        `stop`, then closes the connections it still holds."""
         try:
             self._loop_until_stopped()
         finally:
