@@ -9,6 +9,9 @@ transaction opened with `BEGIN IMMEDIATE`, which takes the write lock up front. 
 deferred transaction that reads and then writes can fail at once with "database is
 locked" (SQLite cannot upgrade its read snapshot, so the busy timeout does not help).
 Other databases get none of this: only the URL changes.
+
+Long because it is the one file with SQL in it: whoever asks what touches the job
+table reads this file and no other.
 """
 
 from __future__ import annotations

@@ -16,6 +16,11 @@ has expired, or at once when its runner was a process on this host that no longe
 exists. Recovery therefore never steals a job from another live process (a bot and a
 `stylebot stylize` may share one database), and after a crash on one machine the job is
 back in the queue as soon as the service starts again.
+
+Long because the three tasks share one piece of state, the set of jobs this process is
+running (`running`, with their batch and lease), and each changes it; split apart they
+would hand that set around. They come apart when leases and recovery must also run in a
+process with no executor of its own.
 """
 
 from __future__ import annotations

@@ -8,9 +8,14 @@ the job's record instead of the worker's pid.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.jobs.records import JobRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,3 +65,40 @@ class JobCancelled:
 
 JobEvent = JobQueued | JobStarted | JobProgress | JobSucceeded | JobFailed | JobCancelled
 FINAL_EVENTS = (JobSucceeded, JobFailed, JobCancelled)
+Listener = Callable[[JobEvent], Awaitable[None]]
+
+
+class Subscriber:
+    """One listener with its own queue, so a slow listener never holds up the others or
+    the dispatch loop, and each listener sees events in order."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, event: JobEvent) -> None:
+        self.queue.put_nowait(event)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                await self.listener(event)
+            except Exception:
+                log.exception("a job event listener failed on %s", type(event).__name__)
+            finally:
+                self.queue.task_done()
+
+    async def close(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout_s)
+        except TimeoutError:
+            log.warning("a job event listener did not catch up; dropping %d event(s)",
+                        self.queue.qsize())
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,65 +22,24 @@ from bot.jobs import access, db
 from bot.jobs.access import Action, Caller
 from bot.jobs.dispatch import Dispatcher
 from bot.jobs.errors import (
-    InvalidRequest,
     JobNotFound,
     LimitExceeded,
     UserError,
 )
-from bot.jobs.events import JobCancelled, JobEvent, JobQueued
+from bot.jobs.events import JobCancelled, JobEvent, JobQueued, Listener, Subscriber
 from bot.jobs.executor import Executor
 from bot.jobs.ids import new_job_id, normalize_job_id
+from bot.jobs.intake import Intake
 from bot.jobs.records import JobRecord, utcnow
 from bot.jobs.scheduling import eta_queued, eta_running, mean_duration
 from bot.jobs.states import ACTIVE, JobStatus
 from bot.jobs.storage import BlobStorage
 from bot.settings import Settings
-from stylizer import images
 from stylizer.batching import batch_key
-from stylizer.errors import InvalidParams, StylizerError
-from stylizer.params import StyleParams
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[JobEvent], Awaitable[None]]
-CUSTOM_STYLE = "custom"
 RECENT_JOBS_FOR_ETA = 20
-
-
-class _Subscriber:
-    """One listener with its own queue, so a slow listener never holds up the others or
-    the dispatch loop, and each listener sees events in order."""
-
-    def __init__(self, listener: Listener) -> None:
-        self.listener = listener
-        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self.task: asyncio.Task[None] | None = None
-
-    def put(self, event: JobEvent) -> None:
-        self.queue.put_nowait(event)
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        while True:
-            event = await self.queue.get()
-            try:
-                await self.listener(event)
-            except Exception:
-                log.exception("a job event listener failed on %s", type(event).__name__)
-            finally:
-                self.queue.task_done()
-
-    async def close(self, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(self.queue.join(), timeout_s)
-        except TimeoutError:
-            log.warning("a job event listener did not catch up; dropping %d event(s)",
-                        self.queue.qsize())
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            self.task = None
 
 
 class JobService:
@@ -101,8 +60,8 @@ class JobService:
         self._default_job_s = default_job_s
         self._cancel_wait_s = cancel_wait_s
         self._poll_s = poll_interval_s
-        self._subscribers: list[_Subscriber] = []
-        self._style_bytes: dict[str, bytes] = {}
+        self._subscribers: list[Subscriber] = []
+        self._intake = Intake(settings, presets_dir)
         self._dispatch = Dispatcher(
             sessionmaker=sessionmaker, storage=storage, executor=executor, settings=settings,
             clock=clock, emit=self._emit, requeued=self._emit_queued, lease_s=lease_s,
@@ -111,7 +70,7 @@ class JobService:
     # -- life ------------------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> None:
-        self._subscribers.append(_Subscriber(listener))
+        self._subscribers.append(Subscriber(listener))
 
     async def start(self) -> None:
         """Recovers orphaned jobs, starts the executor, then the dispatch loop."""
@@ -153,23 +112,10 @@ class JobService:
         Raises `InvalidRequest` for a bad image, style or parameter, `LimitExceeded`
         when this user or the whole queue is full, `JobNotFound` for a bad parent.
         """
-        if (style is None) == (style_image is None):
-            raise InvalidRequest("Choose one style: a preset name or a style image.")
-        photo = await self._probe(content)
-        merged: dict[str, Any] = {"size": self._settings.default_size}
-        if self._settings.default_steps is not None:
-            merged["steps"] = self._settings.default_steps
-        if style is not None:
-            preset = await self._preset(style)
-            merged.update(preset.params)
-            style_name = preset.name
-            style_bytes = await self._preset_bytes(preset)
-        else:
-            assert style_image is not None
-            await self._probe(style_image)
-            style_name, style_bytes = CUSTOM_STYLE, style_image
-        merged.update(self._user_params(params))
-        style_params = self._validate(merged)
+        request = await self._intake.check(content=content, style=style,
+                                           style_image=style_image, params=params)
+        photo, style_name, style_bytes = request.photo, request.style_name, request.style_bytes
+        style_params = request.params
         # The blobs go first: a row never points at bytes that are not there. If the
         # insert fails, an unreferenced blob is left behind, which is harmless.
         input_hash = await self._storage.put_async(content)
@@ -199,54 +145,6 @@ class JobService:
         await self._emit_queued(view)
         self._dispatch.wake()
         return view
-
-    async def _probe(self, data: bytes) -> images.ImageInfo:
-        """The image's header, read in a worker thread: parsing untrusted bytes is CPU
-        work, and the event loop serves every other user meanwhile."""
-        try:
-            return await asyncio.to_thread(images.probe, data,
-                                           max_bytes=self._settings.max_upload_bytes,
-                                           max_pixels=self._settings.max_pixels)
-        except StylizerError as exc:
-            raise InvalidRequest.from_stylizer(exc) from exc
-
-    async def _preset(self, name: str) -> Any:
-        from stylizer import presets
-
-        try:
-            return await asyncio.to_thread(presets.get, name, self._presets_dir)
-        except StylizerError as exc:
-            raise InvalidRequest.from_stylizer(exc) from exc
-
-    async def _preset_bytes(self, preset: Any) -> bytes:
-        from stylizer import presets
-
-        name: str = preset.name
-        if name not in self._style_bytes:
-            data: bytes = await asyncio.to_thread(presets.image_bytes, preset,
-                                                  self._presets_dir)
-            self._style_bytes[name] = data
-        return self._style_bytes[name]
-
-    @staticmethod
-    def _user_params(params: dict[str, Any] | None) -> dict[str, Any]:
-        if not params:
-            return {}
-        known = set(StyleParams.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise InvalidRequest(f"Unknown setting: {', '.join(unknown)}.", code="invalid_params")
-        return {k: v for k, v in params.items() if v is not None}
-
-    def _validate(self, merged: dict[str, Any]) -> StyleParams:
-        try:
-            params = StyleParams.from_dict(merged)
-        except InvalidParams as exc:
-            raise InvalidRequest.from_stylizer(exc) from exc
-        if params.size > self._settings.max_size:
-            raise InvalidRequest(f"The largest size is {self._settings.max_size} pixels.",
-                                 code=InvalidParams.code)
-        return params
 
     async def _check_limits(self, session: AsyncSession, user_id: str) -> None:
         active = await db.count_active_for_user(session, user_id=user_id)

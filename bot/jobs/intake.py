@@ -1,0 +1,105 @@
+"""Intake: a painting request checked before anything is stored.
+
+The photo's and a custom style's headers are read (in a worker thread: parsing untrusted
+bytes is CPU work), a preset is looked up and its painting read once per process, and
+the parameters are merged in order: the host's defaults, the preset's recommendation,
+the user's options. Every refusal is an `InvalidRequest` whose message is shown to the
+user as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.jobs.errors import InvalidRequest
+from bot.settings import Settings
+from stylizer import images, presets
+from stylizer.errors import InvalidParams, StylizerError
+from stylizer.params import StyleParams
+
+CUSTOM_STYLE = "custom"
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    photo: images.ImageInfo
+    style_name: str  # a preset's name, or CUSTOM_STYLE for an uploaded style image
+    style_bytes: bytes
+    params: StyleParams
+
+
+class Intake:
+    def __init__(self, settings: Settings, presets_dir: Path | None) -> None:
+        self.settings = settings
+        self.presets_dir = presets_dir
+        self._style_bytes: dict[str, bytes] = {}
+
+    async def check(self, *, content: bytes, style: str | None, style_image: bytes | None,
+                    params: dict[str, Any] | None) -> CheckedRequest:
+        """Raises `InvalidRequest` for a bad image, style or parameter."""
+        if (style is None) == (style_image is None):
+            raise InvalidRequest("Choose one style: a preset name or a style image.")
+        photo = await self.probe(content)
+        merged: dict[str, Any] = {"size": self.settings.default_size}
+        if self.settings.default_steps is not None:
+            merged["steps"] = self.settings.default_steps
+        if style is not None:
+            preset = await self.preset(style)
+            merged.update(preset.params)
+            style_name = preset.name
+            style_bytes = await self.preset_bytes(preset)
+        else:
+            assert style_image is not None
+            await self.probe(style_image)
+            style_name, style_bytes = CUSTOM_STYLE, style_image
+        merged.update(self.user_params(params))
+        return CheckedRequest(photo, style_name, style_bytes, self.validate(merged))
+
+    async def probe(self, data: bytes) -> images.ImageInfo:
+        """The image's header, read in a worker thread: parsing untrusted bytes is CPU
+        work, and the event loop serves every other user meanwhile."""
+        try:
+            return await asyncio.to_thread(images.probe, data,
+                                           max_bytes=self.settings.max_upload_bytes,
+                                           max_pixels=self.settings.max_pixels)
+        except StylizerError as exc:
+            raise InvalidRequest.from_stylizer(exc) from exc
+
+    async def preset(self, name: str) -> presets.Preset:
+        """The preset called `name` (spelling is forgiven: see `presets.normalise`)."""
+        try:
+            return await asyncio.to_thread(presets.get, name, self.presets_dir)
+        except StylizerError as exc:
+            raise InvalidRequest.from_stylizer(exc) from exc
+
+    async def preset_bytes(self, preset: presets.Preset) -> bytes:
+        """The preset's painting as encoded bytes, read (or drawn) once per process."""
+        if preset.name not in self._style_bytes:
+            self._style_bytes[preset.name] = await asyncio.to_thread(
+                presets.image_bytes, preset, self.presets_dir)
+        return self._style_bytes[preset.name]
+
+    @staticmethod
+    def user_params(params: dict[str, Any] | None) -> dict[str, Any]:
+        """The options the user set (None means "not given"); an unknown name is refused."""
+        if not params:
+            return {}
+        known = set(StyleParams.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise InvalidRequest(f"Unknown setting: {', '.join(unknown)}.", code="invalid_params")
+        return {k: v for k, v in params.items() if v is not None}
+
+    def validate(self, merged: dict[str, Any]) -> StyleParams:
+        """StyleParams' own ranges, then this host's largest size."""
+        try:
+            params = StyleParams.from_dict(merged)
+        except InvalidParams as exc:
+            raise InvalidRequest.from_stylizer(exc) from exc
+        if params.size > self.settings.max_size:
+            raise InvalidRequest(f"The largest size is {self.settings.max_size} pixels.",
+                                 code=InvalidParams.code)
+        return params
