@@ -95,7 +95,8 @@ def tutorial_loop(stylizer: Stylizer, content: Image.Image, style: Image.Image, 
     defaults (20 iterations per `step`), the pixels clamped at the top of the closure,
     `evals` closure calls in all. Returns the seconds of optimisation."""
     from stylizer import losses
-    from stylizer.engine import _ALL_IDX, _CONTENT_POS, _STYLE_POS, to_image, to_tensor
+    from stylizer.targets import CONTENT_POS, FEATURE_LAYERS, STYLE_POS
+    from stylizer.tensors import to_image, to_tensor
 
     dev = stylizer.device
     # The tutorial's own network: NCHW fp32, whatever layout our engine keeps its copy in.
@@ -103,8 +104,8 @@ def tutorial_loop(stylizer: Stylizer, content: Image.Image, style: Image.Image, 
     with strict_fp32(), torch.no_grad():
         c = to_tensor(content, dev)
         s = to_tensor(style, dev)
-        target_c = model(c, _ALL_IDX)[_CONTENT_POS]
-        target_g = [losses.gram(f) for f in (model(s, _ALL_IDX)[p] for p in _STYLE_POS)]
+        target_c = model(c, FEATURE_LAYERS)[CONTENT_POS]
+        target_g = [losses.gram(f) for f in (model(s, FEATURE_LAYERS)[p] for p in STYLE_POS)]
     img = c.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([img])
     count = [0]
@@ -121,9 +122,9 @@ def tutorial_loop(stylizer: Stylizer, content: Image.Image, style: Image.Image, 
             on_checkpoint(count[0], paused - start - elapsed[0], to_image(img))
             elapsed[0] += time.perf_counter() - paused  # snapshots are not the loop's time
         opt.zero_grad()
-        feats = model(img, _ALL_IDX)
-        loss = losses.content_loss(feats[_CONTENT_POS], target_c).sum() + losses.style_loss(
-            [feats[p] for p in _STYLE_POS], target_g).sum()
+        feats = model(img, FEATURE_LAYERS)
+        loss = losses.content_loss(feats[CONTENT_POS], target_c).sum() + losses.style_loss(
+            [feats[p] for p in STYLE_POS], target_g).sum()
         loss.backward()
         count[0] += 1
         return loss

@@ -4,7 +4,7 @@ against compiled, with the time the compiler takes.
 
     python benchmarks/compile_step.py [--device cuda] [--sizes 512 1024] [--batch 1]
 
-The eager step is the engine's own (`Stylizer.objective` in its precision and layout);
+The eager step is the engine's own (`objective.Objective` in its precision and layout);
 the compiled one is the same function through `torch.compile`, with an empty compiler
 cache (as on a fresh machine) unless `--warm-cache`. Prints a markdown table; `--json`
 writes it. A compile that pays must win back its seconds in every worker, at every new
@@ -32,9 +32,11 @@ import torch
 from _common import CONTENT, STYLE, ms_per_call, pastiche_resize
 
 from stylizer.canvas import PyramidCanvas
-from stylizer.config import PRECISIONS
-from stylizer.engine import Stylizer, batch_tensor
+from stylizer.config import PRECISIONS, EngineConfig
+from stylizer.engine import Stylizer
+from stylizer.objective import Objective
 from stylizer.params import StyleParams
+from stylizer.tensors import batch_tensor
 
 
 def measure(st: Stylizer, size: int, batch: int, reps: int, backend: str) -> dict[str, float]:
@@ -42,15 +44,14 @@ def measure(st: Stylizer, size: int, batch: int, reps: int, backend: str) -> dic
     photo = pastiche_resize(CONTENT, size=size)
     style = pastiche_resize(STYLE, pixels=photo.width * photo.height)
     content = batch_tensor([photo] * batch, st.device)
-    targets = st._targets(content, [[style]] * batch, params, None, False)
-    content_feat, grams = targets.content, targets.grams
+    targets = st.targets(content, [[style]] * batch, params)
     weight = torch.full((batch,), params.style_weight, device=st.device)
+    objective = Objective(st.features, targets, params, params.content_weight, weight)
     canvas = PyramidCanvas(content, channels_last=st.channels_last)
     z = canvas.z.clone().requires_grad_(True)
 
     def step(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total = st.objective(canvas.picture(z), content_feat, grams, params,
-                             style_weight=weight)[0]
+        total = objective(canvas.picture(z))[0]
         (grad,) = torch.autograd.grad(total.sum(), z)
         return total, grad
 
@@ -73,7 +74,7 @@ def main() -> None:
                     help="keep torch's on-disk compiler cache (default: an empty one)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    st = Stylizer(args.device, precision=args.precision)
+    st = Stylizer(EngineConfig(device=args.device, precision=args.precision))
     cuda = st.device.type == "cuda"
     sizes = args.sizes or ([512, 1024] if cuda else [128, 256])
     res: dict[str, Any] = {"device": torch.cuda.get_device_name(st.device) if cuda else "cpu",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -49,9 +50,10 @@ from _common import (
 from pool_throughput import pool_throughput
 
 from stylizer import images
-from stylizer.config import PRECISIONS
-from stylizer.engine import _ALL_IDX, Stylizer
+from stylizer.config import PRECISIONS, EngineConfig
+from stylizer.engine import Stylizer
 from stylizer.params import StyleParams
+from stylizer.targets import FEATURE_LAYERS
 
 
 def run_pastiche(args: argparse.Namespace, out: Path, steps: int, size: int | None,
@@ -75,7 +77,7 @@ def run_ours(st: Stylizer, content: Image.Image, style: Image.Image, params: Sty
              ) -> tuple[Image.Image, float]:
     sync(st.device)
     start = time.perf_counter()
-    result = st.run(content, [style], params, progress_every=10**9)
+    result = st.run(content, [style], params)
     sync(st.device)
     return result.image, time.perf_counter() - start
 
@@ -140,7 +142,7 @@ def step_cost(st: Stylizer, size: int, reps: int) -> dict[str, float]:
 
         def once() -> None:
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                feats = model(x, _ALL_IDX)
+                feats = model(x, FEATURE_LAYERS)
             total = sum(f.float().square().mean() for f in feats)
             (_g,) = torch.autograd.grad(total, x)
 
@@ -157,9 +159,10 @@ def worker_startup(device: str, size: int) -> dict[str, float]:
     code = (
         "import time; t=time.perf_counter()\n"
         "from PIL import Image\n"
+        "from stylizer.config import EngineConfig\n"
         "from stylizer.engine import Stylizer\n"
         "from stylizer.params import StyleParams\n"
-        f"st=Stylizer({device!r}); t1=time.perf_counter()\n"
+        f"st=Stylizer(EngineConfig(device={device!r})); t1=time.perf_counter()\n"
         "img=Image.new('RGB',(64,64),(120,80,40))\n"
         f"st.run(img,[img],StyleParams(size={size},steps=8,scales=1))\n"
         "import torch\n"
@@ -218,7 +221,7 @@ def main() -> None:
                     help="also run pastiche at its own defaults (1000 steps, 500^2 px)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    st = Stylizer(args.device, precision=args.precision)
+    st = Stylizer(EngineConfig(device=args.device, precision=args.precision))
     dev = st.device
     args.device_name = str(dev)
     res: dict[str, Any] = {"date": date.today().isoformat(), "device": str(dev),
@@ -284,7 +287,7 @@ def main() -> None:
         log(name, ours[name]["to_bar_steps"], ours[name]["to_bar_s"])
     if st.bf16:
         # What bf16 buys: the defaults with an fp32 network (TF32 on a GPU).
-        fp32 = Stylizer(args.device, precision="fp32")
+        fp32 = Stylizer(EngineConfig(device=args.device, precision="fp32"))
         ours[FP32] = steps_to_bar(fp32, content, style, fixed_weights(size=args.size), counts,
                                   evaluate, bar, args.out / f"ours_bar_{_slug(FP32)}.png")
         log(FP32, ours[FP32]["to_bar_steps"], ours[FP32]["to_bar_s"])
@@ -293,10 +296,10 @@ def main() -> None:
         # What CUDA graphs buy: the same job with the step launched kernel by kernel.
         o = ours["defaults"]
         n = o["to_bar_steps"] or 100
-        st.cuda_graphs = False
-        run_ours(st, content, style, fixed_weights(size=args.size, steps=8))
-        _, secs = run_ours(st, content, style, fixed_weights(size=args.size, steps=n))
-        st.cuda_graphs = True
+        eager = Stylizer(dataclasses.replace(st.config, cuda_graphs=False))
+        run_ours(eager, content, style, fixed_weights(size=args.size, steps=8))
+        _, secs = run_ours(eager, content, style, fixed_weights(size=args.size, steps=n))
+        del eager
         o["eager_same_steps_s"] = secs
         log("eager", n, secs)
     defaults = fixed_weights(size=args.size)
@@ -317,10 +320,10 @@ def main() -> None:
             for b in (4, 16):
                 styles = [[batch_styles[i % len(batch_styles)]] for i in range(b)]
                 params = fixed_weights(size=args.size, steps=steps, **VARIANTS[best])
-                st.run_batch([content] * b, styles, params, progress_every=10**9)
+                st.run_batch([content] * b, styles, params)
                 sync(dev)
                 t = time.perf_counter()
-                results = st.run_batch([content] * b, styles, params, progress_every=10**9)
+                results = st.run_batch([content] * b, styles, params)
                 sync(dev)
                 secs = time.perf_counter() - t
                 res.setdefault("batched", {})[f"batch {b}"] = {

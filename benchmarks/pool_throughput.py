@@ -58,11 +58,12 @@ async def pool_throughput(device: str, workers: int, concurrency: list[int], siz
     Job i paints `contents[i % len(contents)]` (photos of one size are compatible). Jobs
     are handed over the way the dispatcher does it: whenever a worker is free, the oldest
     queued job and the queued jobs of the same photo size, up to the batch limit."""
+    from stylizer.config import EngineConfig
     from stylizer.pool.messages import JobFailed, JobRequest, JobSucceeded
     from stylizer.pool.supervisor import WorkerPool
 
-    pool = WorkerPool(workers=workers, device=device, job_timeout_s=300, max_batch=max_batch,
-                      autotune=autotune)
+    pool = WorkerPool(engine=EngineConfig(device=device, autotune=autotune), workers=workers,
+                      job_timeout_s=300, max_batch=max_batch)
     t0 = time.perf_counter()
     await pool.start()
     out: dict[str, Any] = {"workers": workers, "max_batch": pool.max_batch,

@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, sync
 
 from stylizer import presets
-from stylizer.config import PRECISIONS
-from stylizer.engine import Progress, Stylizer
+from stylizer.config import PRECISIONS, EngineConfig
+from stylizer.engine import Progress, RunOptions, Stylizer
 from stylizer.judge import Judge, Score
 from stylizer.params import StyleParams
 
@@ -105,8 +105,9 @@ def paint(st: Stylizer, photo: Image.Image, styles: list[tuple[str, Image.Image,
     sync(st.device)
     start = time.perf_counter()
     results = st.run_batch([photo] * len(styles), [[img] for _, img, _ in styles], params,
-                           on_progress=on_progress, progress_every=1, preview_every=1,
-                           preview_size=params.size, style_keys=[[n] for n, _, _ in styles],
+                           RunOptions(on_progress=on_progress, progress_every=1,
+                                      preview_every=1, preview_size=params.size),
+                           style_keys=[[n] for n, _, _ in styles],
                            style_weights=weights)
     sync(st.device)
     seconds = (time.perf_counter() - start - paused[0]) / len(styles)
@@ -244,7 +245,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    st = Stylizer(args.device, precision=args.precision)
+    st = Stylizer(EngineConfig(device=args.device, precision=args.precision))
     judge = Judge(st.device)
     gpu = st.device.type == "cuda"
     sizes = args.sizes or ([128, 256, 512, 1024] if gpu else [128, 256])
@@ -342,7 +343,7 @@ def main() -> None:
     if n_plain:
         size = args.plain_size or (128 if args.quick else 256)
         params = base.replace(size=size)
-        plain = Stylizer(args.device, precision="fp32")
+        plain = Stylizer(EngineConfig(device=args.device, precision="fp32"))
         print(f"\nthe default job against a plain fp32 Adam loop (pixels, from the photo, "
               f"the same objective), {size} px\n{'photo':<20} {'style':<19} {'gain':>6} "
               f"{'keep':>6} {'ours':>12} {'plain loop':>12} {'sooner':>7}")

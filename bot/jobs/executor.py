@@ -59,10 +59,7 @@ class LocalPoolExecutor:
         """A pool as the settings describe; `overrides` go to `WorkerPool` (tests)."""
         from stylizer.pool.supervisor import WorkerPool
 
-        kwargs: dict[str, Any] = {"workers": settings.workers, "device": settings.device,
-                                  "weights": settings.weights,
-                                  "precision": settings.precision,
-                                  "autotune": settings.autotune,
+        kwargs: dict[str, Any] = {"engine": settings.engine, "workers": settings.workers,
                                   "job_timeout_s": settings.job_timeout_s,
                                   "max_batch": settings.max_batch}
         kwargs.update(overrides)

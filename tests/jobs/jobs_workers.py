@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -26,7 +26,11 @@ from stylizer import images
 from stylizer.errors import Cancelled
 from stylizer.params import StyleParams
 from stylizer.pool.messages import JobRequest, JobStarted, WorkerStartFailed
-from stylizer.pool.worker import Engine, Worker, WorkerSpec
+from stylizer.pool.spec import Engine, WorkerSpec
+from stylizer.pool.worker import Worker
+
+if TYPE_CHECKING:
+    from stylizer.engine import RunOptions
 
 CRASH = (255, 0, 0)
 HANG = (0, 0, 255)
@@ -78,16 +82,15 @@ class QuickEngine:
     """Stands in for `Stylizer`: honours steps, progress and cancellation, no torch."""
 
     def run_batch(self, contents: Sequence[Image.Image],
-                  styles: Sequence[Sequence[Image.Image]], params: StyleParams, *,
-                  on_progress: Callable[[Sequence[Any]], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
-                  **_: Any) -> list[_Result]:
+                  styles: Sequence[Sequence[Image.Image]], params: StyleParams,
+                  options: RunOptions, **_: Any) -> list[_Result]:
         for step in range(1, params.steps + 1):
-            if should_stop is not None and should_stop():
+            if options.should_stop is not None and options.should_stop():
                 raise Cancelled("stopped")
             time.sleep(QUICK_STEP_S)
-            if on_progress is not None and (step % progress_every == 0 or step == 1):
-                on_progress([_Progress(step, params.steps, 1.0, 1.0)] * len(contents))
+            if options.on_progress is not None and (step % options.progress_every == 0
+                                                    or step == 1):
+                options.on_progress([_Progress(step, params.steps, 1.0, 1.0)] * len(contents))
         return [_Result(Image.blend(c, s[0].resize(c.size), 0.3), params.steps)
                 for c, s in zip(contents, styles, strict=True)]
 
@@ -110,8 +113,11 @@ def quick_worker(spec: WorkerSpec) -> None:
 
 class EngineReporter(Worker):
     def serve(self) -> None:
+        from stylizer.engine import Stylizer
+
         engine = self.make_engine()
-        settings = {name: getattr(engine, name, None) for name in ("bf16", "autotune")}
+        assert isinstance(engine, Stylizer)
+        settings = {"bf16": engine.bf16, "autotune": engine.config.autotune}
         self.send(WorkerStartFailed(self.spec.worker_id, "report", repr(settings)))
 
 

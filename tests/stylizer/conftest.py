@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from stylizer.config import EngineConfig
+
 if TYPE_CHECKING:
     from stylizer.engine import Stylizer
     from stylizer.pool.supervisor import WorkerPool
@@ -54,7 +56,7 @@ def engine(one_torch_thread: None) -> Stylizer:
     """The real engine on the CPU with the Caffe weights; VGG19 loads once per session."""
     from stylizer.engine import Stylizer
 
-    return Stylizer("cpu")
+    return Stylizer(EngineConfig(device="cpu"))
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +97,7 @@ async def pool_factory() -> AsyncIterator[Callable[..., Awaitable[WorkerPool]]]:
     pools: list[WorkerPool] = []
 
     async def make(**kwargs: Any) -> WorkerPool:
-        kwargs.setdefault("device", "cpu")
+        kwargs.setdefault("engine", EngineConfig(device="cpu"))
         kwargs.setdefault("preview_interval_s", 0.0)
         pool = WorkerPool(**kwargs)
         pools.append(pool)

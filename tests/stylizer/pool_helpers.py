@@ -16,13 +16,17 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from stylizer.params import StyleParams
 from stylizer.pool.messages import JobRequest, JobStarted
-from stylizer.pool.worker import Engine, ResultLike, Worker, WorkerSpec
+from stylizer.pool.spec import Engine, ResultLike, WorkerSpec
+from stylizer.pool.worker import Worker
+
+if TYPE_CHECKING:
+    from stylizer.engine import RunOptions
 
 OOM_ABOVE = 40
 LINGER_S = 2.0
@@ -35,7 +39,7 @@ class TroubledEngine:
 
     def run_batch(self, contents: Sequence[Image.Image],
                   styles: Sequence[Sequence[Image.Image]], params: StyleParams,
-                  **kwargs: Any) -> Sequence[ResultLike]:
+                  options: RunOptions, **kwargs: Any) -> Sequence[ResultLike]:
         job_ids = self.worker.job_ids
         too_big = params.size > OOM_ABOVE and (
             any(j.startswith("oom") for j in job_ids)
@@ -46,7 +50,7 @@ class TroubledEngine:
             raise torch.OutOfMemoryError(f"CUDA out of memory (simulated at {params.size})")
         if any(j.startswith("bug") for j in job_ids):
             raise RuntimeError("simulated bug")
-        return self.inner.run_batch(contents, styles, params, **kwargs)
+        return self.inner.run_batch(contents, styles, params, options, **kwargs)
 
 
 class TroubledWorker(Worker):

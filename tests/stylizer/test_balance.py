@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from stylizer.config import EngineConfig
 from stylizer.engine import Stylizer
 from stylizer.judge import Judge
 from stylizer.params import StyleParams
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def engine() -> Stylizer:
-    return Stylizer("cpu")
+    return Stylizer(EngineConfig(device="cpu"))
 
 
 @pytest.fixture(scope="module")

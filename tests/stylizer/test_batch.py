@@ -7,8 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from stylizer.engine import Progress, Stylizer
+from stylizer.config import EngineConfig
+from stylizer.engine import Progress, RunOptions, Stylizer
 from stylizer.params import StyleParams
+
+CPU = EngineConfig(device="cpu")
+CPU_FP32 = EngineConfig(device="cpu", precision="fp32")
+CUDA = EngineConfig(device="cuda")
 
 
 def _photo(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
@@ -20,7 +25,7 @@ def _photo(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
 def test_a_batch_paints_each_image_as_if_alone() -> None:
     # fp32: bf16 convolutions round differently at another batch size, and a few steps
     # of L-BFGS amplify that (the bf16 test below bounds what the precision costs).
-    st = Stylizer("cpu", precision="fp32")
+    st = Stylizer(CPU_FP32)
     params = StyleParams(size=64, steps=6, scales=1)
     photos = [_photo(1), _photo(2)]
     styles = [[_photo(3)], [_photo(4), _photo(5)]]
@@ -34,7 +39,7 @@ def test_a_batch_paints_each_image_as_if_alone() -> None:
 
 
 def test_images_of_a_batch_may_have_their_own_style_weight() -> None:
-    st = Stylizer("cpu", precision="fp32")  # as above: batch sizes round bf16 differently
+    st = Stylizer(CPU_FP32)  # as above: batch sizes round bf16 differently
     params = StyleParams(size=64, steps=6, scales=1)
     photo, style = _photo(1), [_photo(3)]
     # Far apart: on this tiny photo the style term dominates the objective at any
@@ -53,13 +58,14 @@ def test_images_of_a_batch_may_have_their_own_style_weight() -> None:
 
 
 def test_a_batch_reports_each_image_with_its_own_losses_and_preview() -> None:
-    st = Stylizer("cpu")
+    st = Stylizer(CPU)
     params = StyleParams(size=64, steps=4, scales=1)
     photos = [_photo(1), _photo(2)]
     styles = [[_photo(3)], [_photo(4)]]
     seen: list[list[Progress]] = []
-    results = st.run_batch(photos, styles, params, on_progress=lambda b: seen.append(list(b)),
-                           progress_every=2, preview_every=2, preview_size=64)
+    results = st.run_batch(photos, styles, params,
+                           RunOptions(on_progress=lambda b: seen.append(list(b)),
+                                      progress_every=2, preview_every=2, preview_size=64))
     assert [[p.step for p in batch] for batch in seen] == [[2, 2], [4, 4]]
     first, second = seen[-1]
     assert first.total_loss != second.total_loss
@@ -72,11 +78,11 @@ def test_a_batch_reports_each_image_with_its_own_losses_and_preview() -> None:
 
 
 def test_a_preview_shows_its_own_step_even_when_looked_at_later() -> None:
-    st = Stylizer("cpu")
+    st = Stylizer(CPU)
     seen: list[Progress] = []
     result = st.run(_photo(1), [_photo(3)], StyleParams(size=64, steps=6, scales=1),
-                    on_progress=seen.append, progress_every=1, preview_every=1,
-                    preview_size=64)
+                    RunOptions(on_progress=seen.extend, progress_every=1, preview_every=1,
+                               preview_size=64))
     early, last = seen[0].preview, seen[-1].preview
     assert early is not None
     assert last is not None
@@ -87,7 +93,7 @@ def test_a_preview_shows_its_own_step_even_when_looked_at_later() -> None:
 
 
 def test_a_batch_needs_photos_of_one_size() -> None:
-    st = Stylizer("cpu")
+    st = Stylizer(CPU)
     with pytest.raises(ValueError, match="one size"):
         st.run_batch([_photo(1), _photo(2, (48, 64))], [[_photo(3)], [_photo(3)]],
                      StyleParams(size=48, steps=2, scales=1))
@@ -98,15 +104,15 @@ def test_a_batch_needs_photos_of_one_size() -> None:
 def test_cuda_graphs_match_eager_steps() -> None:
     photo, style = _photo(1, (256, 192)), _photo(2, (256, 256))
     params = StyleParams(size=256, steps=30, scales=1)
-    graphed = Stylizer("cuda", cuda_graphs=True).run(photo, [style], params)
-    eager = Stylizer("cuda", cuda_graphs=False).run(photo, [style], params)
+    graphed = Stylizer(EngineConfig(device="cuda", cuda_graphs=True)).run(photo, [style], params)
+    eager = Stylizer(EngineConfig(device="cuda", cuda_graphs=False)).run(photo, [style], params)
     assert graphed.total_loss == pytest.approx(eager.total_loss, rel=0.05)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_graphed_batch_on_the_gpu_paints_each_image_as_if_alone() -> None:
-    st = Stylizer("cuda")
+    st = Stylizer(CUDA)
     st.warm_up()
     assert torch.backends.cudnn.benchmark  # the warm-up's search is off only while it runs
     params = StyleParams(size=128, steps=30, scales=1)
@@ -123,8 +129,8 @@ def test_bf16_path_stays_within_a_few_percent_of_fp32() -> None:
     job's saved painting, scored by one fp32 evaluator, loses no more than a few percent."""
     photo, style = _photo(1, (48, 40)), _photo(2, (48, 48))
     params = StyleParams(size=48, steps=16, scales=1)
-    ref_engine = Stylizer("cpu", precision="fp32")
-    fast = Stylizer("cpu", precision="bf16").run(photo, [style], params)
+    ref_engine = Stylizer(CPU_FP32)
+    fast = Stylizer(EngineConfig(device="cpu", precision="bf16")).run(photo, [style], params)
     ref = ref_engine.run(photo, [style], params)
     fast_score = ref_engine.evaluate(fast.image, photo, [style], params)
     ref_score = ref_engine.evaluate(ref.image, photo, [style], params)
@@ -138,6 +144,6 @@ def test_fast_path_stays_close_to_fp32() -> None:
     """bf16 convolutions + graphs on the GPU against the fp32 CPU path, same job."""
     photo, style = _photo(1), _photo(2, (64, 64))
     params = StyleParams(size=64, steps=30, scales=1)
-    fast = Stylizer("cuda").run(photo, [style], params)
-    ref = Stylizer("cpu").run(photo, [style], params)
+    fast = Stylizer(CUDA).run(photo, [style], params)
+    ref = Stylizer(CPU).run(photo, [style], params)
     assert fast.total_loss == pytest.approx(ref.total_loss, rel=0.1)

