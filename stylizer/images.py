@@ -1,9 +1,10 @@
 """Images in and out: safe decoding of untrusted bytes, and clean encoding.
 
 Untrusted bytes meet only the readers of the formats we accept (Pillow's JPEG, PNG,
-WebP, GIF and BMP plugins), and only after a walk over the file's framing has bounded
-the work those readers do in Python, one block at a time: a file of a million tiny
-metadata blocks is refused in milliseconds instead of parsed for seconds. A file of
+WebP, GIF and BMP plugins), and only after a walk over the file's framing
+(`stylizer.image_structure`) has bounded the work those readers do in Python, one block
+at a time: a file of a million tiny metadata blocks is refused in milliseconds instead of
+parsed for seconds. A file of
 another format is named from its signature, by no parser. Format and pixel count come
 from the header *before* any pixel data is decoded, so a decompression bomb is refused
 without allocating its pixels, and `probe` never decodes pixels at all. `decode`
@@ -17,7 +18,6 @@ well under a second and a few hundred MB (`benchmarks/decode.py`). Whatever the 
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +36,7 @@ from PIL import (  # noqa: F401
 )
 
 from stylizer.errors import CorruptImage, ImageTooLarge, StylizerError, UnsupportedImage
+from stylizer.image_structure import check_structure
 
 # Pillow format names we accept. APNG is reported as "PNG"; GIF and APNG give frame one.
 ALLOWED_FORMATS: dict[str, str] = {
@@ -61,19 +62,6 @@ MAX_WEBP_PIXELS = 4096 * 4096
 # Pillow decodes RLE-compressed BMPs in Python, a pixel at a time (seconds at 40 MP).
 MAX_RLE_BMP_PIXELS = 1 << 20
 
-# Bounds on the framing that Pillow's readers walk in Python, block by block. Real files
-# stay far below them; files made of thousands of tiny blocks would take seconds.
-# JPEG segments and single bytes stepped over before the pixel data (Pillow steps over
-# fill and junk bytes one at a time); GIF sub-blocks and stray bytes before the picture.
-MAX_STEPS = 8192
-# JPEG segments that Pillow parses in Python: frame headers, quantisation tables, EXIF,
-# Photoshop resources, the MPO index. A photo has one EXIF segment of at most 64 KiB.
-MAX_PARSED_JPEG_BYTES = 192 * 1024
-# Pillow joins a JPEG's EXIF segments by repeated concatenation: quadratic in their count.
-MAX_EXIF_SEGMENTS = 8
-MAX_PNG_METADATA_CHUNKS = 64  # every chunk but pixel data; photos have a dozen
-MAX_PNG_COMPRESSED_CHUNKS = 8  # iCCP, zTXt, iTXt: Pillow inflates each up to 1 MB
-MAX_PNG_DATA_CHUNKS = 20_000  # IDAT, fdAT, fcTL: 25 MB in chunks of 1.3 KB or more
 # The EXIF read for the orientation: as much as one JPEG segment can hold. Pillow's EXIF
 # parser reads up to 65,535 entries, a quarter of a second, wherever EXIF is longer.
 MAX_EXIF_BYTES = 65_536
@@ -100,122 +88,6 @@ def describe_allowed() -> str:
     """'JPEG, PNG, WebP, GIF or BMP'."""
     names = list(dict.fromkeys(ALLOWED_FORMATS.values()))
     return ", ".join(names[:-1]) + " or " + names[-1]
-
-
-# -- framing walks: bound Pillow's Python-level parsing before it starts -------------------
-
-def _flood(what: str, limit: int) -> ImageTooLarge:
-    return ImageTooLarge(f"The file holds more than {limit:,} {what}; save it again without "
-                         "its metadata, or send a screenshot.")
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHUNK = struct.Struct(">I4s")
-_PNG_DATA_CHUNKS = frozenset((b"IDAT", b"fdAT", b"fcTL"))
-_PNG_COMPRESSED_CHUNKS = frozenset((b"iCCP", b"zTXt", b"iTXt"))
-
-
-def _check_png_chunks(data: bytes) -> None:
-    """Counts chunks up to IEND; Pillow reads them all (those after the pixels at load)."""
-    pos, pixel, metadata, compressed = len(_PNG_SIGNATURE), 0, 0, 0
-    while pos + 8 <= len(data):
-        length, kind = _PNG_CHUNK.unpack_from(data, pos)
-        if kind == b"IEND":
-            return
-        if kind in _PNG_DATA_CHUNKS:
-            pixel += 1
-            if pixel > MAX_PNG_DATA_CHUNKS:
-                raise _flood("chunks of pixel data", MAX_PNG_DATA_CHUNKS)
-        else:
-            metadata += 1
-            compressed += kind in _PNG_COMPRESSED_CHUNKS
-            if metadata > MAX_PNG_METADATA_CHUNKS:
-                raise _flood("metadata chunks", MAX_PNG_METADATA_CHUNKS)
-            if compressed > MAX_PNG_COMPRESSED_CHUNKS:
-                raise _flood("compressed metadata chunks", MAX_PNG_COMPRESSED_CHUNKS)
-        pos += 12 + length
-
-
-# Markers Pillow reads no length for; segments whose contents it parses in Python.
-_JPEG_BARE_MARKERS = frozenset((*range(0xD0, 0xDA), *range(0xF0, 0xFE)))
-_JPEG_PARSED_MARKERS = frozenset((*range(0xC0, 0xD0), 0xDB)) - {0xC4, 0xC8, 0xCC}
-
-
-def _check_jpeg_segments(data: bytes) -> None:
-    """Walks the markers before the first scan the way Pillow's JPEG reader does; the
-    scans themselves go to libjpeg, in C."""
-    pos, steps, parsed, exif = 2, 0, 0, 0
-    while pos + 1 < len(data):
-        steps += 1
-        if steps > MAX_STEPS:
-            raise _flood("blocks before its picture", MAX_STEPS)
-        marker = data[pos + 1]
-        if data[pos] != 0xFF or marker == 0xFF:
-            pos += 1  # junk or a fill byte
-            continue
-        if marker == 0xDA or (marker < 0xC0 and marker != 0x00):
-            return  # start of scan; or no marker, where Pillow gives up
-        if marker == 0x00 or marker in _JPEG_BARE_MARKERS:
-            pos += 2
-            continue
-        if pos + 4 > len(data):
-            return
-        length = max(2, int.from_bytes(data[pos + 2:pos + 4], "big"))
-        body = pos + 4
-        if marker == 0xE1 and data.startswith(b"Exif\0\0", body):
-            exif += 1
-            parsed += length
-        elif (marker in _JPEG_PARSED_MARKERS
-              or (marker == 0xED and data.startswith(b"Photoshop 3.0\0", body))
-              or (marker == 0xE2 and data.startswith(b"MPF\0", body))):
-            parsed += length
-        if exif > MAX_EXIF_SEGMENTS:
-            raise _flood("EXIF segments", MAX_EXIF_SEGMENTS)
-        if parsed > MAX_PARSED_JPEG_BYTES:
-            raise _flood("KB of EXIF, tables and Photoshop data", MAX_PARSED_JPEG_BYTES // 1024)
-        pos += 2 + length
-
-
-def _check_gif_blocks(data: bytes) -> None:
-    """Walks the blocks before the first picture (Pillow reads them in Python; the
-    picture's LZW data goes to C)."""
-    if len(data) < 13:
-        return
-    flags = data[10]
-    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global palette
-    steps = 0
-    while pos < len(data) and data[pos] not in (0x2C, 0x3B):  # image descriptor, trailer
-        steps += 1
-        if data[pos] != 0x21:
-            pos += 1  # a stray byte, which Pillow steps over
-        else:
-            label, pos = data[pos + 1:pos + 2], pos + 2
-            # Pillow reads one sub-block (two for a NETSCAPE loop block) before looking
-            # for the terminator; a terminator among those it would read past as data.
-            read, explicit = 0, 0 if label == b"\xfe" else 1
-            while pos < len(data) and steps <= MAX_STEPS:
-                size = data[pos]
-                steps += 1
-                if size == 0:
-                    if read < explicit:
-                        raise CorruptImage("The GIF is damaged; try saving it again.")
-                    pos += 1
-                    break
-                if read == 0 and label == b"\xff" and data.startswith(b"NETSCAPE2.0", pos + 1):
-                    explicit = 2
-                pos += 1 + size
-                read += 1
-        if steps > MAX_STEPS:
-            raise _flood("blocks before its picture", MAX_STEPS)
-
-
-def _check_framing(data: bytes) -> None:
-    if data.startswith(_PNG_SIGNATURE):
-        _check_png_chunks(data)
-    elif data.startswith(b"\xff\xd8"):
-        _check_jpeg_segments(data)
-    elif data.startswith((b"GIF87a", b"GIF89a")):
-        _check_gif_blocks(data)
 
 
 # -- opening ---------------------------------------------------------------------------------
@@ -272,7 +144,7 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     if len(data) > max_bytes:
         raise ImageTooLarge(f"The file is {len(data) / 2**20:.1f} MB; the limit is "
                             f"{max_bytes / 2**20:.0f} MB: send a smaller one.")
-    _check_framing(data)
+    check_structure(data)
     try:
         with _pillow(_not_readable(), max_pixels):
             img = Image.open(io.BytesIO(data), formats=_READERS)

@@ -9,6 +9,10 @@ Weight sources:
 
 The model always takes RGB in 0-255 (the pixels as saved) and applies the
 preprocessing its weights need, so optimisers work in one pixel space for every source.
+
+The layers are torchvision's `vgg19(weights=None).features`, cut after relu5_1: every
+source is a state dict in its layout. torchvision never downloads anything here; the
+weights come from the sources above only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models import vgg19
 
 from stylizer.errors import WeightsUnavailable
 
@@ -40,15 +45,10 @@ _CUT = LAYERS["relu5_1"] + 1  # nothing past relu5_1 is needed
 _CONV_NAMES = [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 1))
                for c in range(1, n + 1)]
 _CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28]
-# VGG19 (configuration "E" of Simonyan & Zisserman) up to conv5_1: output channels of each
-# convolution, "M" for a 2x2 max pool. The same list as torchvision's `cfgs["E"]`, so the
-# module indices, and with them `LAYERS` and the state-dict keys, are torchvision's.
-_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                         512, 512, 512, 512, "M", 512]
-# The shortest side a picture may have: each of the four 2x2 poolings halves it, rounding
-# down, and a side that reaches 0 is an error ("Output size is too small"). At 16 the
-# relu5_1 map is one pixel across.
-MIN_SIDE = 2 ** _CFG.count("M")
+# The shortest side a picture may have: each of the four 2x2 poolings before relu5_1
+# (indices 4, 9, 18 and 27) halves it, rounding down, and a side that reaches 0 is an
+# error ("Output size is too small"). At 16 the relu5_1 map is one pixel across.
+MIN_SIDE = 2 ** 4
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -77,7 +77,8 @@ class Preprocess:
 
 
 class VGGFeatures(nn.Module):
-    """VGG19 `features[:30]` returning the activations of the requested layers."""
+    """torchvision's VGG19 `features[:30]` returning the activations of the requested
+    layers."""
 
     def __init__(self, features: nn.Sequential, preprocess: Preprocess, pooling: str) -> None:
         super().__init__()
@@ -123,22 +124,14 @@ class VGGFeatures(nn.Module):
 
 
 def _skeleton() -> nn.Sequential:
-    # Built by hand rather than with torchvision.models.vgg19: importing torchvision costs
-    # seconds of every worker's start-up (4 s on the production machine) for one list of
-    # layer sizes. On the meta device, so no time is spent initialising weights that
-    # load_vgg overwrites.
-    layers: list[nn.Module] = []
-    channels = 3
+    """torchvision's VGG19 features up to relu5_1, without weights (weights=None: nothing
+    is downloaded). On the meta device, so no time is spent initialising weights that
+    load_vgg overwrites; slicing keeps torchvision's module indices, and with them the
+    state-dict keys and `LAYERS`."""
     with torch.device("meta"):
-        for v in _CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                assert isinstance(v, int)
-                layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1),
-                           nn.ReLU(inplace=True)]
-                channels = v
-    features = nn.Sequential(*layers)
+        full = vgg19(weights=None).features
+    assert isinstance(full, nn.Sequential)
+    features = full[:_CUT]
     assert len(features) == _CUT
     return features
 

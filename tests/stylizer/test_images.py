@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 
-from stylizer import images
+from stylizer import image_structure, images
 from stylizer.errors import CorruptImage, ImageTooLarge, StylizerError, UnsupportedImage
 
 
@@ -427,14 +427,14 @@ def test_each_known_fault_is_refused_quickly_with_a_typed_error(name: str) -> No
 
 def test_files_within_the_metadata_bounds_are_read() -> None:
     within = {
-        "text chunks": faults.png_text_flood(images.MAX_PNG_METADATA_CHUNKS - 1),
-        "ICC chunks": faults.png_iccp_flood(images.MAX_PNG_COMPRESSED_CHUNKS),
-        "IDAT chunks": faults.png_idat_flood(images.MAX_PNG_DATA_CHUNKS - 2),
-        "EXIF segments": faults.jpeg_exif_flood(images.MAX_EXIF_SEGMENTS, 1000),
-        "fill bytes": faults.jpeg_fill_flood(images.MAX_STEPS - 10),
+        "text chunks": faults.png_text_flood(image_structure.MAX_PNG_METADATA_CHUNKS - 1),
+        "ICC chunks": faults.png_iccp_flood(image_structure.MAX_PNG_COMPRESSED_CHUNKS),
+        "IDAT chunks": faults.png_idat_flood(image_structure.MAX_PNG_DATA_CHUNKS - 2),
+        "EXIF segments": faults.jpeg_exif_flood(image_structure.MAX_EXIF_SEGMENTS, 1000),
+        "fill bytes": faults.jpeg_fill_flood(image_structure.MAX_STEPS - 10),
         "tables": faults.jpeg_dqt_flood(2),
-        "GIF comment": faults.gif_comment_flood(images.MAX_STEPS - 10),
-        "GIF junk": faults.gif_junk_flood(images.MAX_STEPS - 10),
+        "GIF comment": faults.gif_comment_flood(image_structure.MAX_STEPS - 10),
+        "GIF junk": faults.gif_junk_flood(image_structure.MAX_STEPS - 10),
         "RLE BMP": faults.bmp_rle(1024, 4),
     }
     for what, data in within.items():

@@ -1,11 +1,10 @@
-"""VGG19: pinned features for the Caffe weights, and the other weight sources."""
+"""VGG19: torchvision's layers, pinned features for the Caffe weights, and the other weight
+sources."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -101,39 +100,61 @@ def test_the_model_is_cut_after_relu5_1_frozen_and_in_eval_mode(
     assert all(not getattr(m, "inplace", False) for m in caffe.features)
 
 
-def test_the_hand_built_skeleton_is_torchvisions_vgg19_features() -> None:
-    # The skeleton no longer comes from torchvision; it must still be its layout, module
-    # for module, or LAYERS and torchvision-layout state dicts would point at wrong layers.
+# Output channels of VGG19's five blocks (Simonyan & Zisserman, configuration "E").
+BLOCK_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+
+
+def test_each_named_layer_is_the_relu_of_that_block_and_convolution() -> None:
+    # LAYERS and _CONV_INDICES are indices into torchvision's module list, written by
+    # hand: "relu4_2" must be the ReLU after the second convolution of the fourth block,
+    # or the losses would read the wrong activations. Counted here from the modules.
+    skeleton = vgg._skeleton()
+    assert len(skeleton) == vgg.LAYERS["relu5_1"] + 1
+    names: dict[int, str] = {}
+    convs: list[int] = []
+    block, conv = 1, 0
+    for i, module in enumerate(skeleton):
+        if isinstance(module, torch.nn.MaxPool2d):
+            assert (module.kernel_size, module.stride) == (2, 2), i
+            block, conv = block + 1, 0
+        elif isinstance(module, torch.nn.Conv2d):
+            conv += 1
+            convs.append(i)
+            assert module.out_channels == BLOCK_CHANNELS[block], i
+            assert (module.kernel_size, module.padding) == ((3, 3), (1, 1)), i
+        else:
+            assert isinstance(module, torch.nn.ReLU), i
+            assert isinstance(skeleton[i - 1], torch.nn.Conv2d), i
+            names[i] = f"relu{block}_{conv}"
+    assert {names[i]: i for i in vgg.LAYERS.values()} == vgg.LAYERS
+    assert convs == vgg._CONV_INDICES
+    assert [f"block{names[i + 1][4]}_conv{names[i + 1][6:]}" for i in convs] == vgg._CONV_NAMES
+    assert 2 ** (block - 1) == vgg.MIN_SIDE  # one halving per pool before relu5_1
+    assert set(vgg.STYLE_LAYERS) | {vgg.CONTENT_LAYER} <= set(vgg.LAYERS)
+
+
+def test_the_state_dict_keys_are_torchvisions() -> None:
+    # Files in torchvision's layout (its own weights, a user's .pth) load by these keys.
     torchvision = pytest.importorskip("torchvision")
     with torch.device("meta"):
-        reference = torchvision.models.vgg19(weights=None).features[:vgg.LAYERS["relu5_1"] + 1]
-    ours = vgg._skeleton()
-    assert len(ours) == len(reference)
-    for i, (a, b) in enumerate(zip(ours, reference, strict=True)):
-        assert type(a) is type(b), i
-        if isinstance(b, torch.nn.Conv2d):
-            assert isinstance(a, torch.nn.Conv2d)
-            assert (a.in_channels, a.out_channels, a.kernel_size, a.stride, a.padding,
-                    a.dilation, a.groups, a.bias is not None) == (
-                b.in_channels, b.out_channels, b.kernel_size, b.stride, b.padding,
-                b.dilation, b.groups, b.bias is not None), i
-        elif isinstance(b, torch.nn.MaxPool2d):
-            assert isinstance(a, torch.nn.MaxPool2d)
-            assert (a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode) == (
-                b.kernel_size, b.stride, b.padding, b.dilation, b.ceil_mode), i
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {
-        k: v.shape for k, v in reference.state_dict().items()}
-    assert [i for i, m in enumerate(ours) if isinstance(m, torch.nn.Conv2d)] == vgg._CONV_INDICES
+        full = torchvision.models.vgg19(weights=None).state_dict()
+    ours = vgg._skeleton().state_dict()
+    assert {f"features.{k}": v.shape for k, v in ours.items()} == {
+        k: v.shape for k, v in full.items()
+        if k.startswith("features.") and int(k.split(".")[1]) <= vgg.LAYERS["relu5_1"]}
 
 
-def test_a_worker_start_up_never_imports_torchvision() -> None:
-    # Importing torchvision costs seconds of every worker's start-up; nothing on the way
-    # from the engine to a loaded VGG19 may pull it in again.
-    code = ("import sys, stylizer.engine, stylizer.vgg; stylizer.vgg.load_vgg('caffe'); "
-            "print('torchvision' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
-    assert out.stdout.strip() == "False"
+def test_loading_the_caffe_weights_downloads_nothing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The architecture comes from torchvision with weights=None: no hub download, no cache.
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    model = vgg.load_vgg("caffe")
+    assert model.preprocess == vgg.Preprocess.caffe()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_avg_pooling_replaces_every_max_pool() -> None:
