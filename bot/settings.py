@@ -1,37 +1,55 @@
 """Settings from the environment, in one frozen object built by the composition root.
 
-Every setting has an environment variable (listed beside each field) and a default
-that works on a fresh install. `Settings.from_env` reads them; nothing else in the
-program reads the environment.
+Every setting has an environment variable (STYLEBOT_ and the field's name in capitals,
+unless the field names another; listed beside each field) and a default that works on a
+fresh install. `Settings.from_env` reads them; nothing else in the program reads the
+environment. A value we cannot use raises `SettingsError`: one line naming the variable,
+never a pydantic report.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from stylizer import presets
-from stylizer.config import PRECISIONS, EngineConfig
+from stylizer.config import EngineConfig
+from stylizer.errors import InvalidParams
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Counts that make no sense below one.
+_AT_LEAST_ONE = ("workers", "max_jobs_per_user", "max_queue", "max_attempts", "default_size",
+                 "max_size", "max_upload_bytes", "max_pixels")
 
 
 class SettingsError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path                                   # STYLEBOT_DATA_DIR
-    database_url: str                                # STYLEBOT_DATABASE_URL
-    styles_dir: Path | None = None                   # STYLEBOT_STYLES_DIR (a style pack)
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STYLEBOT_", frozen=True, extra="forbid",
+                                      validate_by_name=True, validate_by_alias=True)
+
+    # Both derived in `_fill_in_defaults` when not set: the platform's data folder, and a
+    # SQLite file in it.
+    data_dir: Path = Field(default_factory=lambda: _default_data_dir())  # STYLEBOT_DATA_DIR
+    database_url: str = ""                           # STYLEBOT_DATABASE_URL
+    # A style pack with the paintings; not set: one found in the data dir or beside the
+    # working directory (`presets.find_style_pack`).
+    styles_dir: Path | None = None                   # STYLEBOT_STYLES_DIR
     device: str = "auto"                             # STYLEBOT_DEVICE auto|cpu|cuda|cuda:N
     workers: int = 1                                 # STYLEBOT_WORKERS (per device)
     weights: str = "caffe"                           # STYLEBOT_WEIGHTS caffe|torchvision|PATH
@@ -42,7 +60,8 @@ class Settings:
     max_jobs_per_user: int = 2                       # STYLEBOT_MAX_JOBS_PER_USER
     max_queue: int = 50                              # STYLEBOT_MAX_QUEUE
     max_attempts: int = 3                            # STYLEBOT_MAX_ATTEMPTS
-    job_timeout_s: float = 600.0                     # STYLEBOT_JOB_TIMEOUT
+    job_timeout_s: float = Field(600.0, allow_inf_nan=False,
+                                 validation_alias="STYLEBOT_JOB_TIMEOUT")
     # The most compatible queued jobs (same size and settings) one worker paints as one
     # batch; None: 16 on a GPU, 1 on a CPU.
     max_batch: int | None = None                     # STYLEBOT_MAX_BATCH
@@ -55,37 +74,53 @@ class Settings:
     # Painting requests a user may make per minute (bad ones included: each one costs a
     # download); 0 turns the limit off.
     requests_per_minute: int = 6                     # STYLEBOT_REQUESTS_PER_MINUTE
-    # The token must never reach a log line or a repr.
-    discord_token: str | None = field(default=None, repr=False)  # DISCORD_TOKEN
-    discord_api_base: str = "https://discord.com/api/v10"        # DISCORD_API_BASE
-    discord_gateway_url: str = "wss://gateway.discord.gg/"       # DISCORD_GATEWAY_URL
-    dev_guild_id: int | None = None                              # STYLEBOT_DEV_GUILD
-    attachment_hosts: tuple[str, ...] = ("cdn.discordapp.com", "media.discordapp.net")
-    log_level: str = "INFO"                                      # STYLEBOT_LOG_LEVEL
+    # A SecretStr: a repr, a log line or an f-string shows stars, not the token.
+    discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
+    discord_api_base: str = Field("https://discord.com/api/v10",
+                                  validation_alias="DISCORD_API_BASE")
+    discord_gateway_url: str = Field("wss://gateway.discord.gg/",
+                                     validation_alias="DISCORD_GATEWAY_URL")
+    dev_guild_id: int | None = Field(None, validation_alias="STYLEBOT_DEV_GUILD")
+    # Comma-separated in the environment (NoDecode: not JSON).
+    attachment_hosts: Annotated[tuple[str, ...], NoDecode] = (  # STYLEBOT_ATTACHMENT_HOSTS
+        "cdn.discordapp.com", "media.discordapp.net")
+    log_level: str = "INFO"                          # STYLEBOT_LOG_LEVEL
 
-    def __post_init__(self) -> None:
-        dev = self.device
-        if dev not in DEVICE_CHOICES and not (dev.startswith("cuda:") and dev[5:].isdigit()):
-            raise SettingsError(f"STYLEBOT_DEVICE must be auto, cpu, cuda or cuda:N, not {dev!r}.")
-        if self.precision not in PRECISIONS:
-            raise SettingsError(f"STYLEBOT_PRECISION must be auto, bf16 or fp32, not "
-                                f"{self.precision!r}.")
-        for name in ("workers", "max_jobs_per_user", "max_queue", "max_attempts",
-                     "default_size", "max_size", "max_upload_bytes", "max_pixels"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{_ENV_NAMES[name]} must be at least 1.")
-        if self.job_timeout_s <= 0:
-            raise SettingsError("STYLEBOT_JOB_TIMEOUT must be a positive number of seconds.")
-        if self.requests_per_minute < 0:
-            raise SettingsError("STYLEBOT_REQUESTS_PER_MINUTE must be 0 (no limit) or more.")
-        if self.max_batch is not None and not 1 <= self.max_batch <= 64:
-            raise SettingsError("STYLEBOT_MAX_BATCH must be between 1 and 64.")
-        if self.default_steps is not None and self.default_steps < 1:
-            raise SettingsError("STYLEBOT_DEFAULT_STEPS must be at least 1.")
-        if self.default_size > self.max_size:
-            raise SettingsError("STYLEBOT_DEFAULT_SIZE must not exceed STYLEBOT_MAX_SIZE.")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"STYLEBOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Reads the STYLEBOT_* / DISCORD_* variables of `env` (default: the process's);
+        `overrides`, by field name, win over both.
+
+        Raises `SettingsError` naming the variable when a value cannot be used, and
+        `TypeError` for an override that is not a setting (a programming error).
+        """
+        _known_fields(overrides)
+        sources = (InitSettingsSource(cls, init_kwargs=overrides),
+                   _Environment(cls, os.environ if env is None else env))
+        try:
+            # BaseSettings' own keyword (pre-built sources, in order of priority); mypy
+            # sees only the fields through pydantic's dataclass_transform.
+            return cls(_build_sources=(sources, overrides))  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc)) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, checked again; the environment is not read."""
+        _known_fields(changes)
+        try:
+            return self.model_validate({**dict(self), **changes})
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc)) from None
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the process environment: no .env file, no secrets folder."""
+        return init_settings, _Environment(settings_cls, os.environ)
 
     @property
     def engine(self) -> EngineConfig:
@@ -97,94 +132,128 @@ class Settings:
     def blobs_dir(self) -> Path:
         return self.data_dir / "blobs"
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Reads the STYLEBOT_* / DISCORD_* variables; `overrides` win over both.
+    def secrets(self) -> list[str]:
+        """The values that logs must never show (for `setup_logging`)."""
+        return [self.discord_token.get_secret_value()] if self.discord_token else []
 
-        Raises `SettingsError` naming the variable when a value cannot be parsed.
-        """
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name, (var, parse) in _PARSERS.items():
-            raw = env.get(var)
-            if raw is None or raw.strip() == "":
-                continue
-            try:
-                values[name] = parse(raw.strip())
-            except ValueError as exc:
-                raise SettingsError(f"{var}={raw!r} is not valid: {exc}") from None
-        values.update(overrides)
-        data_dir = Path(values.get("data_dir") or platformdirs.user_data_dir("stylebot"))
-        values["data_dir"] = data_dir.expanduser()
+    # -- validation ---------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_in_defaults(cls, data: Any) -> Any:
+        """The defaults that depend on another setting: the database and the style pack
+        live in the data dir. A `styles_dir` given as None means none, not a search."""
+        if not isinstance(data, dict):
+            return data
+        values = dict(data)
+        data_dir = Path(values.get("data_dir") or _default_data_dir()).expanduser()
+        values["data_dir"] = data_dir
         if not values.get("database_url"):
-            values["database_url"] = f"sqlite+aiosqlite:///{values['data_dir'] / 'stylebot.db'}"
+            values["database_url"] = f"sqlite+aiosqlite:///{data_dir / 'stylebot.db'}"
         if values.get("styles_dir") is not None:
             values["styles_dir"] = Path(values["styles_dir"]).expanduser()
-        elif "styles_dir" not in overrides:
-            values["styles_dir"] = presets.find_style_pack(values["data_dir"] / "styles")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        elif "styles_dir" not in values:
+            values["styles_dir"] = presets.find_style_pack(data_dir / "styles")
+        return values
+
+    @field_validator("device", "precision", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("autotune", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.lower() in ("1", "on", "true", "yes"):
+            return True
+        if value.lower() in ("0", "off", "false", "no"):
+            return False
+        raise ValueError("use on or off")
+
+    @field_validator("attachment_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(h.strip().lower() for h in value.split(",") if h.strip())
+            if not value:
+                raise ValueError("needs at least one host")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        try:
+            _ = self.engine  # EngineConfig checks device, weights and precision
+        except InvalidParams as exc:
+            # Its message starts with the field's name; the user set the variable.
+            field, _, rest = exc.message.partition(" ")
+            raise ValueError(f"{_variable(field)} {rest}") from None
+        for name in _AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{_variable(name)} must be at least 1.")
+        if self.job_timeout_s <= 0:
+            raise ValueError("STYLEBOT_JOB_TIMEOUT must be a positive number of seconds.")
+        if self.requests_per_minute < 0:
+            raise ValueError("STYLEBOT_REQUESTS_PER_MINUTE must be 0 (no limit) or more.")
+        if self.max_batch is not None and not 1 <= self.max_batch <= 64:
+            raise ValueError("STYLEBOT_MAX_BATCH must be between 1 and 64.")
+        if self.default_steps is not None and self.default_steps < 1:
+            raise ValueError("STYLEBOT_DEFAULT_STEPS must be at least 1.")
+        if self.default_size > self.max_size:
+            raise ValueError("STYLEBOT_DEFAULT_SIZE must not exceed STYLEBOT_MAX_SIZE.")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"STYLEBOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+        return self
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError("must be a finite number")
-    return value
+class _Environment(EnvSettingsSource):
+    """The settings' variables in a given mapping (`os.environ` or a test's dict),
+    stripped; a blank one counts as unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        # Only each field's one variable: by-name validation (for `from_env`'s overrides)
+        # would also let pydantic-settings read STYLEBOT_<field> for a field that names
+        # another variable. Names are matched case-insensitively, as pydantic-settings does.
+        known = {_variable(name).lower() for name in settings_cls.model_fields}
+        self.env_vars = {name.lower(): value.strip() for name, value in env.items()
+                         if name.lower() in known and value.strip()}
 
 
-def _hosts(raw: str) -> tuple[str, ...]:
-    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
-    if not hosts:
-        raise ValueError("needs at least one host")
-    return hosts
+def _known_fields(values: Mapping[str, Any]) -> None:
+    unknown = set(values) - set(Settings.model_fields)
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
 
 
-def _switch(raw: str) -> bool:
-    value = raw.lower()
-    if value in ("1", "on", "true", "yes"):
-        return True
-    if value in ("0", "off", "false", "no"):
-        return False
-    raise ValueError("use on or off")
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("stylebot"))
 
 
-def _device(raw: str) -> str:
-    return raw.lower()
+def _variable(name: str) -> str:
+    """The environment variable of a field (or of an alias, which is one already)."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return name
+    alias = field.validation_alias
+    return alias if isinstance(alias, str) else "STYLEBOT_" + name.upper()
 
 
-def _level(raw: str) -> str:
-    return raw.upper()
-
-
-_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "data_dir": ("STYLEBOT_DATA_DIR", Path),
-    "database_url": ("STYLEBOT_DATABASE_URL", str),
-    "styles_dir": ("STYLEBOT_STYLES_DIR", Path),
-    "device": ("STYLEBOT_DEVICE", _device),
-    "workers": ("STYLEBOT_WORKERS", int),
-    "weights": ("STYLEBOT_WEIGHTS", str),
-    "precision": ("STYLEBOT_PRECISION", str.lower),
-    "autotune": ("STYLEBOT_AUTOTUNE", _switch),
-    "max_jobs_per_user": ("STYLEBOT_MAX_JOBS_PER_USER", int),
-    "max_queue": ("STYLEBOT_MAX_QUEUE", int),
-    "max_attempts": ("STYLEBOT_MAX_ATTEMPTS", int),
-    "job_timeout_s": ("STYLEBOT_JOB_TIMEOUT", _positive_float),
-    "max_batch": ("STYLEBOT_MAX_BATCH", int),
-    "default_size": ("STYLEBOT_DEFAULT_SIZE", int),
-    "default_steps": ("STYLEBOT_DEFAULT_STEPS", int),
-    "max_size": ("STYLEBOT_MAX_SIZE", int),
-    "max_upload_bytes": ("STYLEBOT_MAX_UPLOAD_BYTES", int),
-    "max_pixels": ("STYLEBOT_MAX_PIXELS", int),
-    "requests_per_minute": ("STYLEBOT_REQUESTS_PER_MINUTE", int),
-    "discord_token": ("DISCORD_TOKEN", str),
-    "discord_api_base": ("DISCORD_API_BASE", str),
-    "discord_gateway_url": ("DISCORD_GATEWAY_URL", str),
-    "dev_guild_id": ("STYLEBOT_DEV_GUILD", int),
-    "attachment_hosts": ("STYLEBOT_ATTACHMENT_HOSTS", _hosts),
-    "log_level": ("STYLEBOT_LOG_LEVEL", _level),
-}
-_ENV_NAMES = {name: var for name, (var, _) in _PARSERS.items()}
+def _one_line(exc: ValidationError) -> str:
+    """The first error, as a sentence naming the variable, without pydantic's report."""
+    error = exc.errors(include_url=False)[0]
+    cause = error.get("ctx", {}).get("error")
+    reason = str(cause) if cause is not None else error["msg"]
+    if not error["loc"]:  # from `_check`: the message names its variables
+        return reason
+    var = _variable(str(error["loc"][0]))
+    value = error["input"]
+    if isinstance(value, SecretStr) or var == "DISCORD_TOKEN":
+        value = "**********"
+    return f"{var}={value!r} is not valid: {reason}"

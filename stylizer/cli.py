@@ -6,78 +6,23 @@ import argparse
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from stylizer import images, presets
-from stylizer.config import PRECISIONS
 from stylizer.errors import StylizerError
-from stylizer.params import StyleParams, limits
+from stylizer.flags import (
+    add_engine_flags,
+    add_param_flags,
+    engine_config_from_args,
+    params_from_args,
+)
+from stylizer.terminal import ProgressDisplay
 
 log = logging.getLogger(__name__)
 
 _OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-# Fields the CLI exposes under a different or extra spelling.
-_ALIASES = {"style_blend": "--style-blend"}
-
-
-def add_param_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
-    """Adds one flag per `StyleParams` field, with its default, range and help."""
-    group = parser.add_argument_group("painting parameters")
-    for name, lim in limits().items():
-        if name in skip:
-            continue
-        flag = _ALIASES.get(name, "--" + name.replace("_", "-"))
-        rng = f" [{lim.min:g}-{lim.max:g}]" if lim.min is not None and lim.max is not None else ""
-        text = f"{lim.help}{rng} (default: {lim.default})"
-        if isinstance(lim.default, bool):
-            group.add_argument(flag, dest=name, action="store_true", default=None, help=text)
-        elif isinstance(lim.default, tuple):
-            group.add_argument(flag, dest=name, type=float, nargs="+", default=None,
-                               metavar="W", help=lim.help + " (one per --style)")
-        elif lim.choices:
-            group.add_argument(flag, dest=name, choices=lim.choices, default=None, help=text)
-        else:
-            group.add_argument(flag, dest=name, type=type(lim.default), default=None,
-                               metavar="N", help=text)
-
-
-def params_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> StyleParams:
-    """StyleParams from parsed flags; flags not given keep `base` or the defaults."""
-    values: dict[str, Any] = dict(base or {})
-    for name in limits():
-        value = getattr(args, name, None)
-        if value is not None:
-            values[name] = tuple(value) if isinstance(value, list) else value
-    return StyleParams(**values)
-
-
-class ProgressBar:
-    """A one-line progress bar with an ETA, for terminals only."""
-
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30, enabled: bool = True) -> None:
-        self.stream, self.width = stream, width
-        self.enabled = enabled and stream.isatty()
-        self.start = time.monotonic()
-
-    def update(self, step: int, total: int, note: str = "") -> None:
-        if not self.enabled or total <= 0:
-            return
-        frac = min(1.0, step / total)
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / frac * (1 - frac) if frac > 0 else 0.0
-        filled = int(self.width * frac)
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {frac:4.0%}  step {step}/{total}  "
-                          f"{elapsed:4.0f}s elapsed, ~{eta:3.0f}s left {note}")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -90,12 +35,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="a preset name (see --list-styles) or an image file; repeat to blend")
     p.add_argument("-o", "--output", help="where to write the painting (.png or .jpg; "
                    "default: <photo>-<style>.png)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="the network's precision: auto is bf16 on a GPU or a CPU with "
-                   "native bf16, fp32 elsewhere (default: auto)")
-    p.add_argument("--weights", default="caffe",
-                   help="VGG19 weights: caffe, torchvision, or a .pth/.safetensors path")
+    add_engine_flags(p)
     p.add_argument("--styles-dir", default=os.environ.get("STYLEBOT_STYLES_DIR"),
                    help="style-pack directory with the paintings (env STYLEBOT_STYLES_DIR)")
     p.add_argument("--list-styles", action="store_true", help="list preset styles and exit")
@@ -163,15 +103,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _, _, recommended in loaded:
             base.update(recommended)
         params = params_from_args(args, base)
-        from stylizer.engine import Stylizer  # torch loads here, after the input is checked
+        config = engine_config_from_args(args)
+        # torch loads here, after the input is checked.
+        from stylizer.engine import Progress, RunOptions, Stylizer
 
-        stylizer = Stylizer(device=args.device, weights=args.weights,
-                            precision=args.precision)
-        bar = ProgressBar(enabled=not args.quiet)
-        result = stylizer.run(content, [img for _, img, _ in loaded], params,
-                              on_progress=lambda p: bar.update(p.step, p.total),
-                              progress_every=1)
-        bar.close()
+        stylizer = Stylizer(config)
+        with ProgressDisplay(enabled=not args.quiet) as display:
+
+            def show(batch: Sequence[Progress]) -> None:  # one photo: one Progress
+                display.update(batch[0].step, batch[0].total)
+
+            result = stylizer.run(content, [img for _, img, _ in loaded], params,
+                                  RunOptions(on_progress=show, progress_every=1))
         out.write_bytes(images.encode(result.image, fmt))
     except StylizerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -51,7 +51,28 @@ def test_settings_from_env_and_overrides(tmp_path: Path) -> None:
     assert s.attachment_hosts == ("localhost:8080", "cdn.example")
     assert s.styles_dir == tmp_path / "styles"
     assert s.log_level == "DEBUG"
+    assert s.discord_token is not None
+    assert s.discord_token.get_secret_value() == "sekrit"
+    assert s.secrets() == ["sekrit"]
     assert "sekrit" not in repr(s)
+    assert "sekrit" not in f"{s} {s.discord_token}"
+
+
+def test_settings_blank_variables_are_unset_and_replace_checks_again(tmp_path: Path) -> None:
+    s = Settings.from_env({"STYLEBOT_DATA_DIR": str(tmp_path), "STYLEBOT_WORKERS": "  ",
+                           "STYLEBOT_STYLES_DIR": "", "STYLEBOT_DISCORD_TOKEN": "not read",
+                           "STYLEBOT_JOB_TIMEOUT_S": "1"})  # only the variables named above
+    assert (s.workers, s.secrets(), s.job_timeout_s) == (1, [], 600.0)
+    assert Settings.from_env({"STYLEBOT_DATA_DIR": str(tmp_path)}, styles_dir=None
+                             ).styles_dir is None  # None given: no search
+    assert s.replace(workers=3).workers == 3
+    assert s.replace(workers=3).data_dir == tmp_path
+    with pytest.raises(SettingsError, match="STYLEBOT_MAX_QUEUE must be at least 1"):
+        s.replace(max_queue=0)
+    with pytest.raises(SettingsError, match="STYLEBOT_DEVICE must be auto, cpu"):
+        Settings.from_env({}, data_dir=tmp_path, device="tpu")  # an override names it too
+    with pytest.raises(TypeError, match="unknown settings: colour"):
+        Settings.from_env({}, data_dir=tmp_path, colour="red")
 
 
 @pytest.mark.parametrize(("var", "value", "fragment"), [
@@ -64,11 +85,18 @@ def test_settings_from_env_and_overrides(tmp_path: Path) -> None:
     ("STYLEBOT_AUTOTUNE", "maybe", "STYLEBOT_AUTOTUNE.*on or off"),
     ("STYLEBOT_JOB_TIMEOUT", "nan", "STYLEBOT_JOB_TIMEOUT"),
     ("STYLEBOT_DEFAULT_SIZE", "4096", "STYLEBOT_DEFAULT_SIZE"),
+    ("STYLEBOT_DEV_GUILD", "general", "STYLEBOT_DEV_GUILD='general' is not valid"),
+    ("STYLEBOT_ATTACHMENT_HOSTS", " , ", "STYLEBOT_ATTACHMENT_HOSTS.*at least one host"),
+    ("STYLEBOT_MAX_BATCH", "100", "STYLEBOT_MAX_BATCH must be between 1 and 64"),
 ])
 def test_settings_errors_name_the_variable(tmp_path: Path, var: str, value: str,
                                            fragment: str) -> None:
-    with pytest.raises(SettingsError, match=fragment):
+    with pytest.raises(SettingsError, match=fragment) as info:
         Settings.from_env({"STYLEBOT_DATA_DIR": str(tmp_path), var: value})
+    message = str(info.value)
+    assert "\n" not in message  # one line, not pydantic's report
+    assert "validation error" not in message
+    assert "pydantic" not in message
 
 
 def test_job_ids() -> None:

@@ -4,7 +4,6 @@ and many writers at once. CPU only, tiny images."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -70,7 +69,7 @@ async def test_a_killed_worker_is_replaced_and_the_job_succeeds_once(
 
 async def test_a_job_that_always_kills_its_worker_dies_while_others_succeed(
         make_service: ServiceFactory, settings: Settings) -> None:
-    settings = dataclasses.replace(settings, workers=2, max_attempts=3)
+    settings = settings.replace(workers=2, max_attempts=3)
     service = make_service(_pool(settings, target=jobs_workers.quick_worker),
                            settings_=settings)
     rec = Recorder()
@@ -93,7 +92,7 @@ async def test_a_job_that_always_kills_its_worker_dies_while_others_succeed(
 
 async def test_a_hung_job_is_killed_at_its_time_limit(make_service: ServiceFactory,
                                                       settings: Settings) -> None:
-    settings = dataclasses.replace(settings, job_timeout_s=1.5)
+    settings = settings.replace(job_timeout_s=1.5)
     service = make_service(_pool(settings, target=jobs_workers.quick_worker),
                            settings_=settings)
     await service.start()
@@ -132,7 +131,7 @@ async def test_cancel_a_running_job(make_service: ServiceFactory, settings: Sett
 async def test_many_submitters_and_two_workers_never_see_a_locked_database(
         make_service: ServiceFactory, settings: Settings,
         caplog: pytest.LogCaptureFixture) -> None:
-    settings = dataclasses.replace(settings, workers=2, max_jobs_per_user=3)
+    settings = settings.replace(workers=2, max_jobs_per_user=3)
     runner = make_service(_pool(settings, target=jobs_workers.quick_worker),
                           settings_=settings, clock=_now)
     await runner.start()

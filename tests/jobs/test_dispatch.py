@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import sys
 from datetime import UTC, datetime, timedelta
@@ -327,7 +326,7 @@ async def test_own_jobs_only(make_service: ServiceFactory, settings: Settings) -
     theirs = await _submit(bot_side, "discord-user")
     fake = FakeExecutor(auto=lambda r: [JobSucceeded(r.job_id, png(3), {})])
     cli = make_service(fake, own_jobs_only=True,
-                       settings_=dataclasses.replace(settings, max_jobs_per_user=5))
+                       settings_=settings.replace(max_jobs_per_user=5))
     await cli.start()
     mine = await _submit(cli, "cli")
     assert (await cli.wait(mine.id, timeout_s=5)).status is JobStatus.succeeded

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import UTC, datetime
 
@@ -165,7 +164,7 @@ async def test_a_worker_killed_by_one_job_of_a_batch_costs_the_others_one_retry(
     """Real worker processes: the poison kills the batch, its companions are retried
     alone and succeed, the poison dies alone."""
     caplog.set_level(logging.INFO, logger="bot.jobs.dispatch")
-    settings = dataclasses.replace(settings, max_batch=4, max_attempts=3)
+    settings = settings.replace(max_batch=4, max_attempts=3)
     executor = LocalPoolExecutor.from_settings(settings, preview_interval_s=0.2,
                                                worker_target=jobs_workers.quick_worker)
     service = make_service(executor, settings_=settings)
@@ -190,7 +189,7 @@ async def test_a_worker_killed_by_one_job_of_a_batch_costs_the_others_one_retry(
 async def test_the_workers_paint_in_the_precision_the_settings_name(
         settings: Settings, precision: str) -> None:
     """STYLEBOT_PRECISION reaches the real worker processes' engine."""
-    settings = dataclasses.replace(settings, precision=precision)
+    settings = settings.replace(precision=precision)
     executor = LocalPoolExecutor.from_settings(settings, preview_interval_s=0.0)
     await executor.start()
     try:
@@ -211,7 +210,7 @@ async def test_the_workers_paint_in_the_precision_the_settings_name(
 async def test_the_workers_engine_autotunes_as_the_settings_say(
         settings: Settings, autotune: bool) -> None:
     """STYLEBOT_AUTOTUNE reaches the engine a real worker process makes."""
-    settings = dataclasses.replace(settings, autotune=autotune, precision="fp32")
+    settings = settings.replace(autotune=autotune, precision="fp32")
     executor = LocalPoolExecutor.from_settings(
         settings, worker_target=jobs_workers.engine_reporter, warm_up=False)
     with pytest.raises(ExecutorStartError) as info:

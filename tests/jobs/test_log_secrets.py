@@ -16,9 +16,11 @@ import pytest
 
 from bot.logging_setup import setup_logging
 from bot.settings import Settings
+from stylizer.config import EngineConfig
 from stylizer.pool.messages import JobFailed, JobRequest
+from stylizer.pool.spec import Engine, WorkerSpec
 from stylizer.pool.supervisor import WorkerPool
-from stylizer.pool.worker import Engine, Task, Worker, WorkerSpec
+from stylizer.pool.worker import Task, Worker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,18 +61,19 @@ def restore_logging() -> Iterator[None]:
 def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
     monkeypatch.setenv("DISCORD_TOKEN", TOKEN)  # spawned workers inherit it too
     settings = Settings.from_env(os.environ, data_dir=tmp_path / "data")
-    assert settings.discord_token == TOKEN
+    assert settings.discord_token is not None
+    assert settings.discord_token.get_secret_value() == TOKEN
     return settings
 
 
 async def test_the_token_never_reaches_the_logs(
         settings: Settings, restore_logging: None, capfd: pytest.CaptureFixture[str]) -> None:
     # As the bot's entry point does (bot.app.run_bot).
-    setup_logging("INFO", secrets=[settings.discord_token or ""])
+    setup_logging("INFO", secrets=settings.secrets())
     log = logging.getLogger("bot.test")
 
     # In a worker process, an exception's text and traceback.
-    pool = WorkerPool(workers=1, device="cpu", worker_target=leaky_worker,
+    pool = WorkerPool(engine=EngineConfig(device="cpu"), workers=1, worker_target=leaky_worker,
                       start_method="spawn")  # spawned: the worker writes to our stderr
     await pool.start()
     try:
@@ -83,7 +86,8 @@ async def test_the_token_never_reaches_the_logs(
         await pool.close(grace_s=5)
 
     # In this process: a message, an exception's text, a traceback, an uncaught exception.
-    log.warning("logging in with %s", settings.discord_token)
+    assert settings.discord_token is not None
+    log.warning("logging in with %s", settings.discord_token.get_secret_value())
     try:
         raise RuntimeError(f"401 Unauthorized (token {TOKEN})")
     except RuntimeError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import math
 import struct
@@ -37,7 +36,7 @@ async def _count(sm: async_sessionmaker[AsyncSession]) -> int:
 
 async def test_the_operators_default_steps_apply_unless_the_job_sets_its_own(
         make_service: ServiceFactory, settings: Settings) -> None:
-    service = make_service(settings_=dataclasses.replace(settings, default_steps=25))
+    service = make_service(settings_=settings.replace(default_steps=25))
     plain = await service.submit(user_id="u1", user_name="Ada", content=png(1),
                                  style_image=STYLE)
     own = await service.submit(user_id="u2", user_name="Bo", content=png(2), style_image=STYLE,
@@ -94,7 +93,7 @@ def _tiff() -> bytes:
 async def test_bad_images_are_refused_at_submit(
         make_service: ServiceFactory, settings: Settings, content: bytes, code: str,
         sessionmaker: async_sessionmaker[AsyncSession], storage: BlobStorage) -> None:
-    service = make_service(settings_=dataclasses.replace(settings, max_pixels=200 * 200))
+    service = make_service(settings_=settings.replace(max_pixels=200 * 200))
     with pytest.raises(InvalidRequest) as info:
         await service.submit(user_id="u", user_name="u", content=content, style_image=STYLE)
     assert info.value.code == code
@@ -108,7 +107,7 @@ async def test_bad_images_are_refused_at_submit(
 
 async def test_a_file_over_the_byte_limit_is_refused(make_service: ServiceFactory,
                                                     settings: Settings) -> None:
-    service = make_service(settings_=dataclasses.replace(settings, max_upload_bytes=1000))
+    service = make_service(settings_=settings.replace(max_upload_bytes=1000))
     with pytest.raises(InvalidRequest, match="MB") as info:
         await service.submit(user_id="u", user_name="u", content=png(1, 64, 64),
                              style_image=STYLE)
@@ -163,7 +162,7 @@ async def test_a_preset_style_is_stored_like_an_upload(make_service: ServiceFact
 
 
 async def test_per_user_limit(make_service: ServiceFactory, settings: Settings) -> None:
-    service = make_service(settings_=dataclasses.replace(settings, max_jobs_per_user=2))
+    service = make_service(settings_=settings.replace(max_jobs_per_user=2))
     first = await service.submit(user_id="a", user_name="a", content=png(1), style_image=STYLE)
     await service.submit(user_id="a", user_name="a", content=png(2), style_image=STYLE)
     with pytest.raises(LimitExceeded, match="You already have 2 jobs in the queue"):
@@ -174,7 +173,7 @@ async def test_per_user_limit(make_service: ServiceFactory, settings: Settings) 
 
 
 async def test_global_queue_limit(make_service: ServiceFactory, settings: Settings) -> None:
-    service = make_service(settings_=dataclasses.replace(settings, max_queue=3))
+    service = make_service(settings_=settings.replace(max_queue=3))
     for i in range(3):
         await service.submit(user_id=f"u{i}", user_name="x", content=png(i), style_image=STYLE)
     with pytest.raises(LimitExceeded, match="The queue is full") as info:
@@ -242,7 +241,7 @@ async def test_eta_from_recent_durations(make_service: ServiceFactory, settings:
                                          clock: TickingClock) -> None:
     fake = FakeExecutor(workers=2)
     service = make_service(fake, default_job_s=100.0,
-                           settings_=dataclasses.replace(settings, max_jobs_per_user=10))
+                           settings_=settings.replace(max_jobs_per_user=10))
     first = await service.submit(user_id="a", user_name="a", content=png(1), style_image=STYLE)
     assert await service.eta_seconds(first.id) == pytest.approx(100.0)  # the default guess
     await service.start()
@@ -254,8 +253,7 @@ async def test_eta_from_recent_durations(make_service: ServiceFactory, settings:
 
     # Not started: the worker count comes from the settings.
     later = make_service(FakeExecutor(workers=2), default_job_s=100.0,
-                         settings_=dataclasses.replace(settings, max_jobs_per_user=10,
-                                                       workers=2))
+                         settings_=settings.replace(max_jobs_per_user=10, workers=2))
     views = [await later.submit(user_id="b", user_name="b", content=png(10 + i),
                                 style_image=STYLE) for i in range(5)]
     for position, view in enumerate(views, start=1):

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from jobs_helpers import png
 from PIL import Image
 
-from bot import cli
+from bot.cli import main as cli
 from bot.jobs.db import alembic_config
 
 PAINT = ["--size", "48", "--steps", "5", "--scales", "1", "--optimizer", "adam"]
@@ -152,6 +152,7 @@ def test_param_flags_come_from_the_parameter_limits() -> None:
                               "--preserve-colors", "--pooling", "avg", "--seed", "7"])
     assert (args.style_weight, args.preserve_colors, args.pooling, args.seed) == (
         2.5, True, "avg", 7)
+    assert parser.parse_args(["stylize", "x.jpg", "-s", "m", "--no-balance"]).balance is False
     assert args.steps is None  # unset flags leave the preset's and the settings' defaults
     with pytest.raises(SystemExit):
         parser.parse_args(["stylize", "x.jpg", "-s", "mosaic", "--optimizer", "sgd"])
@@ -186,3 +187,14 @@ def test_device_and_precision_flags_override_the_settings(
     assert cli.main(["stylize", "x.jpg", "-s", "mosaic", "--device", "cpu",
                      "--precision", "fp32"]) == 0
     assert seen == [("auto", "bf16"), ("cpu", "fp32")]
+    monkeypatch.setattr(cli, "cmd_stylize", lambda args, s: seen.append(s.engine) or 0)
+    assert cli.main(["stylize", "x.jpg", "-s", "mosaic", "--weights", "vgg.pth"]) == 0
+    assert (seen[-1].weights, seen[-1].precision) == ("vgg.pth", "bf16")
+
+
+def test_a_bad_engine_flag_is_one_line_naming_the_setting(
+        in_process: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["stylize", "x.jpg", "-s", "mosaic", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("stylebot: STYLEBOT_DEVICE must be auto, cpu, cuda or cuda:N, "
+                   "not 'tpu'.\n")

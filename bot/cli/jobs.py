@@ -1,0 +1,81 @@
+"""`stylebot jobs`, `stylebot job ID` and `stylebot cancel ID`: the operator looks at jobs
+and stops them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import datetime
+from typing import Any
+
+from bot.cli.common import OPERATOR, job_service
+from bot.jobs.access import Action
+from bot.jobs.records import JobRecord
+from bot.jobs.states import JobStatus
+from bot.settings import Settings
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    async def recent() -> list[JobRecord]:
+        async with job_service(settings) as service:
+            return await service.list_all(limit=max(1, args.limit))
+
+    views = asyncio.run(recent())
+    if args.json:
+        print(json.dumps([v.to_dict() for v in views], indent=2))
+        return 0
+    if not views:
+        print("No jobs yet. Try: stylebot stylize PHOTO -s mosaic")
+        return 0
+    rows = [("ID", "WHEN", "USER", "STYLE", "SIZE", "STATUS", "SECONDS")]
+    rows += [(v.id, _when(v.created_at), v.user_name, v.style, str(v.size or "-"),
+              v.status.value, _seconds(v)) for v in views]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.rjust(w) if i in (4, 6) else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
+    async def one() -> dict[str, Any]:
+        async with job_service(settings) as service:
+            view = await service.authorize(args.job_id, caller=OPERATOR, action=Action.see)
+            data = view.to_dict()
+            data["queue_position"] = await service.queue_position(view.id)
+            data["eta_seconds"] = await service.eta_seconds(view.id)
+            return data
+
+    data = asyncio.run(one())
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    width = max(len(key) for key in data)
+    for key, value in data.items():
+        if key == "params":
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        print(f"{key:>{width}}: {'-' if value is None else value}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    async def cancel() -> JobRecord:
+        async with job_service(settings) as service:
+            return await service.cancel(args.job_id, caller=OPERATOR)
+
+    view = asyncio.run(cancel())
+    if view.status is JobStatus.cancelled:
+        print(f"job {view.id} cancelled")
+    else:
+        print(f"job {view.id}: asked to stop; it is {view.status} for now")
+    return 0
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _seconds(view: JobRecord) -> str:
+    return f"{view.seconds:.1f}" if view.seconds is not None else "-"

@@ -1,0 +1,107 @@
+"""The `stylebot` command's parser, and `main`: settings, logging, then the command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.cli.admin import cmd_db_upgrade, cmd_run, cmd_sync
+from bot.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, CliError
+from bot.cli.jobs import cmd_cancel, cmd_job, cmd_jobs
+from bot.cli.stylize import cmd_stylize
+from bot.jobs.errors import UserError
+from bot.jobs.executor import ExecutorStartError
+from bot.logging_setup import setup_logging
+from bot.settings import Settings, SettingsError
+from stylizer.flags import add_engine_flags, add_param_flags, given_engine
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stylebot", description="Paint photos in the style of famous artworks.")
+    parser.add_argument("--data-dir", type=Path, help="where jobs and images are kept "
+                        "(STYLEBOT_DATA_DIR)")
+    parser.add_argument("--styles-dir", type=Path, help="a style pack with the paintings "
+                        "(STYLEBOT_STYLES_DIR)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("stylize", help="paint one photo", description="Paint PHOTO in a "
+                       "style and write a PNG; prints the job id and the file written.")
+    p.add_argument("photo", type=Path, metavar="PHOTO")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("-s", "--style", help="a preset name (e.g. starry-night, mosaic)")
+    which.add_argument("--style-image", type=Path, metavar="PATH",
+                       help="your own style image instead of a preset")
+    p.add_argument("-o", "--output", type=Path, metavar="OUT",
+                   help="output file (default: <photo name>-<style>.png here)")
+    add_engine_flags(p, from_settings=True)
+    # Several styles in one painting are a Discord-only feature for now.
+    add_param_flags(p, title="painting parameters (defaults: the style's own, then "
+                    "STYLEBOT_DEFAULT_SIZE and the engine's)", skip=("style_blend",),
+                    unstated_defaults=("size",))
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("jobs", help="recent jobs")
+    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("job", help="one job in full")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_job)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id", metavar="ID")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("db", help="database maintenance")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("run", help="run the Discord bot")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("sync", help="push the slash commands to Discord")
+    p.add_argument("--guild", type=int, metavar="ID", help="one guild (instant) instead of "
+                   "globally (STYLEBOT_DEV_GUILD)")
+    p.set_defaults(func=cmd_sync)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Flags win over the environment: the folders, and the engine flags of `stylize`.
+    overrides: dict[str, Any] = given_engine(args)
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.styles_dir is not None:
+        overrides["styles_dir"] = args.styles_dir
+    try:
+        settings = Settings.from_env(**overrides)
+    except SettingsError as exc:
+        return _fail(str(exc), EXIT_USER_ERROR)
+    if args.command not in ("run", "sync"):
+        # A terminal tool stays quiet unless asked; the bot logs at its configured level.
+        level = "INFO" if args.verbose else os.environ.get("STYLEBOT_LOG_LEVEL", "WARNING")
+        setup_logging(level)
+    try:
+        status: int = args.func(args, settings)
+        return status
+    except CliError as exc:
+        return _fail(str(exc), exc.status)
+    except UserError as exc:
+        return _fail(exc.message, EXIT_USER_ERROR)
+    except ExecutorStartError as exc:
+        return _fail(f"the painter could not start: {exc.message}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _fail(message: str, status: int) -> int:
+    sys.stderr.write(f"stylebot: {message}\n")
+    return status
