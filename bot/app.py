@@ -1,5 +1,10 @@
 """The composition root: settings -> logging -> database -> storage -> worker pool ->
-job service -> Discord client, built here and nowhere else.
+job service -> Discord client -> delivery -> job flow, built here and nowhere else.
+
+The Discord side is built bottom-up and handed over: the client gets the service and
+the attachment fetcher; `Delivery` gets the service and the client it sends through;
+`JobFlow` gets the service, the storage and the delivery; then the client is given
+the delivery and the flow, which its cogs and job buttons use.
 
 `run_bot` is `stylebot run` (and `python -m bot`); `sync_commands` is `stylebot sync`.
 Both return a process exit code and turn the errors an operator can fix (no token, a
@@ -20,6 +25,9 @@ import discord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.discord.client import StyleBot, point_discord_py_at
+from bot.discord.delivery import Delivery
+from bot.discord.downloads import AttachmentFetcher
+from bot.discord.jobflow import JobFlow
 from bot.jobs.db import create_engine_and_sessionmaker, upgrade_database
 from bot.jobs.executor import Executor, ExecutorStartError, LocalPoolExecutor, OfflineExecutor
 from bot.jobs.service import JobService
@@ -95,8 +103,12 @@ async def build(settings: Settings, *, executor: Executor | None = None,
     service = JobService(sessionmaker=sessionmaker, storage=storage, executor=executor,
                          settings=settings, presets_dir=settings.styles_dir)
     point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
-    client = StyleBot(settings=settings, service=service, storage=storage,
+    fetcher = AttachmentFetcher(hosts=settings.attachment_hosts,
+                                max_bytes=settings.max_upload_bytes)
+    client = StyleBot(settings=settings, service=service, fetcher=fetcher,
                       default_params=default_params)
+    delivery = Delivery(service, client)
+    client.attach(delivery=delivery, flow=JobFlow(service, storage, delivery))
     return App(settings, engine, storage, executor, service, client)
 
 
@@ -112,7 +124,7 @@ async def running(settings: Settings, *, executor: Executor | None = None,
     try:
         # Log in (which checks the token and loads the cogs) before starting workers:
         # a bad token fails in a second rather than after the pool has loaded VGG19.
-        await app.client.login(token)
+        await app.client.login(token.get_secret_value())
         await app.service.start()
         app.connection = asyncio.create_task(app.client.connect(), name="discord-gateway")
         yield app
@@ -140,7 +152,7 @@ async def _serve(settings: Settings) -> None:
 
 def run_bot(settings: Settings) -> int:
     """`stylebot run`: runs until SIGTERM/SIGINT; returns the exit code."""
-    setup_logging(settings.log_level, secrets=[settings.discord_token or ""])
+    setup_logging(settings.log_level, secrets=settings.secrets())
     return _guarded(_serve(settings))
 
 
@@ -152,7 +164,7 @@ async def push_commands(settings: Settings, guild_id: int | None = None
     # Syncing needs the command definitions, not workers: no pool is started.
     app = await build(settings, executor=OfflineExecutor())
     try:
-        await app.client.login(settings.discord_token)
+        await app.client.login(settings.discord_token.get_secret_value())
         tree = app.client.tree
         if guild_id is not None:
             guild = discord.Object(guild_id)
@@ -170,7 +182,7 @@ async def push_commands(settings: Settings, guild_id: int | None = None
 
 def sync_commands(settings: Settings, guild_id: int | None = None) -> int:
     """`stylebot sync [--guild ID]`: pushes the command definitions; returns the exit code."""
-    setup_logging(settings.log_level, secrets=[settings.discord_token or ""])
+    setup_logging(settings.log_level, secrets=settings.secrets())
     return _guarded(push_commands(settings, guild_id))
 
 

@@ -1,7 +1,10 @@
 """The Discord client: a `commands.Bot` that holds the services its cogs use.
 
-Everything it needs is passed in by the composition root (`bot.app`); the cogs reach
-the job service, settings and downloader through `interaction.client`.
+Everything it holds is built by the composition root (`bot.app`) and passed in: the
+settings, the job service, the attachment fetcher, and (once they are built on top of
+the client, in `attach`) the delivery and the job flow. The cogs reach them through
+`self.bot`, a job button through `interaction.client`. The client starts and stops
+what it holds with its own life: the fetcher's session, and the delivery.
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ from discord.ext import commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.discord.delivery import Delivery
-from bot.discord.downloads import AttachmentFetcher
 from bot.discord.errors import report_error
 from bot.discord.views import JobButton
-from bot.settings import Settings
 
 if TYPE_CHECKING:
+    from bot.discord.delivery import Delivery
+    from bot.discord.downloads import AttachmentFetcher
+    from bot.discord.jobflow import JobFlow
     from bot.jobs.service import JobService
-    from bot.jobs.storage import BlobStorage
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,12 @@ class StyleTree(app_commands.CommandTree["StyleBot"]):
 
 
 class StyleBot(commands.Bot):
-    def __init__(self, *, settings: Settings, service: JobService, storage: BlobStorage,
+    # Built on top of the client (the delivery sends through it), then handed to it by
+    # `attach` before it logs in.
+    delivery: Delivery
+    flow: JobFlow
+
+    def __init__(self, *, settings: Settings, service: JobService, fetcher: AttachmentFetcher,
                  default_params: Mapping[str, Any] | None = None) -> None:
         # The default intents: no privileged ones (no message content, no members list).
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
@@ -69,12 +77,13 @@ class StyleBot(commands.Bot):
                                                                   users=True))
         self.settings = settings
         self.service = service
-        self.storage = storage
+        self.fetcher = fetcher
         # Parameters every new job starts from before the user's options (e.g. fewer steps).
         self.default_params: dict[str, Any] = dict(default_params or {})
-        self.fetcher = AttachmentFetcher(hosts=settings.attachment_hosts,
-                                         max_bytes=settings.max_upload_bytes)
-        self.delivery = Delivery(self)
+
+    def attach(self, *, delivery: Delivery, flow: JobFlow) -> None:
+        self.delivery = delivery
+        self.flow = flow
 
     async def setup_hook(self) -> None:
         await self.fetcher.open()

@@ -1,6 +1,8 @@
 """Showing a job's life in Discord: progress edits, then the result, never lost.
 
-The job service calls `on_event`, which only queues the event: each job gets its own
+The composition root (`bot.app`) builds `Delivery` from the job service and the client
+it sends through; the client starts it (`start`, `client_ready`) and stops it. The job
+service calls `on_event`, which only queues the event: each job gets its own
 worker task, so one job's Discord calls never hold up the service or another job, and
 one job's events are handled in order.
 
@@ -20,15 +22,19 @@ result. What is left: a private job whose placeholder is gone gets a new private
 follow-up (webhooks take no nonce), and a private progress message cannot be read back
 once the token has expired; a crash just after either can leave two copies, as can a
 restart after Discord has forgotten the nonce.
+
+Long because those three routes, their fallbacks and the restart check are one decision
+about one message; split up, the rules above would be spread over several files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,7 +56,6 @@ from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
 
 if TYPE_CHECKING:
-    from bot.discord.client import StyleBot
     from bot.jobs.service import JobService
 
 log = logging.getLogger(__name__)
@@ -83,9 +88,28 @@ class _Redeliver:
 
 _Item = JobEvent | _Redeliver | None
 
+# Puts the result's message fields (`Delivery._content`) in front of the user.
+_Send = Callable[..., Awaitable[discord.Message]]
+
+
+def _as_new_message(send: Callable[..., Awaitable[Any]], **extra: Any) -> _Send:
+    """`send` (a channel's, a DM's or a webhook's) taking the fields an edit takes: a new
+    message has its pictures as `files`, and no view as MISSING rather than None.
+    `extra` goes with every try (the nonce, the mention, the reply)."""
+
+    async def send_new(*, embed: discord.Embed, attachments: list[discord.File],
+                       view: discord.ui.View | None) -> discord.Message:
+        message: discord.Message = await send(embed=embed, files=attachments,
+                                              view=view or discord.utils.MISSING, **extra)
+        return message
+
+    return send_new
+
 
 class Delivery:
-    def __init__(self, client: StyleBot, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, service: JobService, client: discord.Client, *,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.service = service
         self.client = client
         self.clock = clock or (lambda: datetime.now(UTC))
         self._queues: dict[str, asyncio.Queue[_Item]] = {}
@@ -99,10 +123,6 @@ class Delivery:
         self._startup: asyncio.Task[None] | None = None
 
     # ---- wiring ----------------------------------------------------------------------
-    @property
-    def service(self) -> JobService:
-        return self.client.service
-
     def start(self) -> None:
         self.service.subscribe(self.on_event)
 
@@ -293,14 +313,14 @@ class Delivery:
         return {"embed": embed, "attachments": [discord.File(io.BytesIO(fitted.data), filename)],
                 "view": views.result_view(job.id)}
 
-    async def _send_fitting(self, send: Callable[[dict[str, Any]], Any], job: JobRecord,
-                            png: bytes | None, limit: int) -> discord.Message:
+    async def _send_fitting(self, send: _Send, job: JobRecord, png: bytes | None,
+                            limit: int) -> discord.Message:
         """Sends; when Discord still says "too large" (our idea of the limit was wrong),
         halves the limit and tries again."""
         for _ in range(4):
             fields = await self._content(job, png, limit)
             try:
-                return await send(fields)  # type: ignore[no-any-return]
+                return await send(**fields)
             except discord.HTTPException as exc:
                 if exc.code != TOO_LARGE and exc.status != 413:
                     raise
@@ -314,19 +334,9 @@ class Delivery:
         webhook = self._webhook(job)
         limit = self._limits.get(job.id, discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
         pmid = int(job.progress_message_id) if job.progress_message_id else None
-
-        async def edit(fields: dict[str, Any]) -> discord.Message:
-            assert pmid is not None
-            return await webhook.edit_message(pmid, **fields)
-
-        async def send(fields: dict[str, Any]) -> discord.Message:
-            files = fields.pop("attachments")
-            view = fields.pop("view") or discord.utils.MISSING
-            return await webhook.send(**fields, files=files, view=view, wait=True,
-                                      ephemeral=True)
-
         try:
             if pmid is not None:
+                edit = functools.partial(webhook.edit_message, pmid)
                 try:
                     return await self._send_fitting(edit, job, png, limit)
                 except discord.NotFound as exc:
@@ -339,7 +349,8 @@ class Delivery:
                 return None
             # A private job whose placeholder is gone: only a new private follow-up keeps
             # the painting for its owner's eyes within the interaction.
-            return await self._send_fitting(send, job, png, limit)
+            follow_up = _as_new_message(webhook.send, wait=True, ephemeral=True)
+            return await self._send_fitting(follow_up, job, png, limit)
         except discord.HTTPException as exc:
             if exc.code in DEAD_TOKEN_CODES or exc.status == 401:
                 log.info("interaction token of job %s has expired", job.id)
@@ -392,15 +403,9 @@ class Delivery:
         if job.progress_message_id:
             reference = discord.MessageReference(message_id=int(job.progress_message_id),
                                                  channel_id=channel_id, fail_if_not_exists=False)
-
-        async def send(fields: dict[str, Any]) -> discord.Message:
-            files = fields.pop("attachments")
-            view = fields.pop("view") or discord.utils.MISSING
-            # discord.py sends a nonce with `enforce_nonce`: a repeat gets the same message.
-            return await channel.send(content=f"<@{job.user_id}>", **fields,  # type: ignore
-                                      files=files, view=view, reference=reference,
-                                      nonce=result_nonce(job.id))
-
+        # discord.py sends a nonce with `enforce_nonce`: a repeat gets the same message.
+        send = _as_new_message(channel.send, content=f"<@{job.user_id}>", reference=reference,
+                               nonce=result_nonce(job.id))
         try:
             return await self._send_fitting(send, job, png, limit)
         except (discord.Forbidden, discord.NotFound) as exc:
@@ -414,13 +419,7 @@ class Delivery:
             return None
         try:
             dm = await self.client.create_dm(discord.Object(user_id))
-
-            async def send(fields: dict[str, Any]) -> discord.Message:
-                files = fields.pop("attachments")
-                view = fields.pop("view") or discord.utils.MISSING
-                return await dm.send(**fields, files=files, view=view,
-                                     nonce=result_nonce(job.id))
-
+            send = _as_new_message(dm.send, nonce=result_nonce(job.id))
             return await self._send_fitting(send, job, png,
                                             discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
         except (discord.Forbidden, discord.NotFound) as exc:

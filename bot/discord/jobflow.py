@@ -1,11 +1,15 @@
 """Starting a job from an interaction, and the buttons on a job's messages.
 
+`JobFlow` is built by the composition root (`bot.app`) from the job service, the blob
+storage and the delivery, and held by the client: the cogs reach it as `bot.flow`, a
+`views.JobButton` press as `interaction.client.flow`.
+
 Every path that makes a job (the slash command, the context menu, "Again" / "More
-style" / "Less style") ends in `start_job`. Its interaction has already been answered
-with a private ("ephemeral") placeholder, so errors before this point reach only the
-user; `start_job` turns that placeholder into a short receipt and posts the job's
-public progress message as a follow-up (or, for a private job, uses the placeholder
-itself).
+style" / "Less style") ends in `JobFlow.start_job`. Its interaction has already been
+answered with a private ("ephemeral") placeholder, so errors before this point reach
+only the user; `start_job` turns that placeholder into a short receipt and posts the
+job's public progress message as a follow-up (or, for a private job, uses the
+placeholder itself).
 """
 
 from __future__ import annotations
@@ -23,67 +27,100 @@ from bot.jobs.access import Action
 from bot.jobs.records import token_expiry
 
 if TYPE_CHECKING:
-    from bot.discord.client import StyleBot
+    from bot.discord.delivery import Delivery
     from bot.jobs.records import JobRecord
+    from bot.jobs.service import JobService
+    from bot.jobs.storage import BlobStorage
 
 log = logging.getLogger(__name__)
 
 
-async def start_job(interaction: discord.Interaction[StyleBot], *, content: bytes,
-                    style: str | None, style_image: bytes | None, params: dict[str, Any],
-                    private: bool, source: str, parent_id: str | None = None) -> JobRecord:
-    bot = interaction.client
-    service = bot.service
-    held: list[str] = []
+class JobFlow:
+    def __init__(self, service: JobService, storage: BlobStorage, delivery: Delivery) -> None:
+        self.service = service
+        self.storage = storage
+        self.delivery = delivery
 
-    def hold(job_id: str) -> None:
-        held.append(job_id)
-        bot.delivery.hold(job_id)
+    async def start_job(self, interaction: discord.Interaction[Any], *, content: bytes,
+                        style: str | None, style_image: bytes | None, params: dict[str, Any],
+                        private: bool, source: str, parent_id: str | None = None
+                        ) -> JobRecord:
+        held: list[str] = []
 
-    try:
-        job = await service.submit(
-            user_id=str(interaction.user.id), user_name=interaction.user.display_name,
-            content=content, style=style, style_image=style_image, params=params,
-            source=source, guild_id=str(interaction.guild_id) if interaction.guild_id else None,
-            channel_id=str(interaction.channel_id) if interaction.channel_id else None,
-            private=private, parent_id=parent_id, on_committed=hold)
-    except BaseException:
-        for job_id in held:  # committed, then something failed: let its events through
-            bot.delivery.release(job_id)
-        raise
-    # Held from the commit on: the job's events wait until its messages exist and are
-    # recorded.
-    try:
-        bot.delivery.remember_upload_limit(job.id, interaction.filesize_limit)
-        position = await service.queue_position(job.id)
-        eta = await service.eta_seconds(job.id)
-        embed = embeds.queued(job, position=position, eta_s=eta)
-        progress_id: str | None = None
-        msg: discord.Message
+        def hold(job_id: str) -> None:
+            held.append(job_id)
+            self.delivery.hold(job_id)
+
         try:
-            if not access.may_post_in_channel(job):
-                msg = await _private_placeholder(interaction, job, embed)
-            else:
-                await interaction.edit_original_response(
-                    content=f"Job `{job.id}` is in the queue; the painting will appear below.",
-                    embed=None, view=None)
-                msg = await interaction.followup.send(embed=embed, wait=True,
-                                                      view=views.progress_view(job.id))
-            progress_id = str(msg.id)
-        except discord.HTTPException:
-            # The job is safe in the database; delivery falls back to the channel or a DM.
-            log.warning("could not post the progress message of job %s", job.id, exc_info=True)
-        await service.set_delivery(job.id, interaction_token=interaction.token,
-                                   token_expires_at=token_expiry(interaction.created_at),
-                                   application_id=str(interaction.application_id),
-                                   progress_message_id=progress_id)
-    finally:
-        bot.delivery.release(job.id)
-    log.info("job %s queued for user %s (%s)", job.id, interaction.user.id, source)
-    return job
+            job = await self.service.submit(
+                user_id=str(interaction.user.id), user_name=interaction.user.display_name,
+                content=content, style=style, style_image=style_image, params=params,
+                source=source,
+                guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+                channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+                private=private, parent_id=parent_id, on_committed=hold)
+        except BaseException:
+            for job_id in held:  # committed, then something failed: let its events through
+                self.delivery.release(job_id)
+            raise
+        # Held from the commit on: the job's events wait until its messages exist and are
+        # recorded.
+        try:
+            self.delivery.remember_upload_limit(job.id, interaction.filesize_limit)
+            position = await self.service.queue_position(job.id)
+            eta = await self.service.eta_seconds(job.id)
+            embed = embeds.queued(job, position=position, eta_s=eta)
+            progress_id: str | None = None
+            msg: discord.Message
+            try:
+                if not access.may_post_in_channel(job):
+                    msg = await _private_placeholder(interaction, job, embed)
+                else:
+                    await interaction.edit_original_response(
+                        content=f"Job `{job.id}` is in the queue; the painting will appear "
+                                "below.", embed=None, view=None)
+                    msg = await interaction.followup.send(embed=embed, wait=True,
+                                                          view=views.progress_view(job.id))
+                progress_id = str(msg.id)
+            except discord.HTTPException:
+                # The job is safe in the database; delivery falls back to the channel or a
+                # DM.
+                log.warning("could not post the progress message of job %s", job.id,
+                            exc_info=True)
+            await self.service.set_delivery(
+                job.id, interaction_token=interaction.token,
+                token_expires_at=token_expiry(interaction.created_at),
+                application_id=str(interaction.application_id),
+                progress_message_id=progress_id)
+        finally:
+            self.delivery.release(job.id)
+        log.info("job %s queued for user %s (%s)", job.id, interaction.user.id, source)
+        return job
+
+    async def on_job_button(self, interaction: discord.Interaction[Any], action: str,
+                            job_id: str) -> None:
+        caller = caller_of(interaction)
+        if action == "cancel":
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self.service.cancel(job_id, caller=caller)
+            await interaction.edit_original_response(content=f"Job `{job_id}` is cancelled.")
+            return
+        # The job id comes from the button's custom id: the rule is checked on the job.
+        job = await self.service.authorize(job_id, caller=caller, action=Action.reuse)
+        params = validation.derive_params(job.params, action,
+                                          new_seed=secrets.randbelow(2**31))
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        content = await self.service.read_input(job.id)
+        style_image = None
+        if job.style == "custom" and job.style_hash:
+            style_image = await self.storage.get_async(job.style_hash)
+        await self.start_job(interaction, content=content,
+                             style=None if style_image is not None else job.style,
+                             style_image=style_image, params=params, private=job.private,
+                             source="button", parent_id=job.id)
 
 
-async def _private_placeholder(interaction: discord.Interaction[StyleBot], job: JobRecord,
+async def _private_placeholder(interaction: discord.Interaction[Any], job: JobRecord,
                                embed: discord.Embed) -> discord.Message:
     """The private placeholder, showing the queued job: a private job's only message.
 
@@ -96,26 +133,3 @@ async def _private_placeholder(interaction: discord.Interaction[StyleBot], job: 
     except discord.HTTPException as exc:
         log.warning("could not show job %s in its private placeholder: %s", job.id, exc)
         return await interaction.original_response()
-
-
-async def on_job_button(interaction: discord.Interaction[StyleBot], action: str,
-                        job_id: str) -> None:
-    bot = interaction.client
-    caller = caller_of(interaction)
-    if action == "cancel":
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await bot.service.cancel(job_id, caller=caller)
-        await interaction.edit_original_response(content=f"Job `{job_id}` is cancelled.")
-        return
-    # The job id comes from the button's custom id: the rule is checked on the job.
-    job = await bot.service.authorize(job_id, caller=caller, action=Action.reuse)
-    params = validation.derive_params(job.params, action, new_seed=secrets.randbelow(2**31))
-    await interaction.response.defer(ephemeral=True, thinking=True)
-    content = await bot.service.read_input(job.id)
-    style_image = None
-    if job.style == "custom" and job.style_hash:
-        style_image = await bot.storage.get_async(job.style_hash)
-    await start_job(interaction, content=content,
-                    style=None if style_image is not None else job.style,
-                    style_image=style_image, params=params, private=job.private,
-                    source="button", parent_id=job.id)

@@ -2,9 +2,13 @@
 
 `JobButton` is a dynamic item: its custom id carries the action and the job id
 (`job:again:k3x9p2`), so a button on a message sent before a restart still works
-without any view being kept in memory. Who may press them is decided from the job, not
-from the message (`bot.jobs.access`): its owner, and for "Cancel" an admin of the job's
-own server.
+without any view being kept in memory. A press goes to the job flow the client holds
+(`interaction.client.flow`), so this module imports nothing above it. Who may press
+them is decided from the job, not from the message (`bot.jobs.access`): its owner, and
+for "Cancel" an admin of the job's own server.
+
+`OwnedView` is the other kind: a command's own menu (`Pager`, `PresetPicker`), which
+only the user who ran the command may use.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.discord.errors import report_error, send_ephemeral
+
+if TYPE_CHECKING:
+    from bot.discord.client import StyleBot
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,9 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         # discord.py only logs errors raised here; route them to the user instead.
-        from bot.discord import jobflow  # jobflow builds these views: import at use
-
+        bot: StyleBot = interaction.client
         try:
-            await jobflow.on_job_button(interaction, self.action, self.job_id)
+            await bot.flow.on_job_button(interaction, self.action, self.job_id)
         except Exception as exc:  # noqa: BLE001 - every error becomes a message + log line
             await report_error(interaction, exc, job_id=None)
 
@@ -65,16 +71,38 @@ def result_view(job_id: str) -> discord.ui.View:
     return view
 
 
+class OwnedView(discord.ui.View):
+    """A command's own menu: only `owner_id` may use it (others are told `not_yours`), and
+    its errors reach the user as a command's do."""
+
+    not_yours = "This belongs to someone else."
+
+    def __init__(self, *, owner_id: int, timeout: float | None) -> None:
+        super().__init__(timeout=timeout)
+        self.owner_id = owner_id
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        if interaction.user.id != self.owner_id:
+            await send_ephemeral(interaction, self.not_yours)
+            return False
+        return True
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception,
+                       item: discord.ui.Item[Any], /) -> None:
+        await report_error(interaction, error)
+
+
 Page = tuple[discord.Embed, list[discord.File]]
 
 
-class Pager(discord.ui.View):
+class Pager(OwnedView):
     """◀ ▶ through `count` pages that `render(index)` draws; only `owner_id` may page."""
+
+    not_yours = "These buttons belong to someone else's command."
 
     def __init__(self, *, owner_id: int, count: int, render: Callable[[int], Awaitable[Page]],
                  timeout: float = 300) -> None:
-        super().__init__(timeout=timeout)
-        self.owner_id = owner_id
+        super().__init__(owner_id=owner_id, timeout=timeout)
         self.count = count
         self.render = render
         self.index = 0
@@ -83,16 +111,6 @@ class Pager(discord.ui.View):
     def _sync(self) -> None:
         self.previous.disabled = self.index <= 0
         self.next.disabled = self.index >= self.count - 1
-
-    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-        if interaction.user.id != self.owner_id:
-            await send_ephemeral(interaction, "These buttons belong to someone else's command.")
-            return False
-        return True
-
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception,
-                       item: discord.ui.Item[Any], /) -> None:
-        await report_error(interaction, error)
 
     async def _show(self, interaction: discord.Interaction[Any], index: int) -> None:
         self.index = max(0, min(index, self.count - 1))
@@ -111,14 +129,15 @@ class Pager(discord.ui.View):
         await self._show(interaction, self.index + 1)
 
 
-class PresetPicker(discord.ui.View):
+class PresetPicker(OwnedView):
     """The context menu's answer: pick a preset for an image already downloaded."""
+
+    not_yours = "This menu belongs to someone else."
 
     def __init__(self, *, owner_id: int, options: Sequence[tuple[str, str]],
                  on_pick: Callable[[discord.Interaction[Any], str], Awaitable[None]],
                  timeout: float = 600) -> None:
-        super().__init__(timeout=timeout)
-        self.owner_id = owner_id
+        super().__init__(owner_id=owner_id, timeout=timeout)
         self.on_pick = on_pick
         select: discord.ui.Select[Any] = discord.ui.Select(
             placeholder="Choose a style", min_values=1, max_values=1,
@@ -127,16 +146,6 @@ class PresetPicker(discord.ui.View):
         select.callback = self._picked  # type: ignore[method-assign]
         self.select = select
         self.add_item(select)
-
-    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-        if interaction.user.id != self.owner_id:
-            await send_ephemeral(interaction, "This menu belongs to someone else.")
-            return False
-        return True
-
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception,
-                       item: discord.ui.Item[Any], /) -> None:
-        await report_error(interaction, error)
 
     async def _picked(self, interaction: discord.Interaction[Any]) -> None:
         self.stop()

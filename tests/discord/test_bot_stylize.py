@@ -4,7 +4,6 @@ against the emulated Discord. One bot for the module; tests run in file order.""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -448,6 +447,11 @@ async def test_the_styles_gallery(emu: DiscordEmulator, app: App) -> None:
     assert "style 1 of" in page.text()
     assert decode(page.files[0].data).format == "JPEG"
     _, next_id = page.custom_ids()
+    # The pager answers only to whoever opened it.
+    not_hers = await emu.press(page, next_id, emu.bob)
+    assert "someone else's command" in await emu.wait_for(
+        lambda: ephemeral_text(emu, not_hers))
+    assert "style 1 of" in page.text()
     press = await emu.press(page, next_id, emu.alice)
     await emu.response(press)
     assert "style 2 of" in page.text()
@@ -471,7 +475,7 @@ async def test_history_pages(emu: DiscordEmulator, app: App) -> None:
 
 async def test_a_flood_of_requests_is_slowed_down(emu: DiscordEmulator, app: App) -> None:
     settings = app.client.settings
-    app.client.settings = dataclasses.replace(settings, requests_per_minute=2)
+    app.client.settings = settings.replace(requests_per_minute=2)
     try:
         texts = []
         for i in range(3):  # bad uploads: each still costs a download, and no job is made

@@ -13,7 +13,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord import validation
-from bot.discord.jobflow import start_job
 from bot.discord.validation import AttachmentInfo
 from bot.discord.views import PresetPicker
 from bot.jobs.errors import InvalidRequest, UserError
@@ -114,8 +113,9 @@ class Stylize(commands.Cog):
         content = await self._download(interaction.user, image, "photo")
         style_bytes = (await self._download(interaction.user, style_image, "style image")
                        if style_image else None)
-        await start_job(interaction, content=content, style=preset, style_image=style_bytes,
-                        params=params, private=private, source="slash")
+        await self.bot.flow.start_job(interaction, content=content, style=preset,
+                                      style_image=style_bytes, params=params, private=private,
+                                      source="slash")
 
     @stylize.autocomplete("style")
     async def style_autocomplete(self, interaction: discord.Interaction[StyleBot],
@@ -149,8 +149,9 @@ class Stylize(commands.Cog):
                                          preserve_colors=None,
                                          max_size=self.bot.settings.max_size)
         await interaction.response.edit_message(content=f"Starting `{style}`…", view=None)
-        await start_job(interaction, content=content, style=style, style_image=None,
-                        params=params, private=False, source="context_menu")
+        await self.bot.flow.start_job(interaction, content=content, style=style,
+                                      style_image=None, params=params, private=False,
+                                      source="context_menu")
 
 
 async def setup(bot: StyleBot) -> None:
