@@ -1,11 +1,12 @@
 """`WorkerPool`: N warm worker processes, each holding VGG19, supervised from asyncio.
 
 The supervisor never imports torch, so the bot process never initialises CUDA. Workers
-are forked from a `forkserver` that has imported torch and the engine once (and never
-touched CUDA): a second worker, or the replacement of a dead one, skips the import that
-dominates start-up. Where there is no forkserver, workers are spawned. Each worker has
-its own pipes (a worker killed mid-write can only garble its own channel, never a shared
-queue's lock) and shared integers through which a job of its batch is cancelled.
+are forked from a `forkserver` that has imported torch, torchvision and the engine once
+(and never touched CUDA): a second worker, or the replacement of a dead one, skips the
+import that dominates start-up. Where there is no forkserver, workers are spawned. Each
+worker has its own pipes (a worker killed mid-write can only garble its own channel,
+never a shared queue's lock) and shared integers through which a job of its batch is
+cancelled.
 
 State lives on the event loop; a reader thread (`PipeReader`) only moves messages and
 exit notices onto it. A worker that dies is replaced at once and its job reported as
@@ -17,6 +18,10 @@ caller puts the jobs back rather than counting a run that never began.
 
 Workers log nothing themselves: their records come up their pipes (`WorkerLog`) and are
 logged here, through whatever handlers this process's entry point configured.
+
+Long because it is one state machine over its worker processes (start, hand-over,
+deadlines, deaths, replacement, shutdown), and every transition reads and changes the
+same table of workers and their jobs.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from stylizer.config import PRECISIONS
+from stylizer.config import EngineConfig
 from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
@@ -50,7 +55,8 @@ from stylizer.pool.messages import (
     WorkerStartFailed,
 )
 from stylizer.pool.reader import PipeReader
-from stylizer.pool.worker import EXIT_RECYCLE, MAX_BATCH, SharedInts, WorkerSpec, worker_main
+from stylizer.pool.spec import MAX_BATCH, SharedInts, WorkerSpec
+from stylizer.pool.worker import EXIT_RECYCLE, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +68,10 @@ KILL_GRACE_S = 1.0  # from SIGTERM to SIGKILL
 # that said it was leaving.
 EXIT_WAIT_S = 5.0
 MAX_RESPAWN_DELAY_S = 60.0
-# What the forkserver imports before it forks any worker.
-FORKSERVER_PRELOAD = ["torch", "stylizer.engine"]
+# What the forkserver imports once, before it forks any worker: the seconds of a worker's
+# start-up that are the same in every worker. stylizer.engine imports torchvision already
+# (for VGG19's layers); it is named so that it stays preloaded if that ever changes.
+FORKSERVER_PRELOAD = ["torch", "torchvision", "stylizer.engine"]
 # The batch limit when none is configured: on a GPU one large batch runs many jobs in
 # little more time than one; a CPU is busy with one job already, so batching would only
 # delay the first result.
@@ -121,12 +129,12 @@ class _Worker:
 class WorkerPool:
     """A supervised pool of worker processes; see the module docstring."""
 
-    def __init__(self, *, workers: int = 1, device: str = "auto", weights: str = "caffe",
-                 precision: str = "auto", autotune: bool = True, job_timeout_s: float = 600.0,
-                 preview_interval_s: float = 4.0, worker_target: WorkerTarget | None = None,
-                 start_timeout_s: float = 300.0, max_batch: int | None = None,
-                 warm_up: bool = True, start_method: str | None = None) -> None:
-        """`precision`, `autotune`: the workers' engine settings (see `Stylizer`).
+    def __init__(self, *, engine: EngineConfig | None = None, workers: int = 1,
+                 job_timeout_s: float = 600.0, preview_interval_s: float = 4.0,
+                 worker_target: WorkerTarget | None = None, start_timeout_s: float = 300.0,
+                 max_batch: int | None = None, warm_up: bool = True,
+                 start_method: str | None = None) -> None:
+        """`engine`: every worker's engine settings (None: `EngineConfig()`'s defaults).
         `max_batch`: the most compatible jobs one worker paints at once (None: 16 on a GPU,
         1 on a CPU). `job_timeout_s` is per job: a batch of n gets n times as long."""
         if workers < 1:
@@ -137,28 +145,12 @@ class WorkerPool:
         self._warm_up = warm_up
         self._on_gpu = False  # a worker has reported a CUDA device (sticky across restarts)
         self._n = workers
-        self._device = device
-        self._weights = weights
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}")
-        self._precision = precision
-        self._autotune = autotune
+        self._engine = engine if engine is not None else EngineConfig()
         self._job_timeout_s = job_timeout_s
         self._preview_interval_s = preview_interval_s
         self._target: WorkerTarget = worker_target or worker_main
         self._start_timeout_s = start_timeout_s
-        if start_method is None:
-            methods = multiprocessing.get_all_start_methods()
-            start_method = "forkserver" if "forkserver" in methods else "spawn"
-        if start_method not in ("forkserver", "spawn"):
-            raise ValueError("workers start by forkserver or spawn: never fork a process "
-                             "that may have threads or a CUDA context")
-        self._ctx: ForkServerContext | SpawnContext
-        if start_method == "forkserver":
-            self._ctx = multiprocessing.get_context("forkserver")
-            self._ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
-        else:
-            self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = _worker_context(start_method)
         self._cpu_threads = max(1, _usable_cpus() // workers)
         self._state = "new"  # -> running -> closing -> closed
         self._slots: dict[int, _Worker] = {}
@@ -221,14 +213,14 @@ class WorkerPool:
             raise
         self._state = "running"
         self._watchdog = loop.create_task(self._watch(), name="stylizer-pool-watchdog")
-        if self._device == "auto" and not self._on_gpu:
+        if self._engine.device == "auto" and not self._on_gpu:
             # An operator who expected a GPU (a container started without one, a driver
             # mismatch) learns it here, not from users waiting minutes for a painting.
             log.warning("worker pool ready: %d on the CPU, as no CUDA device was found; "
                         "each painting takes minutes instead of seconds", self._n)
         else:
             log.info("worker pool ready: %d on %s", self._n,
-                     "the GPU" if self._on_gpu else self._device)
+                     "the GPU" if self._on_gpu else self._engine.device)
 
     async def submit(self, req: JobRequest) -> None:
         """Hands `req` to an idle worker; its events follow on `events()`."""
@@ -319,8 +311,7 @@ class WorkerPool:
         inbox_r, inbox_w = self._ctx.Pipe(duplex=False)
         outbox_r, outbox_w = self._ctx.Pipe(duplex=False)
         cancel: SharedInts = self._ctx.RawArray("q", MAX_BATCH)
-        spec = WorkerSpec(worker_id=worker_id, device=self._device, weights=self._weights,
-                          precision=self._precision, autotune=self._autotune,
+        spec = WorkerSpec(worker_id=worker_id, engine=self._engine,
                           preview_interval_s=self._preview_interval_s,
                           log_level=logging.getLogger().getEffectiveLevel(),
                           cpu_threads=self._cpu_threads, inbox=inbox_r, outbox=outbox_w,
@@ -571,6 +562,26 @@ def _log_record(msg: WorkerLog) -> None:
     logger = logging.getLogger(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
+
+
+def _worker_context(start_method: str | None) -> ForkServerContext | SpawnContext:
+    """The multiprocessing context that workers start from: "forkserver", or "spawn"; None
+    picks the forkserver where the platform has one. A forkserver context preloads
+    FORKSERVER_PRELOAD (the forkserver is one per process and reads it when it starts), so
+    a second worker, or a dead one's replacement, starts with torch already imported.
+    `ValueError` for any other method: never fork a process that may have threads or a
+    CUDA context."""
+    if start_method is None:
+        methods = multiprocessing.get_all_start_methods()
+        start_method = "forkserver" if "forkserver" in methods else "spawn"
+    if start_method == "forkserver":
+        forkserver = multiprocessing.get_context("forkserver")
+        forkserver.set_forkserver_preload(FORKSERVER_PRELOAD)
+        return forkserver
+    if start_method == "spawn":
+        return multiprocessing.get_context("spawn")
+    raise ValueError("workers start by forkserver or spawn: never fork a process that may "
+                     "have threads or a CUDA context")
 
 
 def _usable_cpus() -> int:

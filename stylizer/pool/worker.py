@@ -7,6 +7,10 @@ cancellation, out-of-memory and bugs all become events. Its log records go up th
 pipe (`WorkerLog`), for the supervisor's process to write with its own handlers: a worker
 writes nothing to stderr itself. This module does not import torch at import time,
 because the supervisor imports it for `worker_main`.
+
+Long because a batch's life in the worker (decoding, the engine run, cancel checks,
+out-of-memory retries at smaller sizes, and exactly one final event per job) is one
+sequence, read top to bottom.
 """
 
 from __future__ import annotations
@@ -17,13 +21,11 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -34,7 +36,6 @@ from stylizer.params import StyleParams
 from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
-    JobProgress,
     JobRequest,
     JobStarted,
     JobSucceeded,
@@ -44,13 +45,16 @@ from stylizer.pool.messages import (
     WorkerReady,
     WorkerStartFailed,
 )
+from stylizer.pool.progress import PREVIEW_SIDE, ProgressReporter
+from stylizer.pool.spec import Engine, ProgressLike, WorkerSpec
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger(__name__)
 
 # After a CUDA out-of-memory error the job is tried again at these fractions of its size.
 OOM_SCALES = (1.0, 0.75, 0.5)
-PREVIEW_SIDE = 256
-PREVIEW_QUALITY = 80
 # zlib level of the paintings sent back: on paintings level 1 takes 15-20 ms at 512 px
 # against 25-45 ms at the usual 6, for files 2-5% bigger (the worker's CPU time per job
 # matters when the GPU finishes a job every few tens of milliseconds).
@@ -58,70 +62,6 @@ RESULT_PNG_LEVEL = 1
 INTERNAL_MESSAGE = "Something went wrong while painting."
 # Exit status of a worker that leaves after an unexpected error (see Worker.handle).
 EXIT_RECYCLE = 3
-
-
-# The most jobs one batch can hold (the size of the shared cancel array).
-MAX_BATCH = 64
-
-
-class SharedInts(Protocol):
-    """A `multiprocessing.RawArray("q", MAX_BATCH)`: integers both processes can see."""
-
-    def __getitem__(self, index: int) -> int: ...
-    def __setitem__(self, index: int, value: int) -> None: ...
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a worker process is started with (pickled once, at spawn)."""
-
-    worker_id: int
-    device: str
-    weights: str
-    precision: str  # Stylizer's: auto, bf16 or fp32
-    autotune: bool  # Stylizer's: let cuDNN time its kernels at each new size
-    preview_interval_s: float
-    log_level: int
-    cpu_threads: int  # torch intra-op threads; 0 leaves torch's default
-    inbox: Connection  # a list of (seq, JobRequest), or None, from the supervisor
-    outbox: Connection  # WorkerMessage, to the supervisor
-    # To cancel the job in position i of a batch the supervisor writes its seq to
-    # cancel[i]. A number rather than a flag, so that a cancel arriving just as one
-    # batch ends can never stop the next one.
-    cancel: SharedInts
-    warm_up: bool = True  # paint a tiny picture before reporting ready (see Stylizer.warm_up)
-
-
-class ProgressLike(Protocol):
-    @property
-    def step(self) -> int: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def content_loss(self) -> float: ...
-    @property
-    def style_loss(self) -> float: ...
-    @property
-    def preview(self) -> Image.Image | None: ...
-
-
-class ResultLike(Protocol):
-    @property
-    def image(self) -> Image.Image: ...
-    def stats(self) -> dict[str, float | int]: ...
-
-
-class Engine(Protocol):
-    """What a worker needs of `stylizer.engine.Stylizer`."""
-
-    def run_batch(self, contents: Sequence[Image.Image],
-                  styles: Sequence[Sequence[Image.Image]], params: StyleParams, *,
-                  on_progress: Callable[[Sequence[Any]], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None, progress_every: int = 10,
-                  preview_every: int = 0, preview_size: int = 256,
-                  style_keys: Sequence[Sequence[str] | None] | None = None,
-                  style_weights: Sequence[float] | None = None,
-                  ) -> Sequence[ResultLike]: ...
 
 
 @dataclass(eq=False)
@@ -173,6 +113,7 @@ def worker_main(spec: WorkerSpec) -> None:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says the host or the device ran out of memory."""
     if isinstance(exc, MemoryError):
         return True
     torch = sys.modules.get("torch")
@@ -198,10 +139,14 @@ class Worker:
         self._styles_lock = threading.Lock()
         self._threads: ThreadPoolExecutor | None = None
         self.engine: Engine | None = None
+        # The device the engine resolved ("auto" -> "cuda:0" or "cpu"): the supervisor
+        # batches only once a worker has reported a GPU.
+        self.device = spec.engine.device
 
     # -- process life ----------------------------------------------------------------------
 
     def setup_process(self) -> None:
+        """Signals and logging of the worker process, before anything else runs."""
         # A Ctrl-C in a terminal reaches the whole process group; the supervisor decides
         # when its workers stop (it lets running jobs finish on a graceful shutdown).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -214,6 +159,8 @@ class Worker:
         logging.captureWarnings(True)
 
     def make_engine(self) -> Engine:
+        """A `Stylizer` as `spec.engine` says, warmed up unless `spec.warm_up` is False.
+        Raises what `Stylizer` raises (e.g. `WeightsUnavailable`)."""
         import torch
 
         from stylizer.engine import Stylizer
@@ -221,13 +168,14 @@ class Worker:
         if self.spec.cpu_threads > 0:
             # Several workers on one CPU would each start one thread per core otherwise.
             torch.set_num_threads(self.spec.cpu_threads)
-        engine = Stylizer(self.spec.device, self.spec.weights, precision=self.spec.precision,
-                          autotune=self.spec.autotune)
+        engine = Stylizer(self.spec.engine)
+        self.device = str(engine.device)
         if self.spec.warm_up:
             engine.warm_up()
         return engine
 
     def serve(self) -> None:
+        """The process's whole life: set up, load the engine, paint until told to exit."""
         self.setup_process()
         try:
             self.load_then_serve()
@@ -250,8 +198,8 @@ class Worker:
             self.send(WorkerStartFailed(self.spec.worker_id, "internal",
                                         "The painting engine could not start."))
             return
-        log.info("ready on %s", self.spec.device)
-        self.send(WorkerReady(self.spec.worker_id, self.pid, self.spec.device))
+        log.info("ready on %s", self.device)
+        self.send(WorkerReady(self.spec.worker_id, self.pid, self.device))
         while not self._orphaned:
             try:
                 msg = self.spec.inbox.recv()
@@ -266,6 +214,7 @@ class Worker:
                 sys.exit(EXIT_RECYCLE)
 
     def send(self, msg: WorkerMessage) -> None:
+        """Writes `msg` to the outbox, from any thread; notes when the supervisor is gone."""
         with self._send_lock:
             try:
                 self.spec.outbox.send(msg)
@@ -342,6 +291,7 @@ class Worker:
         return self._threads
 
     def try_prepare(self, task: Task) -> StylizerError | None:
+        """`prepare`, returning its refusal instead of raising it."""
         try:
             self.prepare(task)
         except StylizerError as exc:
@@ -412,6 +362,11 @@ class Worker:
 
     def run_engine(self, tasks: list[Task], factor: float,
                    ) -> dict[str, tuple[bytes, dict[str, float | int]]]:
+        """Paints the open jobs of `tasks` as one batch at `factor` times their size: job id
+        -> (PNG bytes, stats). Raises what the engine raises."""
+        # Here, not at the top: importing this module must not import torch.
+        from stylizer.engine import RunOptions
+
         assert self.engine is not None
         live = [t for t in tasks if t.open]
         if not live:
@@ -429,16 +384,17 @@ class Worker:
         # Enough progress calls for a smooth bar; previews are only rendered when sent.
         every = max(1, min(10, params.steps // 20))
 
-        def on_progress(batch: Sequence[Any]) -> None:
+        def on_progress(batch: Sequence[ProgressLike]) -> None:
             for task, progress in zip(live, batch, strict=True):
                 if task.open:
                     task.report(progress)
 
+        options = RunOptions(on_progress=on_progress, should_stop=self.stop_check(live),
+                             progress_every=every, preview_every=every,
+                             preview_size=PREVIEW_SIDE)
         try:
             results = self.engine.run_batch(
-                contents, [t.styles for t in live], attempt, on_progress=on_progress,
-                should_stop=self.stop_check(live), progress_every=every, preview_every=every,
-                preview_size=PREVIEW_SIDE,
+                contents, [t.styles for t in live], attempt, options,
                 style_keys=[t.keys for t in live], style_weights=weights)
         except Cancelled:
             if any(t.open for t in live):
@@ -473,7 +429,7 @@ class Worker:
     def style_image(self, data: bytes, key: str | None) -> Image.Image:
         """Decodes a style at the largest side the engine uses, always the same way for the
         same bytes, so that Gram matrices cached by key match a fresh computation."""
-        from stylizer.engine import MAX_STYLE_SIDE
+        from stylizer.targets import MAX_STYLE_SIDE
 
         if key is None:
             return images.decode(data, max_side=MAX_STYLE_SIDE)
@@ -490,30 +446,7 @@ class Worker:
         return img
 
     def free_memory(self) -> None:
+        """Gives the device's cached blocks back after an out-of-memory error."""
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-class ProgressReporter:
-    """Turns engine progress into `JobProgress` events, at most one per `interval_s` (the
-    first always goes), each with a small JPEG preview when the engine supplied one."""
-
-    def __init__(self, job_id: str, send: Callable[[WorkerMessage], None],
-                 interval_s: float) -> None:
-        self.job_id = job_id
-        self.send = send
-        self.interval_s = interval_s
-        self._last: float | None = None
-
-    def __call__(self, p: ProgressLike) -> None:
-        now = time.monotonic()
-        if self._last is not None and now - self._last < self.interval_s:
-            return
-        self._last = now
-        preview = None
-        if p.preview is not None:
-            small = images.resize_to_fit(p.preview, PREVIEW_SIDE)
-            preview = images.encode(small, "JPEG", quality=PREVIEW_QUALITY)
-        self.send(JobProgress(self.job_id, p.step, p.total, p.content_loss, p.style_loss,
-                              preview))

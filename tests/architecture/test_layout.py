@@ -1,5 +1,8 @@
 """The shape of the code: imports run one way, and the bot's processes never pay for torch.
 
+Kept in a folder of its own: a test file directly in tests/ would put tests/ on sys.path,
+where the folder tests/stylizer would shadow the stylizer package in subprocesses.
+
 Read from the source with `ast`, so a cycle is caught even where it is hidden inside a
 function (an import at use is still a cycle a reader has to untie); imports under
 `if TYPE_CHECKING:` are for the type checker only and are left out.
@@ -14,7 +17,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("bot", "stylizer", "migrations")
 LONG_FILE_LINES = 400
 LONG_FILE_REASON = "Long because"
@@ -120,6 +123,27 @@ def test_the_engine_library_never_imports_the_bot() -> None:
     offenders = {m: sorted(t for t in deps if t.split(".")[0] == "bot")
                  for m, deps in graph.items() if m.startswith("stylizer")}
     assert {m: d for m, d in offenders.items() if d} == {}
+
+
+# The Discord front end, top first: each layer imports only the layers below it.
+DISCORD_LAYERS = ("bot.discord.cogs", "bot.discord.jobflow", "bot.discord.delivery",
+                  "bot.discord.views", "bot.discord.errors")
+
+
+def _discord_layer(module: str) -> int | None:
+    for rank, layer in enumerate(DISCORD_LAYERS):
+        if module == layer or module.startswith(layer + "."):
+            return rank
+    return None
+
+
+def test_the_discord_front_end_imports_run_one_way() -> None:
+    graph = import_graph()
+    assert {_discord_layer(m) for m in graph} >= set(range(len(DISCORD_LAYERS)))
+    upward = sorted((m, t) for m, deps in graph.items() for t in deps
+                    if (low := _discord_layer(m)) is not None
+                    and (high := _discord_layer(t)) is not None and high < low)
+    assert upward == []
 
 
 def test_package_inits_are_docstrings_only() -> None:

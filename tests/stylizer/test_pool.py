@@ -26,6 +26,7 @@ from pool_testing import (
     wait_until,
 )
 
+from stylizer.config import EngineConfig
 from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
@@ -34,8 +35,8 @@ from stylizer.pool.messages import (
     JobStarted,
     JobSucceeded,
 )
+from stylizer.pool.progress import ProgressReporter
 from stylizer.pool.supervisor import PoolBusy, PoolClosed, PoolStartError, WorkerPool
-from stylizer.pool.worker import ProgressReporter
 
 # Spawned workers import the test targets by module name, whichever way pytest found us.
 pool_helpers = importlib.import_module(
@@ -246,7 +247,7 @@ async def test_close_lets_a_job_finish_within_the_grace(pool_factory: PoolFactor
 
 
 async def test_a_worker_that_cannot_start_fails_start() -> None:
-    pool = WorkerPool(device="cpu", weights="/nonexistent/vgg19.pth")
+    pool = WorkerPool(engine=EngineConfig(device="cpu", weights="/nonexistent/vgg19.pth"))
     with pytest.raises(PoolStartError) as info:
         await pool.start()
     assert info.value.code == "weights_unavailable"
@@ -286,10 +287,34 @@ def test_progress_is_sent_at_most_once_per_interval() -> None:
 
 
 async def test_close_during_start_stops_the_start() -> None:
-    pool = WorkerPool(device="cpu")
+    pool = WorkerPool(engine=EngineConfig(device="cpu"))
     starting = asyncio.ensure_future(pool.start())
     await asyncio.sleep(0.2)
     assert await pool.close(grace_s=0) == []
     with pytest.raises(PoolClosed):
         await starting
     assert spawned_children() == []
+
+
+def test_a_worker_reports_the_device_its_engine_resolved() -> None:
+    """The supervisor batches jobs only once a worker has said "cuda": a worker started
+    with device "auto" must report what "auto" became, not the word "auto"."""
+    import multiprocessing
+
+    import torch
+
+    from stylizer.pool.messages import WorkerReady
+    from stylizer.pool.spec import MAX_BATCH, WorkerSpec
+    from stylizer.pool.worker import Worker
+
+    inbox_r, inbox_w = multiprocessing.Pipe(duplex=False)
+    outbox_r, outbox_w = multiprocessing.Pipe(duplex=False)
+    spec = WorkerSpec(worker_id=0, engine=EngineConfig(device="auto"), preview_interval_s=1.0,
+                      log_level=30, cpu_threads=0, inbox=inbox_r, outbox=outbox_w,
+                      cancel=multiprocessing.RawArray("q", MAX_BATCH), warm_up=False)
+    inbox_w.send(None)  # no jobs: the worker leaves as soon as it is ready
+    Worker(spec).load_then_serve()
+    ready = outbox_r.recv()
+    while not isinstance(ready, WorkerReady):
+        ready = outbox_r.recv()
+    assert ready.device == ("cuda:0" if torch.cuda.is_available() else "cpu")
