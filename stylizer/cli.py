@@ -68,6 +68,9 @@ def _check_output(out: Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m stylizer`. Exits 0 when the painting is written; 2 for anything wrong
+    with the request (a bad path, image, style or value: one line on stderr, before any
+    painting); 130 on Ctrl-C."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

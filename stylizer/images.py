@@ -73,6 +73,8 @@ REDUCING_GAP = 2.0
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """What an image's header says, read without decoding its pixels (`probe`)."""
+
     format: str
     width: int  # pixels, as stored
     height: int

@@ -67,10 +67,12 @@ class Preprocess:
 
     @staticmethod
     def caffe() -> Preprocess:
+        """The original VGG's input: BGR, 0-255, minus the ImageNet mean per channel."""
         return Preprocess(bgr=True, scale=(1.0, 1.0, 1.0), shift=CAFFE_MEAN_BGR)
 
     @staticmethod
     def imagenet() -> Preprocess:
+        """torchvision's input: RGB in 0-1, normalised by ImageNet's mean and std."""
         scale = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
         shift = tuple(m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
         return Preprocess(bgr=False, scale=scale, shift=shift)  # type: ignore[arg-type]
@@ -159,6 +161,7 @@ def _caffe_state() -> dict[str, torch.Tensor]:
 
 
 def torchvision_cache_path() -> Path:
+    """Where torch's hub cache would hold torchvision's VGG19 file (never downloaded)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
 
 

@@ -97,9 +97,11 @@ class LogOutbox:
         self._send = send
 
     def put_nowait(self, record: logging.LogRecord) -> None:
+        """`QueueHandler`'s call: the record goes up the pipe, never blocking."""
         self._send(WorkerLog.from_record(record))
 
     def get(self) -> logging.LogRecord:
+        """Never called in the worker (the queue protocol asks for it)."""
         raise NotImplementedError("the supervisor reads the records from the outbox")
 
 
