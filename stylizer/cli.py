@@ -47,13 +47,15 @@ def _build_parser() -> argparse.ArgumentParser:
 def _load_style(spec: str, styles_dir: str | None) -> tuple[str, Any, dict[str, Any]]:
     if Path(spec).is_file():
         try:
-            return Path(spec).stem, images.load_path(spec, max_side=2048), {}
+            return Path(spec).stem, images.decode_style(images.read_path(spec)), {}
         except StylizerError as exc:
             raise type(exc)(f"The style image {spec}: {exc}") from exc
     if Path(spec).suffix.lower() in images.ALLOWED_EXTENSIONS or "/" in spec:
         raise FileNotFoundError(2, "No such file", spec)  # a path, not a preset name
     preset = presets.get(spec, styles_dir)
-    return preset.name, presets.load_image(preset, styles_dir), preset.params
+    # Through the preset's bytes, as the bot sends them to a worker: the same pixels.
+    return (preset.name, images.decode_style(presets.image_bytes(preset, styles_dir)),
+            preset.params)
 
 
 def _check_output(out: Path) -> str | None:
@@ -100,12 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if Path(args.content).is_dir():
             print(f"error: {args.content} is a directory; give a photo", file=sys.stderr)
             return 2
-        content = images.load_path(args.content)
+        photo = images.read_path(args.content)
+        images.probe(photo)  # a bad photo is refused before the styles are read
         loaded = [_load_style(s, args.styles_dir) for s in args.style]
         base: dict[str, Any] = {}
         for _, _, recommended in loaded:
             base.update(recommended)
         params = params_from_args(args, base)
+        content = images.decode_photo(photo, params.size)
         config = engine_config_from_args(args)
         # torch loads here, after the input is checked.
         from stylizer.engine import Progress, RunOptions, Stylizer

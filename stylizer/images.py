@@ -65,6 +65,9 @@ MAX_RLE_BMP_PIXELS = 1 << 20
 # The EXIF read for the orientation: as much as one JPEG segment can hold. Pillow's EXIF
 # parser reads up to 65,535 entries, a quarter of a second, wherever EXIF is longer.
 MAX_EXIF_BYTES = 65_536
+# The most a painting (a style image) is decoded to on its long side, in pixels: its Grams
+# are taken at most this large (see `stylizer.targets.style_size`).
+MAX_STYLE_SIDE = 2048
 # Reduce by whole factors (box filter) down to this many times the target size before
 # the final Lanczos resize: all but as sharp as Lanczos all the way, in a fraction of the
 # time (Pillow's `reducing_gap`; 3.0 gains nothing visible and costs 0.2 s at 40 MP).
@@ -317,6 +320,19 @@ def decode(data: bytes, *, max_side: int | None = None, max_bytes: int = MAX_BYT
     finally:
         if rgb is not img:
             img.close()
+
+
+def decode_photo(data: bytes, size: int) -> Image.Image:
+    """The photo of a painting of `size` px, decoded as every route paints it (the CLI, the
+    worker): shrunk while decoding to no more than `size` on its long side. Raises what
+    `decode` raises."""
+    return decode(data, max_side=size)
+
+
+def decode_style(data: bytes) -> Image.Image:
+    """A style image, decoded as every route paints it: at most MAX_STYLE_SIDE on its long
+    side. Raises what `decode` raises."""
+    return decode(data, max_side=MAX_STYLE_SIDE)
 
 
 def load_path(path: str, *, max_side: int | None = None) -> Image.Image:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from stylizer import losses
+from stylizer import images, losses
 from stylizer.canvas import PAINTED_MIN_SIDE, Frame
 from stylizer.colour import colour_moments, luminance
 from stylizer.errors import InvalidParams
@@ -32,7 +32,6 @@ _CONTENT_IDX = LAYERS[CONTENT_LAYER]
 FEATURE_LAYERS = tuple(sorted({*_STYLE_IDX, _CONTENT_IDX}))
 CONTENT_POS = FEATURE_LAYERS.index(_CONTENT_IDX)  # where relu4_2 is in a `Features` list
 STYLE_POS = tuple(FEATURE_LAYERS.index(i) for i in _STYLE_IDX)  # relu1_1 ... relu5_1
-MAX_STYLE_SIDE = 2048  # pixels: the most a painting is scaled to on its long side
 STYLE_CACHE_SIZE = 64  # style targets kept by key (each a few MB of Grams)
 
 # A picture batch (B, 3, H, W) in 0-255 and a pooling ("max" or "avg") -> the VGG19
@@ -174,12 +173,12 @@ def style_target(features: Features, style: torch.Tensor, pooling: str,
 def style_size(style: Image.Image, area: float) -> tuple[int, int]:
     """(w, h) in pixels that `style` is scaled to: about `area` pixels, keeping its aspect,
     but at least PAINTED_MIN_SIDE on its short side (a small `style_scale` on a small photo
-    asks for less than the network can see), and at most MAX_STYLE_SIDE on its long side.
+    asks for less than the network can see), and at most images.MAX_STYLE_SIDE on its long side.
     A painting too thin for both is then mirrored out to a `Frame` (see `style_target`)."""
     w, h = style.size
     k = math.sqrt(area / (w * h))
     k = max(k, PAINTED_MIN_SIDE / min(w, h))
-    k = min(k, MAX_STYLE_SIDE / max(w, h))
+    k = min(k, images.MAX_STYLE_SIDE / max(w, h))
     return max(1, round(w * k)), max(1, round(h * k))
 
 

@@ -309,7 +309,7 @@ class Worker:
         if params.style_blend and len(params.style_blend) != len(req.styles):
             raise InvalidParams("Give one style weight per style image.")
         task.params = params
-        task.content = images.decode(req.content, max_side=params.size)
+        task.content = images.decode_photo(req.content, params.size)
         task.keys = list(req.style_keys) if len(req.style_keys) == len(req.styles) else None
         task.styles = [self.style_image(data, task.keys[i] if task.keys else None)
                        for i, data in enumerate(req.styles)]
@@ -431,16 +431,14 @@ class Worker:
     def style_image(self, data: bytes, key: str | None) -> Image.Image:
         """Decodes a style at the largest side the engine uses, always the same way for the
         same bytes, so that Gram matrices cached by key match a fresh computation."""
-        from stylizer.targets import MAX_STYLE_SIDE
-
         if key is None:
-            return images.decode(data, max_side=MAX_STYLE_SIDE)
-        cache_key = (key, MAX_STYLE_SIDE)
+            return images.decode_style(data)
+        cache_key = (key, images.MAX_STYLE_SIDE)
         with self._styles_lock:  # jobs of a batch are prepared on several threads
             if cache_key in self._styles:
                 self._styles.move_to_end(cache_key)
                 return self._styles[cache_key]
-        img = images.decode(data, max_side=MAX_STYLE_SIDE)
+        img = images.decode_style(data)
         with self._styles_lock:
             self._styles[cache_key] = img
             while len(self._styles) > 8:
