@@ -24,6 +24,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from stylizer import presets
 from stylizer.config import EngineConfig
@@ -207,6 +209,16 @@ class Settings(BaseSettings):
             raise ValueError("STYLEBOT_DEFAULT_STEPS must be at least 1.")
         if self.default_size > self.max_size:
             raise ValueError("STYLEBOT_DEFAULT_SIZE must not exceed STYLEBOT_MAX_SIZE.")
+        try:
+            # The dialect and its driver are looked up; nothing connects yet.
+            url = make_url(self.database_url)
+            url.get_dialect().import_dbapi()
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise ValueError(f"STYLEBOT_DATABASE_URL is not a database URL this program can "
+                             f"use ({exc}).") from None
+        except ImportError as exc:
+            raise ValueError(f"STYLEBOT_DATABASE_URL needs the Python package "
+                             f"{exc.name or url.drivername!r}, which is not installed.") from None
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"STYLEBOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
         return self

@@ -1,7 +1,8 @@
 """The style-transfer engine: `Stylizer.run(content, styles, params) -> Result`.
 
-Pure: PIL images in, a PIL image out; progress through a callback; no prints, files or
-globals. One `Stylizer` holds VGG19 on its device and is meant to live for a process.
+PIL images in, a PIL image out; progress through a callback; no prints or files. One
+`Stylizer` holds VGG19 on its device and is meant to live for a process; on a GPU it
+sets torch's process-wide cuDNN switches (autotuning, TF32) as its `EngineConfig` says.
 
 Gatys, Ecker & Bethge 2016 ("Image style transfer using convolutional neural networks",
 CVPR), with what the best implementations add: coarse-to-fine levels (here), targets

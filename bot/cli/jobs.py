@@ -21,16 +21,16 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         async with job_service(settings) as service:
             return await service.list_all(limit=max(1, args.limit))
 
-    views = asyncio.run(recent())
+    records = asyncio.run(recent())
     if args.json:
-        print(json.dumps([v.to_dict() for v in views], indent=2))
+        print(json.dumps([v.to_dict() for v in records], indent=2))
         return 0
-    if not views:
+    if not records:
         print("No jobs yet. Try: stylebot stylize PHOTO -s mosaic")
         return 0
     rows = [("ID", "WHEN", "USER", "STYLE", "SIZE", "STATUS", "SECONDS")]
     rows += [(v.id, _when(v.created_at), v.user_name, v.style, str(v.size or "-"),
-              v.status.value, _seconds(v)) for v in views]
+              v.status.value, _seconds(v)) for v in records]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         cells = [c.rjust(w) if i in (4, 6) else c.ljust(w)
@@ -42,10 +42,10 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
     async def one() -> dict[str, Any]:
         async with job_service(settings) as service:
-            view = await service.authorize(args.job_id, caller=OPERATOR, action=Action.see)
-            data = view.to_dict()
-            data["queue_position"] = await service.queue_position(view.id)
-            data["eta_seconds"] = await service.eta_seconds(view.id)
+            record = await service.authorize(args.job_id, caller=OPERATOR, action=Action.see)
+            data = record.to_dict()
+            data["queue_position"] = await service.queue_position(record.id)
+            data["eta_seconds"] = await service.eta_seconds(record.id)
             return data
 
     data = asyncio.run(one())
@@ -65,11 +65,11 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
         async with job_service(settings) as service:
             return await service.cancel(args.job_id, caller=OPERATOR)
 
-    view = asyncio.run(cancel())
-    if view.status is JobStatus.cancelled:
-        print(f"job {view.id} cancelled")
+    record = asyncio.run(cancel())
+    if record.status is JobStatus.cancelled:
+        print(f"job {record.id} cancelled")
     else:
-        print(f"job {view.id}: asked to stop; it is {view.status} for now")
+        print(f"job {record.id}: asked to stop; it is {record.status} for now")
     return 0
 
 
@@ -77,5 +77,5 @@ def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
 
 
-def _seconds(view: JobRecord) -> str:
-    return f"{view.seconds:.1f}" if view.seconds is not None else "-"
+def _seconds(record: JobRecord) -> str:
+    return f"{record.seconds:.1f}" if record.seconds is not None else "-"

@@ -17,6 +17,8 @@ from bot.jobs.errors import UserError
 from bot.jobs.executor import ExecutorStartError
 from bot.logging_setup import setup_logging
 from bot.settings import Settings, SettingsError
+from stylizer.config import EngineConfig
+from stylizer.errors import InvalidParams
 from stylizer.flags import add_engine_flags, add_param_flags, given_engine
 
 
@@ -77,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Flags win over the environment: the folders, and the engine flags of `stylize`.
     overrides: dict[str, Any] = given_engine(args)
+    try:
+        EngineConfig(**overrides)  # a bad flag is named as a flag, not as its variable
+    except InvalidParams as exc:
+        return _fail(f"--{exc.message}", EXIT_USER_ERROR)
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
     if args.styles_dir is not None:
@@ -100,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"the painter could not start: {exc.message}", EXIT_FAILED)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the data folder is a file, a disk is full or read-only...
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"cannot use {where}{exc.strerror or exc}", EXIT_FAILED)
 
 
 def _fail(message: str, status: int) -> int:

@@ -56,19 +56,19 @@ def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
                                    own_jobs_only=True) as service:
                 shown = JobProgressShown(display)
                 service.subscribe(shown)
-                view = await _submit(service, args, settings, content, style_image)
-                shown.job_id = view.id
-                position = await service.queue_position(view.id)
+                record = await _submit(service, args, settings, content, style_image)
+                shown.job_id = record.id
+                position = await service.queue_position(record.id)
                 queued = f" (queue position {position})" if position and position > 1 else ""
-                display.message(f"job {view.id}: {view.style}, {view.params['size']} px, "
-                                f"{view.total_steps} steps{queued}")
+                display.message(f"job {record.id}: {record.style}, {record.params['size']} px, "
+                                f"{record.total_steps} steps{queued}")
                 try:
                     await service.start()
                 except BaseException:
                     with contextlib.suppress(UserError):
-                        await service.cancel(view.id, caller=OPERATOR)
+                        await service.cancel(record.id, caller=OPERATOR)
                     raise
-                final = await _wait_or_cancel(service, view.id)
+                final = await _wait_or_cancel(service, record.id)
                 display.close()
                 return await _finish(args, service, final,
                                      await service.read_output(final.id))

@@ -167,10 +167,10 @@ class Dispatcher:
         if event is not None:
             event.set()
 
-    def _finalised(self, view: JobRecord) -> None:
-        self._done(view.id)
-        self.own.discard(view.id)
-        self.notify_final(view.id)
+    def _finalised(self, record: JobRecord) -> None:
+        self._done(record.id)
+        self.own.discard(record.id)
+        self.notify_final(record.id)
 
     # -- cancelling ------------------------------------------------------------------------
 
@@ -189,8 +189,8 @@ class Dispatcher:
             self._wake.clear()
             try:
                 while not self._stopping and self._executor.idle > 0:
-                    views = await self._claim_batch()
-                    if not views or not await self._send(views):
+                    records = await self._claim_batch()
+                    if not records or not await self._send(records):
                         break
             except Exception:
                 log.exception("scheduling failed; trying again shortly")
@@ -242,22 +242,22 @@ class Dispatcher:
                 raise
             return [JobRecord.from_row(job) for job in chosen]
 
-    async def _send(self, views: list[JobRecord]) -> bool:
+    async def _send(self, records: list[JobRecord]) -> bool:
         """Hands claimed jobs to the executor as one batch; False if it had no room."""
         reqs: list[pool.JobRequest] = []
-        for view in views:
+        for record in records:
             try:
-                content = await self._storage.get_async(view.input_hash)
-                style = await self._storage.get_async(view.style_hash or "")
+                content = await self._storage.get_async(record.input_hash)
+                style = await self._storage.get_async(record.style_hash or "")
             except (BlobNotFound, ValueError):
-                log.exception("job %s: its stored images are missing", view.id)
-                await self._end(view.id, JobStatus.failed, error_code="internal",
+                log.exception("job %s: its stored images are missing", record.id)
+                await self._end(record.id, JobStatus.failed, error_code="internal",
                                 error_message="The picture for this job was lost; please "
                                               "send it again.")
                 continue
-            reqs.append(pool.JobRequest(job_id=view.id, content=content, styles=(style,),
-                                   style_keys=(view.style_hash or "",),
-                                   params=dict(view.params), attempt=view.attempts + 1))
+            reqs.append(pool.JobRequest(job_id=record.id, content=content, styles=(style,),
+                                   style_keys=(record.style_hash or "",),
+                                   params=dict(record.params), attempt=record.attempts + 1))
         if not reqs:
             return True
         ids = [r.job_id for r in reqs]
@@ -302,33 +302,33 @@ class Dispatcher:
                         type(event).__name__, job_id)
             return
         if isinstance(event, pool.JobStarted):
-            view = await self._update(job_id)
-            if view is not None:
-                await self._emit(events.JobStarted(view.id, view))
+            record = await self._update(job_id)
+            if record is not None:
+                await self._emit(events.JobStarted(record.id, record))
         elif isinstance(event, pool.JobProgress):
-            view = await self._update(job_id, step=event.step, total_steps=event.total)
-            if view is not None:
+            record = await self._update(job_id, step=event.step, total_steps=event.total)
+            if record is not None:
                 await self._emit(events.JobProgress(job_id, event.step, event.total,
                                                     event.preview_jpeg))
         elif isinstance(event, pool.JobSucceeded):
             digest = await self._storage.put_async(event.png)
-            view = await self._end(job_id, JobStatus.succeeded, output_hash=digest)
-            if view is not None:
-                await self._emit(events.JobSucceeded(view.id, view, event.png))
+            record = await self._end(job_id, JobStatus.succeeded, output_hash=digest)
+            if record is not None:
+                await self._emit(events.JobSucceeded(record.id, record, event.png))
         elif isinstance(event, pool.JobFailed):
             if event.retryable:
                 if self._stopping and event.code == LOST_CODE:
                     return  # cut short by stop(); it goes back to the queue there
                 await self._abnormal_end(job_id, event.code)
             else:
-                view = await self._end(job_id, JobStatus.failed, error_code=event.code,
+                record = await self._end(job_id, JobStatus.failed, error_code=event.code,
                                        error_message=event.message)
-                if view is not None:
-                    await self._emit(events.JobFailed(view.id, view))
+                if record is not None:
+                    await self._emit(events.JobFailed(record.id, record))
         elif isinstance(event, pool.JobCancelled):
-            view = await self._end(job_id, JobStatus.cancelled)
-            if view is not None:
-                await self._emit(events.JobCancelled(view.id, view))
+            record = await self._end(job_id, JobStatus.cancelled)
+            if record is not None:
+                await self._emit(events.JobCancelled(record.id, record))
 
     async def _ours_for_update(self, session: AsyncSession, job_id: str) -> db.Job | None:
         job = await db.get_job(session, job_id=job_id, for_update=True)
@@ -359,9 +359,9 @@ class Dispatcher:
             if status is JobStatus.succeeded:
                 fields.setdefault("step", job.total_steps)
             db.set_status(job, status, finished_at=now, lease_expires_at=None, **fields)
-            view = JobRecord.from_row(job)
-        self._finalised(view)
-        return view
+            record = JobRecord.from_row(job)
+        self._finalised(record)
+        return record
 
     async def _abnormal_end(self, job_id: str, code: str) -> None:
         """A worker died under the job: retry it, or give up at max_attempts."""
@@ -370,8 +370,8 @@ class Dispatcher:
             job = await self._ours_for_update(session, job_id)
             if job is None:
                 return
-            view = self._retry_or_bury(job, now, code)
-        await self._after_abnormal_end(view)
+            record = self._retry_or_bury(job, now, code)
+        await self._after_abnormal_end(record)
 
     def _retry_or_bury(self, job: db.Job, now: datetime, code: str) -> JobRecord:
         """Mutates a running row after its run ended abnormally (attempts + 1)."""
@@ -387,19 +387,19 @@ class Dispatcher:
                           step=0)
         return JobRecord.from_row(job)
 
-    async def _after_abnormal_end(self, view: JobRecord) -> None:
-        if view.status is JobStatus.queued:
-            self._done(view.id)
+    async def _after_abnormal_end(self, record: JobRecord) -> None:
+        if record.status is JobStatus.queued:
+            self._done(record.id)
             log.warning("job %s: its run ended abnormally; back in the queue (attempt %d "
-                        "of %d)", view.id, view.attempts + 1, self._settings.max_attempts)
-            await self._requeued(view)
+                        "of %d)", record.id, record.attempts + 1, self._settings.max_attempts)
+            await self._requeued(record)
             return
-        self._finalised(view)
-        if view.status is JobStatus.cancelled:
-            await self._emit(events.JobCancelled(view.id, view))
+        self._finalised(record)
+        if record.status is JobStatus.cancelled:
+            await self._emit(events.JobCancelled(record.id, record))
         else:
-            log.error("job %s: dead after %d attempts", view.id, view.attempts)
-            await self._emit(events.JobFailed(view.id, view))
+            log.error("job %s: dead after %d attempts", record.id, record.attempts)
+            await self._emit(events.JobFailed(record.id, record))
 
     async def _requeue_ours(self, job_ids: set[str]) -> None:
         """Puts jobs this process was running back in the queue, attempts unchanged."""
@@ -419,9 +419,9 @@ class Dispatcher:
                     db.set_status(job, JobStatus.queued, lease_expires_at=None, step=0)
         for job_id in job_ids:
             self._done(job_id)
-        for view in cancelled:
-            self._finalised(view)
-            await self._emit(events.JobCancelled(view.id, view))
+        for record in cancelled:
+            self._finalised(record)
+            await self._emit(events.JobCancelled(record.id, record))
 
     # -- heartbeat and recovery ------------------------------------------------------------
 
@@ -451,7 +451,7 @@ class Dispatcher:
     async def recover(self) -> int:
         """Puts orphaned running jobs back in the queue (or buries them); returns how many."""
         now = self._clock()
-        views: list[JobRecord] = []
+        records: list[JobRecord] = []
         async with self._sm.begin() as session:
             for job in await db.jobs_with_status(session, statuses=[JobStatus.running]):
                 if job.id in self.running:
@@ -465,7 +465,7 @@ class Dispatcher:
                     continue
                 log.warning("job %s: its runner %s is gone (lease until %s); recovering it",
                             job.id, job.runner, lease)
-                views.append(self._retry_or_bury(job, now, LOST_CODE))
-        for view in views:
-            await self._after_abnormal_end(view)
-        return len(views)
+                records.append(self._retry_or_bury(job, now, LOST_CODE))
+        for record in records:
+            await self._after_abnormal_end(record)
+        return len(records)

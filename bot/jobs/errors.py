@@ -1,4 +1,5 @@
-"""Errors a user can cause. Their message is short and safe to show as it is."""
+"""Errors of the job layer: those a user can cause (`UserError` and its kinds, whose
+message is short and safe to show as it is), and `IllegalTransition`, a bug."""
 
 from __future__ import annotations
 

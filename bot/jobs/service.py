@@ -91,9 +91,9 @@ class JobService:
         for sub in self._subscribers:
             sub.put(event)
 
-    async def _emit_queued(self, view: JobRecord) -> None:
-        position, eta = await self._position_and_eta(view.id)
-        await self._emit(JobQueued(view.id, view, position or 1, eta))
+    async def _emit_queued(self, record: JobRecord) -> None:
+        position, eta = await self._position_and_eta(record.id)
+        await self._emit(JobQueued(record.id, record, position or 1, eta))
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -136,15 +136,15 @@ class JobService:
                 parent_id=parent_id, cancel_requested=False, delivered=False,
                 batch_key=batch_key(photo.upright_size, style_params.to_dict()))
             await db.add_job(session, job=job)
-            view = JobRecord.from_row(job)
+            record = JobRecord.from_row(job)
         if on_committed is not None:
-            on_committed(view.id)
-        log.info("job %s: queued for %s (%s, %s px)", view.id, user_id, style_name,
+            on_committed(record.id)
+        log.info("job %s: queued for %s (%s, %s px)", record.id, user_id, style_name,
                  style_params.size)
-        self._dispatch.own.add(view.id)
-        await self._emit_queued(view)
+        self._dispatch.own.add(record.id)
+        await self._emit_queued(record)
         self._dispatch.wake()
-        return view
+        return record
 
     async def _check_limits(self, session: AsyncSession, user_id: str) -> None:
         active = await db.count_active_for_user(session, user_id=user_id)
@@ -169,7 +169,7 @@ class JobService:
 
     async def cancel(self, job_id: str, *, caller: Caller) -> JobRecord:
         """Cancels a queued job at once, or stops a running one (waits up to a few seconds
-        for it to stop; the view returned may still say running if it has not yet).
+        for it to stop; the record returned may still say running if it has not yet).
 
         Raises `JobNotFound` (no such job, or not one `caller` may cancel: see
         `bot.jobs.access`), or `UserError` with code "already_finished".
@@ -187,16 +187,16 @@ class JobService:
                                 code="already_finished")
             if status is JobStatus.queued:
                 db.set_status(job, JobStatus.cancelled, finished_at=now, lease_expires_at=None)
-                view: JobRecord | None = JobRecord.from_row(job)
+                record: JobRecord | None = JobRecord.from_row(job)
             else:
                 job.cancel_requested = True  # seen by whichever process runs it
-                view = None
-        if view is not None:
+                record = None
+        if record is not None:
             log.info("job %s: cancelled while queued", job_id)
             self._dispatch.own.discard(job_id)
             self._dispatch.notify_final(job_id)
-            await self._emit(JobCancelled(view.id, view))
-            return view
+            await self._emit(JobCancelled(record.id, record))
+            return record
         log.info("job %s: cancelling while running", job_id)
         await self._dispatch.cancel_running(job_id)
         return await self.wait(job_id, timeout_s=self._cancel_wait_s)
@@ -208,15 +208,15 @@ class JobService:
         deadline = None if timeout_s is None else loop.time() + timeout_s
         while True:
             event = self._dispatch.final_event(job_id)
-            view = await self.get(job_id)
-            if view.status.is_final:
+            record = await self.get(job_id)
+            if record.status.is_final:
                 self._dispatch.notify_final(job_id)
-                return view
+                return record
             wait_s = self._poll_s
             if deadline is not None:
                 wait_s = min(wait_s, deadline - loop.time())
                 if wait_s <= 0:
-                    return view
+                    return record
             try:
                 await asyncio.wait_for(event.wait(), wait_s)
             except TimeoutError:
@@ -307,14 +307,14 @@ class JobService:
             return position, eta_queued(claims, workers, mean)
 
     async def read_input(self, job_id: str) -> bytes:
-        view = await self.get(job_id)
-        return await self._storage.get_async(view.input_hash)
+        record = await self.get(job_id)
+        return await self._storage.get_async(record.input_hash)
 
     async def read_output(self, job_id: str) -> bytes | None:
-        view = await self.get(job_id)
-        if view.output_hash is None:
+        record = await self.get(job_id)
+        if record.output_hash is None:
             return None
-        return await self._storage.get_async(view.output_hash)
+        return await self._storage.get_async(record.output_hash)
 
     async def active_jobs(self) -> list[JobRecord]:
         """Queued and running jobs (to re-attach progress displays after a restart)."""

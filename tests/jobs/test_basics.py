@@ -88,6 +88,9 @@ def test_settings_blank_variables_are_unset_and_replace_checks_again(tmp_path: P
     ("STYLEBOT_DEV_GUILD", "general", "STYLEBOT_DEV_GUILD='general' is not valid"),
     ("STYLEBOT_ATTACHMENT_HOSTS", " , ", "STYLEBOT_ATTACHMENT_HOSTS.*at least one host"),
     ("STYLEBOT_MAX_BATCH", "100", "STYLEBOT_MAX_BATCH must be between 1 and 64"),
+    ("STYLEBOT_DATABASE_URL", "bogus://x", "STYLEBOT_DATABASE_URL is not a database URL"),
+    ("STYLEBOT_DATABASE_URL", "not a url", "STYLEBOT_DATABASE_URL is not a database URL"),
+    ("STYLEBOT_DATABASE_URL", "sqlite+nosuchdriver:///x.db", "STYLEBOT_DATABASE_URL"),
 ])
 def test_settings_errors_name_the_variable(tmp_path: Path, var: str, value: str,
                                            fragment: str) -> None:

@@ -192,12 +192,20 @@ def test_device_and_precision_flags_override_the_settings(
     assert (seen[-1].weights, seen[-1].precision) == ("vgg.pth", "bf16")
 
 
-def test_a_bad_engine_flag_is_one_line_naming_the_setting(
+def test_a_bad_engine_flag_is_one_line_naming_the_flag(
         in_process: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["stylize", "x.jpg", "-s", "mosaic", "--device", "tpu"]) == 2
     err = capsys.readouterr().err
-    assert err == ("stylebot: STYLEBOT_DEVICE must be auto, cpu, cuda or cuda:N, "
-                   "not 'tpu'.\n")
+    assert err == "stylebot: --device must be auto, cpu, cuda or cuda:N, not 'tpu'.\n"
+
+
+def test_a_data_folder_that_is_a_file_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("")
+    assert cli.main(["--data-dir", str(tmp_path / "afile"), "jobs"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stylebot: cannot use "), err
+    assert err.count("\n") == 1, err
 
 
 @pytest.mark.slow
