@@ -30,6 +30,7 @@ demo: install
 	$(BIN)/stylebot stylize out/astronaut.png -s $(DEMO_STYLE) --size 256 --steps 100 \
 	    -o out/astronaut-$(DEMO_STYLE).png
 	@echo "Your painting: $(CURDIR)/out/astronaut-$(DEMO_STYLE).png"
+	@echo "Its job is kept in ./data: STYLEBOT_DATA_DIR=data $(BIN)/stylebot jobs"
 
 lint: install
 	$(BIN)/ruff check .

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USER_ERROR)
     if args.command not in ("run", "sync"):
         # A terminal tool stays quiet unless asked; the bot logs at its configured level.
-        level = "INFO" if args.verbose else os.environ.get("STYLEBOT_LOG_LEVEL", "WARNING")
+        chosen = "log_level" in settings.model_fields_set  # STYLEBOT_LOG_LEVEL was set
+        level = "INFO" if args.verbose else settings.log_level if chosen else "WARNING"
         setup_logging(level)
     try:
         status: int = args.func(args, settings)
