@@ -44,6 +44,7 @@ import discord
 from bot.discord import embeds, pictures, views
 from bot.jobs import access
 from bot.jobs.events import (
+    FINAL_EVENTS,
     JobCancelled,
     JobEvent,
     JobFailed,
@@ -183,8 +184,7 @@ class Delivery:
                     await self._handle(item)
                 except Exception:
                     log.exception("showing an update of job %s in Discord failed", job_id)
-                final = isinstance(item, JobSucceeded | JobFailed | JobCancelled
-                                   | _Redeliver)
+                final = isinstance(item, (*FINAL_EVENTS, _Redeliver))
                 if final and queue.empty():
                     return
         finally:
