@@ -9,5 +9,6 @@ alembic.ini is needed. To write a new migration after changing the models in
         autogenerate=True)"
 
 then read it, name it `NNNN_what_changed.py` like the others, and keep
-`tests/jobs/test_migrations.py` passing (models and migrations must agree).
+`tests/jobs/test_migrations.py` passing: models and migrations must agree on SQLite and
+on PostgreSQL, where the same model can mean another column type (see 0003).
 """

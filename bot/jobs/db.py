@@ -8,7 +8,13 @@ up instead of failing: WAL journal, a busy timeout, foreign keys on, and every
 transaction opened with `BEGIN IMMEDIATE`, which takes the write lock up front. A
 deferred transaction that reads and then writes can fail at once with "database is
 locked" (SQLite cannot upgrade its read snapshot, so the busy timeout does not help).
-Other databases get none of this: only the URL changes.
+
+PostgreSQL (`postgresql+asyncpg://...`) gets none of this: its transactions are READ
+COMMITTED and writers wait only for the rows they touch. So a query whose rows the
+caller writes back takes them `FOR UPDATE` (SQLite ignores it and needs no lock: the
+whole transaction already holds the database's write lock). Timestamps are `timestamp
+with time zone` there, so that SQL comparing them with the server's clock is right
+whatever the session's time zone; SQLite keeps naive UTC text.
 
 Long because it is the one file with SQL in it: whoever asks what touches the job
 table reads this file and no other.
@@ -49,7 +55,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from bot.jobs.states import ACTIVE, FINAL, JobStatus, check_transition
 
@@ -71,17 +77,24 @@ class Base(AsyncAttrs, DeclarativeBase):
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in Python, naive UTC in the column (SQLite keeps no zone)."""
+    """Aware UTC datetimes in Python; in the column, naive UTC on SQLite (it keeps no
+    zone) and `timestamp with time zone` on PostgreSQL."""
 
     impl = DateTime
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(DateTime(timezone=True))
+        return dialect.type_descriptor(DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -265,10 +278,13 @@ async def get_job(session: AsyncSession, *, job_id: str, for_update: bool = Fals
 
 
 async def get_jobs(session: AsyncSession, *, job_ids: Iterable[str]) -> list[Job]:
+    """The jobs with these ids, locked until the transaction ends (`FOR UPDATE`): every
+    caller changes the rows it reads, and two processes must not both claim one job."""
     ids = list(job_ids)
     if not ids:
         return []
-    return list((await session.scalars(select(Job).where(Job.id.in_(ids)))).all())
+    stmt = select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update()
+    return list((await session.scalars(stmt)).all())
 
 
 def set_status(job: Job, status: JobStatus, **fields: Any) -> None:
@@ -344,10 +360,14 @@ async def count_jobs(session: AsyncSession, *, user_id: str | None = None) -> in
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def jobs_with_status(session: AsyncSession, *, statuses: Iterable[JobStatus]
-                           ) -> list[Job]:
+async def jobs_with_status(session: AsyncSession, *, statuses: Iterable[JobStatus],
+                           for_update: bool = False) -> list[Job]:
+    """Jobs in any of `statuses`, oldest first; `for_update` locks them until the
+    transaction ends (for a caller that writes them back)."""
     stmt = (select(Job).where(Job.status.in_([s.value for s in statuses]))
             .order_by(Job.created_at, Job.id))
+    if for_update:
+        stmt = stmt.with_for_update()
     return list((await session.scalars(stmt)).all())
 
 

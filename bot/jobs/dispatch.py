@@ -453,7 +453,8 @@ class Dispatcher:
         now = self._clock()
         records: list[JobRecord] = []
         async with self._sm.begin() as session:
-            for job in await db.jobs_with_status(session, statuses=[JobStatus.running]):
+            for job in await db.jobs_with_status(session, statuses=[JobStatus.running],
+                                                 for_update=True):
                 if job.id in self.running:
                     continue
                 lease = job.lease_expires_at

@@ -1,6 +1,6 @@
 """A job service in its own process, for the crash tests.
 
-    python jobs_service_main.py DATA_DIR
+    python jobs_service_main.py DATA_DIR [DATABASE_URL]
 
 Runs every queued job with one quick worker and exits 0 once none is queued or running.
 The test kills it with SIGKILL mid-job and starts it again over the same database.
@@ -20,10 +20,11 @@ from bot.logging_setup import setup_logging
 from bot.settings import Settings
 
 
-async def serve(data_dir: Path) -> int:
+async def serve(data_dir: Path, database_url: str = "") -> int:
     import jobs_workers
 
-    settings = Settings.from_env({}, data_dir=data_dir, device="cpu", workers=1)
+    settings = Settings.from_env({}, data_dir=data_dir, database_url=database_url,
+                                 device="cpu", workers=1)
     await upgrade_database(settings.database_url)
     engine, sessionmaker = create_engine_and_sessionmaker(settings.database_url)
     executor = LocalPoolExecutor.from_settings(settings, preview_interval_s=0.2,
@@ -45,4 +46,4 @@ async def serve(data_dir: Path) -> int:
 
 if __name__ == "__main__":
     setup_logging("INFO")
-    sys.exit(asyncio.run(serve(Path(sys.argv[1]))))
+    sys.exit(asyncio.run(serve(Path(sys.argv[1]), *sys.argv[2:3])))

@@ -16,6 +16,7 @@ from typing import Any
 import jobs_workers
 import pytest
 from jobs_helpers import Recorder, ServiceFactory, png, until
+from jobs_postgres import sqlite_only
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
@@ -41,6 +42,9 @@ def _pool(settings: Settings, *, target: Any = None, **overrides: Any) -> LocalP
                                            worker_target=target, **overrides)
 
 
+# The worker pool's own cases: their rows go through the same queries that
+# test_dispatch.py checks on each database, so they run on SQLite alone.
+@sqlite_only
 async def test_a_killed_worker_is_replaced_and_the_job_succeeds_once(
         make_service: ServiceFactory, settings: Settings, storage: BlobStorage) -> None:
     executor = _pool(settings)  # the real worker and the real engine
@@ -90,6 +94,7 @@ async def test_a_job_that_always_kills_its_worker_dies_while_others_succeed(
     assert len(rec.of(JobStarted, poison.id)) == 3
 
 
+@sqlite_only
 async def test_a_hung_job_is_killed_at_its_time_limit(make_service: ServiceFactory,
                                                       settings: Settings) -> None:
     settings = settings.replace(job_timeout_s=1.5)
@@ -171,7 +176,7 @@ async def test_the_whole_service_killed_mid_job_loses_nothing(
     view = await front.submit(user_id="u", user_name="u", content=png(1), style_image=STYLE,
                               params={"steps": 300})  # about 6 s with the quick engine
 
-    first = _start_service(settings.data_dir)
+    first = _start_service(settings)
     try:
         async def running_with_progress() -> bool:
             row = await _row(sessionmaker, view.id)
@@ -185,7 +190,7 @@ async def test_the_whole_service_killed_mid_job_loses_nothing(
     assert row.status == "running"
     assert row.attempts == 0
 
-    second = _start_service(settings.data_dir)
+    second = _start_service(settings)
     try:
         code = await asyncio.to_thread(second.wait, 60)
         assert code == 0, (settings.data_dir / "service.log").read_text()
@@ -205,11 +210,12 @@ async def test_the_whole_service_killed_mid_job_loses_nothing(
     assert await front.mark_delivered(view.id) is False  # never delivered twice
 
 
-def _start_service(data_dir: Path) -> subprocess.Popen[bytes]:
-    log = open(data_dir / "service.log", "ab")  # noqa: SIM115 - the child holds it
+def _start_service(settings: Settings) -> subprocess.Popen[bytes]:
+    log = open(settings.data_dir / "service.log", "ab")  # noqa: SIM115 - the child holds it
     with log:
         return subprocess.Popen(
-            [sys.executable, str(HERE / "jobs_service_main.py"), str(data_dir)],
+            [sys.executable, str(HERE / "jobs_service_main.py"), str(settings.data_dir),
+             settings.database_url],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import jobs_workers
 import pytest
 from jobs_helpers import FakeExecutor, ServiceFactory, png, until
+from jobs_postgres import sqlite_only
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -184,6 +185,7 @@ async def test_a_worker_killed_by_one_job_of_a_batch_costs_the_others_one_retry(
     assert any("batch of 3" in r.getMessage() for r in caplog.records)
 
 
+@sqlite_only  # the settings reach the engine; no job table is involved
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 async def test_the_workers_paint_in_the_precision_the_settings_name(
@@ -205,6 +207,7 @@ async def test_the_workers_paint_in_the_precision_the_settings_name(
         await executor.close()
 
 
+@sqlite_only  # the settings reach the engine; no job table is involved
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("autotune", [True, False])
 async def test_the_workers_engine_autotunes_as_the_settings_say(

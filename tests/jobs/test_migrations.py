@@ -1,21 +1,28 @@
-"""Alembic migrations on an empty SQLite file, and agreement with the models."""
+"""Alembic migrations on an empty database (SQLite and PostgreSQL), and agreement with the
+models."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from jobs_postgres import sqlite_only
+from sqlalchemy import DateTime, column, inspect, select, table
 from sqlalchemy.engine import Connection
 
 from bot.jobs.db import (
     Base,
+    Job,
+    add_job,
     alembic_config,
     create_engine,
+    create_engine_and_sessionmaker,
     current_revision,
+    get_job,
     upgrade_database,
 )
 
@@ -26,30 +33,44 @@ def _diff(connection: Connection) -> list[object]:
     return list(compare_metadata(context, Base.metadata))
 
 
-async def test_migrations_create_the_schema_the_models_describe(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "fresh.db"  # the directory does not exist yet
-    url = f"sqlite+aiosqlite:///{path}"
-    await upgrade_database(url)
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert await current_revision(url) == head
-    engine = create_engine(url)
+def _head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def test_migrations_create_the_schema_the_models_describe(database_url: str) -> None:
+    await upgrade_database(database_url)
+    assert await current_revision(database_url) == _head()
+    engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
             tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
             assert "jobs" in tables
+    finally:
+        await engine.dispose()
+    await upgrade_database(database_url)  # a second run is a no-op
+    assert await current_revision(database_url) == _head()
+
+
+@sqlite_only  # the file, its folder and its pragmas are SQLite's own
+async def test_a_sqlite_database_is_made_in_a_new_folder_with_its_pragmas(
+        tmp_path: Path, database_url: str) -> None:
+    assert not (tmp_path / "data").exists()
+    await upgrade_database(database_url)
+    assert (tmp_path / "data" / "stylebot.db").is_file()
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
             assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
             assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() >= 5000
     finally:
         await engine.dispose()
-    await upgrade_database(url)  # a second run is a no-op
-    assert await current_revision(url) == head
 
 
-async def test_models_differ_from_an_empty_database(tmp_path: Path) -> None:
-    """The comparison above can fail: against an unmigrated file it finds the table."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+async def test_models_differ_from_an_empty_database(database_url: str) -> None:
+    """The comparison above can fail: against an unmigrated database it finds the table."""
+    engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
             diff = await conn.run_sync(_diff)
@@ -58,20 +79,52 @@ async def test_models_differ_from_an_empty_database(tmp_path: Path) -> None:
     assert any(d[0] == "add_table" for d in diff if isinstance(d, tuple))
 
 
-async def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
-    await upgrade_database(url)
-    engine = create_engine(url)
+async def test_downgrade_to_base_and_back(database_url: str) -> None:
+    await upgrade_database(database_url)
+    engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:
-            def down(connection: Connection) -> None:
-                cfg = alembic_config(url)
-                cfg.attributes["connection"] = connection
-                command.downgrade(cfg, "base")
-            await conn.run_sync(down)
+            await conn.run_sync(_downgrade, database_url, "base")
             tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
             assert "jobs" not in tables
     finally:
         await engine.dispose()
-    await upgrade_database(url)
-    assert await current_revision(url) is not None
+    assert await current_revision(database_url) is None
+    await upgrade_database(database_url)
+    assert await current_revision(database_url) == _head()
+
+
+async def test_job_times_keep_their_instant_through_0003_down_and_up(database_url: str
+                                                                    ) -> None:
+    """0003 changes the type of the time columns on PostgreSQL (none on SQLite)."""
+    created = datetime(2026, 11, 30, 23, 30, 15, 250_000, tzinfo=UTC)
+    await upgrade_database(database_url)
+    engine, sessionmaker = create_engine_and_sessionmaker(database_url)
+    try:
+        async with sessionmaker.begin() as session:
+            await add_job(session, job=Job(
+                id="abc", user_id="u", user_name="u", source="cli", style="custom",
+                input_hash="0" * 64, params={}, created_at=created,
+                lease_expires_at=created + timedelta(minutes=5)))
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0002")
+            # As 0002 left them: UTC without a zone.
+            stored = (await conn.execute(
+                select(column("created_at", DateTime())).select_from(table("jobs")))).scalar()
+        assert stored == created.replace(tzinfo=None)
+        assert await current_revision(database_url) == "0002"
+        await upgrade_database(database_url)
+        async with sessionmaker() as session:
+            job = await get_job(session, job_id="abc")
+    finally:
+        await engine.dispose()
+    assert job is not None
+    assert job.created_at == created
+    assert job.lease_expires_at == created + timedelta(minutes=5)
+    assert job.started_at is None
+
+
+def _downgrade(connection: Connection, url: str, revision: str) -> None:
+    cfg = alembic_config(url)
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, revision)

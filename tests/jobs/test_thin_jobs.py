@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from jobs_helpers import ServiceFactory, png
+from jobs_postgres import sqlite_only
 
 from bot.jobs.executor import LocalPoolExecutor
 from bot.jobs.records import dead_message
@@ -16,6 +17,7 @@ from bot.settings import Settings
 from stylizer import images
 
 
+@sqlite_only  # what it checks is the painting, done the same on either database
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_thin_picture_job_succeeds_at_the_first_attempt(
