@@ -13,7 +13,6 @@ palette start and colour preservation (`stylizer.colour`).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from stylizer.canvas import Frame
 from stylizer.colour import luma_rgb, recolour_like, with_chroma_of
 from stylizer.config import EngineConfig
 from stylizer.errors import Cancelled
+from stylizer.levels import level_sizes, split_steps
 from stylizer.loop import GRAPH_WARMUP, LevelOptimiser
 from stylizer.objective import Objective, level_objective
 from stylizer.params import StyleParams
@@ -40,8 +40,6 @@ from stylizer.tensors import (
     to_tensor,
 )
 from stylizer.vgg import VGGFeatures, load_vgg
-
-MIN_LEVEL_SIDE = 64  # pixels: below this VGG's deeper layers see only a pixel or two
 
 
 @dataclass(frozen=True)
@@ -106,32 +104,6 @@ class RunOptions:
     progress_every: int = 10
     preview_every: int = 0
     preview_size: int = 256
-
-
-def level_sizes(width: int, height: int, size: int, scales: int) -> list[tuple[int, int]]:
-    """Output sizes (w, h) in pixels of each coarse-to-fine level for a `width` x `height`
-    photo: each level twice the previous, the last with long side `size`; levels whose long
-    side would be under MIN_LEVEL_SIDE are dropped (the last never is)."""
-    out: list[tuple[int, int]] = []
-    for i in range(scales):
-        long_side = size / 2 ** (scales - 1 - i)
-        if long_side < MIN_LEVEL_SIDE and i < scales - 1:
-            continue
-        k = long_side / max(width, height)
-        out.append((max(1, round(width * k)), max(1, round(height * k))))
-    return out
-
-
-def split_steps(total: int, levels: int) -> list[int]:
-    """`total` steps over `levels` levels: most at low resolution, where they are cheap,
-    weights 2^(L-1-i), at least 1 each (so `levels` steps when `total` is fewer)."""
-    weights = [2.0 ** (levels - 1 - i) for i in range(levels)]
-    raw = [total * w / sum(weights) for w in weights]
-    steps = [max(1, math.floor(r)) for r in raw]
-    steps[-1] += total - sum(steps)
-    if steps[-1] < 1:  # fewer steps than levels: give each level one
-        steps = [1] * levels
-    return steps
 
 
 @dataclass

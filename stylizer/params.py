@@ -68,9 +68,11 @@ class StyleParams:
                     "the photo, noise or grey", choices=("palette", "content", "noise", "blank"))
     # "two-phase": content-heavy for the first 40 % of each scale's steps, then style-heavy.
     schedule: Schedule = _f("constant", "loss-weight schedule", choices=("constant", "two-phase"))
-    # Coarse-to-fine levels, each twice the size of the previous; 1 = a single scale.
-    # Off by default: starting at a quarter of the size lets the style wash out the photo.
-    scales: int = _f(1, "coarse-to-fine levels (1 = single scale)", 1, 5)
+    # Coarse-to-fine levels, each twice the size of the previous; 1 = a single scale. 0
+    # (auto): as many as bring the first level to about 256 px (levels.COARSE_SIDE), so
+    # that a large painting has the look of a 256-px one, seen from afar, with finer
+    # brushwork on top (README, "Choosing defaults"); a single scale up to about 360 px.
+    scales: int = _f(0, "coarse-to-fine levels (0 = auto: the first at about 256 px)", 0, 5)
     # Size of the style's brush work: the style image is resized to this multiple of the
     # content's pixel area (square root taken per side) before its Gram matrices are taken.
     style_scale: float = _f(1.0, "size of the style's features relative to the photo", 0.25, 4.0)

@@ -13,8 +13,9 @@ from PIL import Image
 
 from stylizer import images
 from stylizer.config import EngineConfig
-from stylizer.engine import Progress, Result, RunOptions, Stylizer, level_sizes, split_steps
+from stylizer.engine import Progress, Result, RunOptions, Stylizer
 from stylizer.errors import Cancelled, InvalidParams
+from stylizer.levels import level_sizes, split_steps
 from stylizer.params import StyleParams
 from stylizer.tensors import cpu_has_native_bf16, to_tensor
 
@@ -217,6 +218,13 @@ def test_level_sizes_and_step_split() -> None:
     # Levels whose long side would be under 64 px are dropped: at 96 px, 2 scales is 1.
     assert level_sizes(640, 480, 96, 2) == [(96, 72)]
     assert level_sizes(480, 640, 48, 1) == [(36, 48)]
+    # Auto (0): the first level at about 256 px, give or take a factor of sqrt(2).
+    assert level_sizes(640, 480, 256, 0) == [(256, 192)]
+    assert level_sizes(640, 480, 362, 0) == [(362, 272)]
+    assert level_sizes(640, 480, 384, 0) == [(192, 144), (384, 288)]
+    assert level_sizes(640, 480, 512, 0) == [(256, 192), (512, 384)]
+    assert level_sizes(640, 480, 1024, 0) == [(256, 192), (512, 384), (1024, 768)]
+    assert level_sizes(640, 480, 2048, 0)[0] == (256, 192)
     for total, levels in ((10, 2), (300, 3), (7, 3), (2, 3)):
         split = split_steps(total, levels)
         assert len(split) == levels

@@ -25,7 +25,7 @@ FIELDS = [f.name for f in dataclasses.fields(StyleParams)]
     ("content_weight", -1.0, ["content_weight"]),
     ("tv_weight", 101.0, ["tv_weight"]),
     ("lr", 0.0, ["lr"]),
-    ("scales", 0, ["scales"]),
+    ("scales", -1, ["scales"]),
     ("scales", 6, ["scales", "5"]),
     ("style_scale", 0.1, ["style_scale", "0.25", "4"]),
     ("seed", -1, ["seed"]),

@@ -16,7 +16,8 @@ from PIL import Image
 
 from stylizer import cli, images
 from stylizer.canvas import PAINTED_MIN_SIDE, Frame
-from stylizer.engine import Progress, Result, RunOptions, Stylizer, level_sizes
+from stylizer.engine import Progress, Result, RunOptions, Stylizer
+from stylizer.levels import level_sizes
 from stylizer.params import StyleParams
 from stylizer.vgg import MIN_SIDE
 
