@@ -28,10 +28,10 @@ from bot.discord.client import StyleBot, point_discord_py_at
 from bot.discord.delivery import Delivery
 from bot.discord.downloads import AttachmentFetcher
 from bot.discord.jobflow import JobFlow
-from bot.jobs.db import create_engine_and_sessionmaker, upgrade_database
+from bot.jobs.db import DatabaseUnavailable, create_engine_and_sessionmaker, upgrade_database
 from bot.jobs.executor import Executor, ExecutorStartError, LocalPoolExecutor, OfflineExecutor
 from bot.jobs.service import JobService
-from bot.jobs.storage import BlobStorage
+from bot.jobs.storage import BlobStore, open_storage
 from bot.logging_setup import setup_logging
 from bot.settings import Settings, SettingsError
 from stylizer import presets
@@ -52,7 +52,7 @@ class App:
 
     settings: Settings
     engine: AsyncEngine
-    storage: BlobStorage
+    storage: BlobStore
     executor: Executor
     service: JobService
     client: StyleBot
@@ -90,18 +90,24 @@ async def build(settings: Settings, *, executor: Executor | None = None,
                 default_params: Mapping[str, Any] | None = None) -> App:
     """Every piece, wired, nothing started.
 
-    `executor` replaces the local worker pool (tests, or a distributed engine).
+    `executor` replaces the local worker pool (tests, or a distributed engine); with
+    `STYLEBOT_WORKERS=0` there is none, and `stylebot worker`s sharing the database
+    paint. The service watches the jobs other processes paint when there may be any:
+    with no workers of its own, or on PostgreSQL (never on the single-process default).
     `default_params` are `StyleParams` overrides every new job starts from; the
     settings have no knob for them, so only tests use this (tiny, quick jobs).
     """
     log_style_pack(settings)
     await upgrade_database(settings.database_url)
     engine, sessionmaker = create_engine_and_sessionmaker(settings.database_url)
-    storage = BlobStorage(settings.blobs_dir)
+    storage = open_storage(settings.database_url, settings.blobs_dir, sessionmaker)
     if executor is None:
-        executor = LocalPoolExecutor.from_settings(settings)
+        executor = (LocalPoolExecutor.from_settings(settings) if settings.workers > 0
+                    else OfflineExecutor())
+    shared = settings.workers == 0 or engine.dialect.name == "postgresql"
     service = JobService(sessionmaker=sessionmaker, storage=storage, executor=executor,
-                         settings=settings, presets_dir=settings.styles_dir)
+                         settings=settings, presets_dir=settings.styles_dir, watch=shared,
+                         lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s)
     point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
     fetcher = AttachmentFetcher(hosts=settings.attachment_hosts,
                                 max_bytes=settings.max_upload_bytes)
@@ -201,6 +207,9 @@ def _guarded(coro: Any) -> int:
         return 2
     except ExecutorStartError as exc:
         log.error("The worker pool could not start: %s", exc.message)
+        return 1
+    except DatabaseUnavailable as exc:
+        log.error("%s", exc)
         return 1
     except (SettingsError, discord.HTTPException, OSError) as exc:
         log.error("%s", exc)

@@ -47,7 +47,8 @@ def setup_logging(level: str = "INFO", *, secrets: list[str] | None = None) -> N
     root.addHandler(handler)
     root.setLevel(level.upper())
     # The SQL echo and the HTTP client's chatter are noise at INFO.
-    for noisy in ("sqlalchemy.engine", "aiosqlite", "alembic.runtime.migration"):
+    for noisy in ("sqlalchemy.engine", "aiosqlite", "alembic.runtime.migration",
+                  "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     sys.excepthook = log_uncaught
     threading.excepthook = log_uncaught_in_thread

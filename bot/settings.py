@@ -33,7 +33,7 @@ from stylizer.errors import InvalidParams
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Counts that make no sense below one.
-_AT_LEAST_ONE = ("workers", "max_jobs_per_user", "max_queue", "max_attempts", "default_size",
+_AT_LEAST_ONE = ("max_jobs_per_user", "max_queue", "max_attempts", "default_size",
                  "max_size", "max_upload_bytes", "max_pixels")
 
 
@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     # working directory (`presets.find_style_pack`).
     styles_dir: Path | None = None                   # STYLEBOT_STYLES_DIR
     device: str = "auto"                             # STYLEBOT_DEVICE auto|cpu|cuda|cuda:N
-    workers: int = 1                                 # STYLEBOT_WORKERS (per device)
+    # Worker processes (per device); 0: this process paints nothing, and its jobs wait
+    # for a `stylebot worker` sharing the database.
+    workers: int = 1                                 # STYLEBOT_WORKERS
     weights: str = "caffe"                           # STYLEBOT_WEIGHTS caffe|torchvision|PATH
     precision: str = "auto"                          # STYLEBOT_PRECISION auto|bf16|fp32
     # cuDNN times its kernels for each new batch shape: faster steps, but the first job
@@ -62,6 +64,13 @@ class Settings(BaseSettings):
     max_jobs_per_user: int = 2                       # STYLEBOT_MAX_JOBS_PER_USER
     max_queue: int = 50                              # STYLEBOT_MAX_QUEUE
     max_attempts: int = 3                            # STYLEBOT_MAX_ATTEMPTS
+    # How long a claimed job stays a process's without word from it (renewed every third
+    # of it): after that, any process sharing the database puts the job back in the queue.
+    lease_s: float = Field(60.0, allow_inf_nan=False, validation_alias="STYLEBOT_LEASE")
+    # How often the job loops look at the database for other processes' changes
+    # (PostgreSQL also wakes them at once, through LISTEN/NOTIFY).
+    poll_interval_s: float = Field(2.0, allow_inf_nan=False,
+                                   validation_alias="STYLEBOT_POLL_INTERVAL")
     job_timeout_s: float = Field(600.0, allow_inf_nan=False,
                                  validation_alias="STYLEBOT_JOB_TIMEOUT")
     # The most compatible queued jobs (same size and settings) one worker paints as one
@@ -199,8 +208,15 @@ class Settings(BaseSettings):
         for name in _AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise ValueError(f"{_variable(name)} must be at least 1.")
+        if self.workers < 0:
+            raise ValueError("STYLEBOT_WORKERS must be 0 (paint nothing here) or more.")
         if self.job_timeout_s <= 0:
             raise ValueError("STYLEBOT_JOB_TIMEOUT must be a positive number of seconds.")
+        if not 0 < self.poll_interval_s <= 60:
+            raise ValueError("STYLEBOT_POLL_INTERVAL must be between 0 and 60 seconds.")
+        if self.lease_s < 3 * self.poll_interval_s:
+            raise ValueError("STYLEBOT_LEASE must be at least three times "
+                             "STYLEBOT_POLL_INTERVAL (leases are renewed at the polls).")
         if self.requests_per_minute < 0:
             raise ValueError("STYLEBOT_REQUESTS_PER_MINUTE must be 0 (no limit) or more.")
         if self.max_batch is not None and not 1 <= self.max_batch <= 64:
@@ -212,6 +228,11 @@ class Settings(BaseSettings):
         try:
             # The dialect and its driver are looked up; nothing connects yet.
             url = make_url(self.database_url)
+            if not url.get_dialect().is_async:
+                raise ValueError(
+                    "STYLEBOT_DATABASE_URL must name an async driver, such as "
+                    "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DATABASE "
+                    f"(not {url.drivername}).")
             url.get_dialect().import_dbapi()
         except (ArgumentError, NoSuchModuleError) as exc:
             raise ValueError(f"STYLEBOT_DATABASE_URL is not a database URL this program can "

@@ -29,18 +29,25 @@ class CliError(Exception):
 
 @contextlib.asynccontextmanager
 async def job_service(settings: Settings, *, executor: Executor | None = None,
-                      own_jobs_only: bool = False) -> AsyncIterator[JobService]:
-    """Migrations, engine, storage and a service (not started: `stylize` starts it, a
-    listing has no painting to do); all closed afterwards. Without an `executor` the
-    service paints nothing: it reads and changes job records only."""
+                      own_jobs_only: bool = False, watch: bool = False
+                      ) -> AsyncIterator[JobService]:
+    """Migrations, engine, storage and a service (not started: `stylize` and `worker`
+    start it, a listing has no painting to do); all closed afterwards. Without an
+    `executor` the service paints nothing: it reads and changes job records only; with
+    `watch` it reports the changes other processes make to its jobs (`JobWatcher`).
+
+    Raises `DatabaseUnavailable` when the database cannot be reached."""
     from bot.jobs.db import create_engine_and_sessionmaker, upgrade_database
-    from bot.jobs.storage import BlobStorage
+    from bot.jobs.storage import open_storage
 
     await upgrade_database(settings.database_url)
     engine, sessionmaker = create_engine_and_sessionmaker(settings.database_url)
-    service = JobService(sessionmaker=sessionmaker, storage=BlobStorage(settings.blobs_dir),
+    storage = open_storage(settings.database_url, settings.blobs_dir, sessionmaker)
+    service = JobService(sessionmaker=sessionmaker, storage=storage,
                          executor=executor or OfflineExecutor(), settings=settings,
-                         presets_dir=settings.styles_dir, own_jobs_only=own_jobs_only)
+                         presets_dir=settings.styles_dir, own_jobs_only=own_jobs_only,
+                         watch=watch, lease_s=settings.lease_s,
+                         poll_interval_s=settings.poll_interval_s)
     try:
         yield service
     finally:

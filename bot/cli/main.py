@@ -12,6 +12,8 @@ from bot.cli.admin import cmd_db_upgrade, cmd_run, cmd_sync
 from bot.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, CliError
 from bot.cli.jobs import cmd_cancel, cmd_job, cmd_jobs
 from bot.cli.stylize import cmd_stylize
+from bot.cli.worker import DEFAULT_GRACE_S, cmd_worker
+from bot.jobs.db import DatabaseUnavailable
 from bot.jobs.errors import UserError
 from bot.jobs.executor import ExecutorStartError
 from bot.logging_setup import setup_logging
@@ -67,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the Discord bot")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("worker", help="paint queued jobs from the shared database",
+                       description="Run this machine's worker processes on the jobs queued "
+                       "in STYLEBOT_DATABASE_URL (no Discord), until SIGINT or SIGTERM.")
+    p.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
+                   help="on stopping, how long running jobs may take to finish before they "
+                   "go back to the queue (default: %(default)s)")
+    p.set_defaults(func=cmd_worker)
     p = sub.add_parser("sync", help="push the slash commands to Discord")
     p.add_argument("--guild", type=int, metavar="ID", help="one guild (instant) instead of "
                    "globally (STYLEBOT_DEV_GUILD)")
@@ -91,10 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         return _fail(str(exc), EXIT_USER_ERROR)
     if args.command not in ("run", "sync"):
-        # A terminal tool stays quiet unless asked; the bot logs at its configured level.
+        # A terminal tool stays quiet unless asked; a worker, a service, logs at its level
+        # (the bot sets up its own).
         chosen = "log_level" in settings.model_fields_set  # STYLEBOT_LOG_LEVEL was set
         level = "INFO" if args.verbose else settings.log_level if chosen else "WARNING"
-        setup_logging(level)
+        setup_logging(settings.log_level if args.command == "worker" and not args.verbose
+                      else level)
     try:
         status: int = args.func(args, settings)
         return status
@@ -104,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc.message, EXIT_USER_ERROR)
     except ExecutorStartError as exc:
         return _fail(f"the painter could not start: {exc.message}", EXIT_FAILED)
+    except DatabaseUnavailable as exc:
+        return _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except OSError as exc:  # the data folder is a file, a disk is full or read-only...

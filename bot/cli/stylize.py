@@ -1,5 +1,9 @@
 """`stylebot stylize PHOTO -s STYLE`: one painting through the bot's own pipeline (a job
-in the database, a worker pool, the job service), written to a file."""
+in the database, a worker pool, the job service), written to a file.
+
+With `STYLEBOT_WORKERS=0` this process paints nothing: it queues the job and shows it
+being painted by whichever `stylebot worker` sharing the database takes it, reading its
+progress from the database (`bot.jobs.watch`)."""
 
 from __future__ import annotations
 
@@ -44,16 +48,18 @@ from stylizer.terminal import ProgressDisplay
 def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
     content = _read(args.photo, "photo")
     style_image = _read(args.style_image, "style image") if args.style_image else None
-    from bot.jobs.executor import LocalPoolExecutor
+    from bot.jobs.executor import Executor, LocalPoolExecutor, OfflineExecutor
 
+    elsewhere = settings.workers == 0  # painted by a `stylebot worker`
     # Progress once a second: a terminal bar wants more than the bot's default.
-    executor = LocalPoolExecutor.from_settings(settings, preview_interval_s=1.0)
+    executor: Executor = (OfflineExecutor() if elsewhere else
+                          LocalPoolExecutor.from_settings(settings, preview_interval_s=1.0))
 
     async def paint() -> int:
         # A bar on a terminal; `step N/TOTAL` lines in a log.
         with ProgressDisplay(sys.stderr, plain_lines=True) as display:
-            async with job_service(settings, executor=executor,
-                                   own_jobs_only=True) as service:
+            async with job_service(settings, executor=executor, own_jobs_only=True,
+                                   watch=elsewhere) as service:
                 shown = JobProgressShown(display)
                 service.subscribe(shown)
                 record = await _submit(service, args, settings, content, style_image)
@@ -62,6 +68,9 @@ def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
                 queued = f" (queue position {position})" if position and position > 1 else ""
                 display.message(f"job {record.id}: {record.style}, {record.params['size']} px, "
                                 f"{record.total_steps} steps{queued}")
+                if elsewhere:
+                    display.message("waiting for a worker (STYLEBOT_WORKERS=0: a "
+                                    "`stylebot worker` sharing the database paints it)…")
                 try:
                     await service.start()
                 except BaseException:

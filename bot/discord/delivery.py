@@ -9,7 +9,9 @@ one job's events are handled in order.
 A result goes, in this order of preference, (1) into the job's progress message
 through the interaction's webhook token while it lives (15 minutes), (2) as a channel
 message replying to the user, (3) as a DM when the channel refuses. Only then is the
-job marked delivered, and a restart delivers again what was not marked.
+job marked delivered, and a restart delivers again what was not marked. Before sending,
+the process claims the delivery in the job's row (`JobService.claim_delivery`), so that
+of several bot processes sharing a database exactly one sends each result.
 
 Exactly once, even when the process dies after Discord took the message and before the
 database heard of it: every way a result is sent can be repeated without a second
@@ -283,6 +285,28 @@ class Delivery:
         job = await self.service.get(job_id)
         if job.delivered or job.source not in DISCORD_SOURCES:
             return
+        if not await self.service.claim_delivery(job.id):
+            # Several bot processes may share the database: exactly one sends it.
+            log.info("job %s: another process is delivering its result", job.id)
+            return
+        message = None
+        try:
+            message = await self._send_result(job, png, again=again)
+        finally:
+            if message is None:  # for the next start, or another process
+                await self.service.release_delivery(job.id)
+        if message is None:
+            log.error("job %s could not be delivered anywhere; trying again at the next start",
+                      job.id)
+            return
+        await self.service.mark_delivered(job.id, result_message_id=str(message.id),
+                                          result_channel_id=str(message.channel.id))
+        self._forget(job.id)
+        log.info("job %s delivered (message %s)", job.id, message.id)
+
+    async def _send_result(self, job: JobRecord, png: bytes | None, *, again: bool
+                           ) -> discord.Message | None:
+        """Sends the result by the first route that takes it (see the module docstring)."""
         if JobStatus(job.status) == JobStatus.succeeded and png is None:
             png = await self.service.read_output(job.id)
         message = await self._via_interaction(job, png)
@@ -292,14 +316,7 @@ class Delivery:
             message = await self._via_channel(job, png)
         if message is None:
             message = await self._via_dm(job, png)
-        if message is None:
-            log.error("job %s could not be delivered anywhere; trying again at the next start",
-                      job.id)
-            return
-        await self.service.mark_delivered(job.id, result_message_id=str(message.id),
-                                          result_channel_id=str(message.channel.id))
-        self._forget(job.id)
-        log.info("job %s delivered (message %s)", job.id, message.id)
+        return message
 
     async def _content(self, job: JobRecord, png: bytes | None, limit: int
                        ) -> dict[str, Any]:

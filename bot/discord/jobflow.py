@@ -30,13 +30,13 @@ if TYPE_CHECKING:
     from bot.discord.delivery import Delivery
     from bot.jobs.records import JobRecord
     from bot.jobs.service import JobService
-    from bot.jobs.storage import BlobStorage
+    from bot.jobs.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
 
 class JobFlow:
-    def __init__(self, service: JobService, storage: BlobStorage, delivery: Delivery) -> None:
+    def __init__(self, service: JobService, storage: BlobStore, delivery: Delivery) -> None:
         self.service = service
         self.storage = storage
         self.delivery = delivery

@@ -16,14 +16,24 @@ whole transaction already holds the database's write lock). Timestamps are `time
 with time zone` there, so that SQL comparing them with the server's clock is right
 whatever the session's time zone; SQLite keeps naive UTC text.
 
-Long because it is the one file with SQL in it: whoever asks what touches the job
-table reads this file and no other.
+Several processes, on several machines, may share one PostgreSQL database; then the
+job table is the queue and nothing else passes between them. The queries they race on
+say how they stay safe: `lock_queued` passes over rows another claimer holds (`FOR
+UPDATE SKIP LOCKED`), every write to a running job is fenced on its runner
+(`fenced_update`, `held_jobs`, `renew_leases`), and a result's delivery is claimed in
+the row (`claim_delivery`). Each change bumps the row's `version`, which notifications
+(`bot.jobs.notify`) carry. The other tables: `blobs` (image bytes, when they live in the
+database: `bot.jobs.storage`) and `job_previews` (the latest preview of a running job).
+
+Long because it is the one file with SQL for the job table in it: whoever asks what
+touches the job table reads this file and no other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence, Set
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,18 +47,24 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
+    delete,
     event,
     false,
     func,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncAttrs,
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -62,6 +78,11 @@ from bot.jobs.states import ACTIVE, FINAL, JobStatus, check_transition
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+# Held while migrating a PostgreSQL database, so that processes starting together on a
+# new database migrate it once (pg_advisory_xact_lock: "Advisory Lock Functions",
+# PostgreSQL documentation); any constant shared by every version of this program.
+MIGRATION_LOCK_KEY = 0x5374796C65426F74  # "StyleBot"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -158,9 +179,38 @@ class Job(Base):
     result_channel_id: Mapped[str | None] = mapped_column(String(32))
     delivered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The process delivering the result (a runner id), and until when it may.
+    delivery_claimed_by: Mapped[str | None] = mapped_column(String(128))
+    delivery_claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # One more at every change a reader may show (not at lease renewals): what
+    # notifications carry, so that a reader knows whether it has seen a change.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def __repr__(self) -> str:  # never the interaction token
         return f"<Job {self.id} {self.status} user={self.user_id} style={self.style}>"
+
+
+class JobPreview(Base):
+    """The latest preview of a running job, for processes that show it but do not paint."""
+
+    __tablename__ = "job_previews"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Blob(Base):
+    """Image bytes named by their sha256, where every machine can read them (used on
+    PostgreSQL: `bot.jobs.storage.DatabaseBlobStorage`)."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 DELIVERY_FIELDS = frozenset({"interaction_token", "token_expires_at", "application_id",
@@ -169,8 +219,15 @@ DELIVERY_FIELDS = frozenset({"interaction_token", "token_expires_at", "applicati
 
 # ---------------------------------------------------------------- engine and migrations
 
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached or refused us; the message is one line for an
+    operator, naming the database (without its password) and the server's reason."""
+
+
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine; for SQLite, with the pragmas and immediate transactions above."""
+    """An async engine; for SQLite, with the pragmas and immediate transactions above;
+    for PostgreSQL, with a connect timeout, so that an unreachable server is reported
+    within `CONNECT_TIMEOUT_S` seconds instead of a minute."""
     parsed = make_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
     kwargs: dict[str, Any] = {"echo": echo}
@@ -179,6 +236,8 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
+    elif parsed.get_driver_name() == "asyncpg":
+        kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
     engine = create_async_engine(url, **kwargs)
     if is_sqlite:
         _setup_sqlite(engine)
@@ -241,11 +300,33 @@ async def upgrade_database(url: str, revision: str = "head") -> None:
 
     engine = create_engine(url)
     try:
-        async with engine.begin() as conn:
+        async with _connected(engine, url) as conn, conn.begin():
+            if engine.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATION_LOCK_KEY})
             await conn.run_sync(run)
     finally:
         await engine.dispose()
     log.info("database at %s migrated to %s", make_url(url).render_as_string(), revision)
+
+
+@contextlib.asynccontextmanager
+async def _connected(engine: AsyncEngine, url: str) -> AsyncIterator[AsyncConnection]:
+    """A connection, or `DatabaseUnavailable` when none can be made (refused, no such
+    host, database or role, a timeout); errors after connecting pass through as they are."""
+    conn = engine.connect()
+    try:
+        await conn.start()
+    except (OSError, TimeoutError, SQLAlchemyError) as exc:
+        orig = getattr(exc, "orig", None) or exc
+        reason = (getattr(orig, "strerror", None) or str(orig) or type(orig).__name__)
+        where = make_url(url).render_as_string(hide_password=True)
+        raise DatabaseUnavailable(f"cannot connect to the database {where}: "
+                                  f"{reason.splitlines()[0]}") from exc
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def current_revision(url: str) -> str | None:
@@ -256,7 +337,7 @@ async def current_revision(url: str) -> str | None:
 
     engine = create_engine(url)
     try:
-        async with engine.connect() as conn:
+        async with _connected(engine, url) as conn:
             return await conn.run_sync(get)
     finally:
         await engine.dispose()
@@ -288,11 +369,129 @@ async def get_jobs(session: AsyncSession, *, job_ids: Iterable[str]) -> list[Job
 
 
 def set_status(job: Job, status: JobStatus, **fields: Any) -> None:
-    """Moves `job` through the state machine (raises `IllegalTransition`) and sets fields."""
+    """Moves `job` through the state machine (raises `IllegalTransition`), sets fields
+    and bumps its version."""
     check_transition(job.status, status)
     job.status = status.value
     for name, value in fields.items():
         setattr(job, name, value)
+    touch(job)
+
+
+def touch(job: Job) -> None:
+    """Marks a change readers may show: one more on the row's version."""
+    job.version = (job.version or 0) + 1
+
+
+# -- claims, fenced writes and recovery: what several processes race on
+
+async def lock_queued(session: AsyncSession, *, job_ids: Iterable[str]) -> list[Job]:
+    """Those of these jobs that are still queued and that no other transaction holds,
+    locked until this one ends.
+
+    `SELECT ... FOR UPDATE SKIP LOCKED` ("The Locking Clause", PostgreSQL documentation,
+    SELECT): a row another claimer has locked is passed over instead of waited for, and
+    a row another claimer has already committed as running no longer matches, since each
+    statement of a READ COMMITTED transaction sees what was committed before it began.
+    So two claimers never get one job, and neither waits for the other. SQLite renders
+    no locking clause and needs none: the transaction holds the database's write lock.
+    """
+    ids = list(job_ids)
+    if not ids:
+        return []
+    stmt = (select(Job).where(Job.id.in_(ids), Job.status == JobStatus.queued.value)
+            .with_for_update(skip_locked=True))
+    return list((await session.scalars(stmt)).all())
+
+
+async def fenced_update(session: AsyncSession, *, job_id: str, runner: str,
+                        values: dict[str, Any]) -> Job | None:
+    """Writes `values` to the job only if `runner` still runs it (`WHERE runner = :runner
+    AND status = 'running'`), bumping its version; returns the row as written, or None
+    when the write changed nothing (the runner lost its lease: another process took the
+    job back and its new run is the one that counts).
+
+    A single `UPDATE ... RETURNING`: the check and the write are one statement, so no
+    other process can take the job between them. A value may be an SQL expression of the
+    row's columns (`Job.total_steps`)."""
+    status = values.get("status")
+    if status is not None:
+        check_transition(JobStatus.running, status)
+        values = {**values, "status": JobStatus(status).value}
+    stmt = (update(Job).where(Job.id == job_id, Job.runner == runner,
+                              Job.status == JobStatus.running.value)
+            .values(version=Job.version + 1, **values).returning(Job)
+            .execution_options(synchronize_session=False, populate_existing=True))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def held_jobs(session: AsyncSession, *, job_ids: Iterable[str], runner: str) -> list[Job]:
+    """Those of these jobs that `runner` still runs, locked until the transaction ends (for
+    a write that depends on the row: retry or bury, put back)."""
+    ids = list(job_ids)
+    if not ids:
+        return []
+    stmt = (select(Job).where(Job.id.in_(ids), Job.runner == runner,
+                              Job.status == JobStatus.running.value)
+            .order_by(Job.id).with_for_update())
+    return list((await session.scalars(stmt)).all())
+
+
+async def renew_leases(session: AsyncSession, *, job_ids: Sequence[str], runner: str,
+                       until: datetime) -> set[str]:
+    """Extends `runner`'s leases on these jobs to `until`; returns the ids it still holds
+    (fenced like `fenced_update`; the version is left alone: nothing to show)."""
+    if not job_ids:
+        return set()
+    result = await session.execute(
+        update(Job).where(Job.id.in_(list(job_ids)), Job.runner == runner,
+                          Job.status == JobStatus.running.value)
+        .values(lease_expires_at=until).returning(Job.id)
+        .execution_options(synchronize_session=False))
+    return set(result.scalars().all())
+
+
+async def recovery_candidates(session: AsyncSession, *, now: datetime, host: str) -> list[Job]:
+    """Running jobs whose lease has expired, or whose runner is a process on `host`
+    (which the caller checks for life), locked with `SKIP LOCKED`: a row that its runner
+    is writing right now, or that another process is recovering, is left for later."""
+    stmt = (select(Job).where(
+        Job.status == JobStatus.running.value,
+        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at <= now,
+            Job.runner.startswith(f"{host}:", autoescape=True)))
+        .order_by(Job.created_at, Job.id).with_for_update(skip_locked=True))
+    return list((await session.scalars(stmt)).all())
+
+
+async def save_preview(session: AsyncSession, *, job_id: str, step: int, jpeg: bytes) -> None:
+    """Keeps the job's latest preview (one row per job, replaced)."""
+    await session.merge(JobPreview(job_id=job_id, step=step, jpeg=jpeg))
+
+
+async def get_preview(session: AsyncSession, *, job_id: str) -> JobPreview | None:
+    """The job's latest preview, if its run has sent one."""
+    return await session.get(JobPreview, job_id)
+
+
+async def delete_preview(session: AsyncSession, *, job_id: str) -> None:
+    """Drops the job's preview (its run has ended)."""
+    await session.execute(delete(JobPreview).where(JobPreview.job_id == job_id))
+
+
+async def jobs_to_watch(session: AsyncSession, *, job_ids: Iterable[str] = (),
+                        active: bool = True, only_ids: Set[str] | None = None) -> list[Job]:
+    """The jobs a watcher re-reads: these ids, and, with `active`, every queued or
+    running job (of `only_ids` when it is given)."""
+    ids = list(job_ids)
+    wanted = [Job.id.in_(ids)] if ids else []
+    if active:
+        wanted.append(Job.status.in_([s.value for s in ACTIVE]))
+    if not wanted:
+        return []
+    stmt = select(Job).where(or_(*wanted))
+    if only_ids is not None:
+        stmt = stmt.where(Job.id.in_(list(only_ids)))
+    return list((await session.scalars(stmt.order_by(Job.created_at, Job.id))).all())
 
 
 async def count_active_for_user(session: AsyncSession, *, user_id: str) -> int:
@@ -371,15 +570,6 @@ async def jobs_with_status(session: AsyncSession, *, statuses: Iterable[JobStatu
     return list((await session.scalars(stmt)).all())
 
 
-async def renew_leases(session: AsyncSession, *, job_ids: Sequence[str], runner: str,
-                       until: datetime) -> None:
-    if job_ids:
-        await session.execute(
-            update(Job).where(Job.id.in_(list(job_ids)), Job.runner == runner,
-                              Job.status == JobStatus.running.value)
-            .values(lease_expires_at=until))
-
-
 async def cancel_requested_ids(session: AsyncSession, *, job_ids: Sequence[str]) -> list[str]:
     if not job_ids:
         return []
@@ -432,6 +622,31 @@ async def mark_delivered(session: AsyncSession, *, job_id: str, now: datetime,
     result = await session.execute(
         update(Job).where(Job.id == job_id, Job.delivered.is_(False)).values(**values))
     return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+async def claim_delivery(session: AsyncSession, *, job_id: str, claimant: str, now: datetime,
+                         until: datetime, take_from: str | None = None) -> bool:
+    """Claims the delivery of a finished job's result for `claimant` until `until`; True
+    for exactly one of several processes asking at once (a compare-and-set in one UPDATE).
+
+    It succeeds while the result is undelivered and the delivery is unclaimed, already
+    `claimant`'s, claimed by `take_from` (a claimant the caller knows is gone), or its
+    claim has expired."""
+    free = or_(Job.delivery_claimed_by.is_(None), Job.delivery_claimed_by == claimant,
+               Job.delivery_claim_expires_at.is_(None), Job.delivery_claim_expires_at <= now)
+    if take_from is not None:
+        free = or_(free, Job.delivery_claimed_by == take_from)
+    result = await session.execute(
+        update(Job).where(Job.id == job_id, Job.delivered.is_(False), free)
+        .values(delivery_claimed_by=claimant, delivery_claim_expires_at=until))
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+async def release_delivery(session: AsyncSession, *, job_id: str, claimant: str) -> None:
+    """Ends `claimant`'s claim on the delivery, if it still holds it."""
+    await session.execute(
+        update(Job).where(Job.id == job_id, Job.delivery_claimed_by == claimant)
+        .values(delivery_claimed_by=None, delivery_claim_expires_at=None))
 
 
 async def undelivered(session: AsyncSession) -> list[Job]:

@@ -1,26 +1,17 @@
 """The dispatch loop: queued rows -> the executor -> events -> rows and `JobEvent`s.
 
 Three tasks share the work while the service runs:
-- the scheduler claims the next job in fair order whenever the executor has a free
-  worker (woken by submits and finished jobs, and every `poll_interval_s` so that jobs
-  queued by another process sharing the database are seen too);
-- the consumer turns executor events into row updates and events for the layer above;
-- the heartbeat renews this process's leases, forwards cancel requests made by other
-  processes, and puts orphaned jobs back in the queue.
+- the scheduler claims the next batch in fair order (`bot.jobs.queue.claim_batch`)
+  whenever the executor has a free worker; it is woken by submits and finished jobs in
+  this process, on PostgreSQL by other processes' notifications (`bot.jobs.notify`), and
+  every `poll_interval_s` in any case;
+- the consumer turns executor events into row writes, each fenced on this process's
+  runner id (`bot.jobs.db.fenced_update`), and into events for the layer above;
+- the heartbeat renews this process's leases, stops the jobs whose lease another process
+  has taken back, forwards cancel requests made by other processes, and recovers
+  orphaned jobs (`bot.jobs.leases`).
 
-Leases and recovery. A claimed job records `runner` ("host:pid:nonce") and
-`lease_expires_at`; the heartbeat renews the lease while this process lives. Any
-service sharing the database treats a running job as orphaned, and puts it back in the
-queue with attempts + 1 (or marks it `dead` at `settings.max_attempts`), when its lease
-has expired, or at once when its runner was a process on this host that no longer
-exists. Recovery therefore never steals a job from another live process (a bot and a
-`stylebot stylize` may share one database), and after a crash on one machine the job is
-back in the queue as soon as the service starts again.
-
-Long because the three tasks share one piece of state, the set of jobs this process is
-running (`running`, with their batch and lease), and each changes it; split apart they
-would hand that set around. They come apart when leases and recovery must also run in a
-process with no executor of its own.
+They share one piece of state, the set of jobs this process is running (`running`).
 """
 
 from __future__ import annotations
@@ -28,77 +19,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.jobs import db, events
+from bot.jobs import events, leases, notify
 from bot.jobs.events import JobEvent
 from bot.jobs.executor import Executor, ExecutorBusy
-from bot.jobs.records import JobRecord, dead_message
-from bot.jobs.scheduling import QueuedJob, claims_until, fair_order, riders
+from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
-from bot.jobs.storage import BlobNotFound, BlobStorage
+from bot.jobs.storage import BlobNotFound, BlobStore
 from bot.settings import Settings
 from stylizer.pool import messages as pool
 
 log = logging.getLogger(__name__)
 
-LOST_CODE = "worker_died"
+LOST_CODE = leases.LOST_CODE
 TASK_EXIT_S = 5.0  # how long stop() waits for the scheduler and heartbeat to end
 
 
-def runner_is_gone(runner: str | None) -> bool:
-    """True when `runner` names a process on this host that no longer exists."""
-    parts = (runner or "").rsplit(":", 2)
-    if len(parts) != 3:
-        return False
-    host, pid_text, _nonce = parts
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False  # this process: a stale row from an earlier service object
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # exists, owned by someone else
-    return False
-
-
 class Dispatcher:
-    def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession], storage: BlobStorage,
+    def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession], storage: BlobStore,
                  executor: Executor, settings: Settings, clock: Callable[[], datetime],
                  emit: Callable[[JobEvent], Awaitable[None]],
                  requeued: Callable[[JobRecord], Awaitable[None]],
-                 lease_s: float, poll_interval_s: float, own_jobs_only: bool) -> None:
-        self._sm = sessionmaker
+                 lease_s: float, poll_interval_s: float, own_jobs_only: bool,
+                 listener: notify.Listener | None = None) -> None:
         self._storage = storage
         self._executor = executor
         self._settings = settings
-        self._clock = clock
         self._emit = emit
         self._requeued = requeued  # emits JobQueued with a fresh position
-        self._lease = timedelta(seconds=lease_s)
         self._poll_s = poll_interval_s
         self._own_only = own_jobs_only
-        self.runner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._leases = leases.Leases(sessionmaker=sessionmaker, clock=clock, lease_s=lease_s,
+                                     max_attempts=settings.max_attempts)
+        self.runner = self._leases.runner
         self.own: set[str] = set()          # jobs submitted through this service
         self.running: set[str] = set()      # jobs this process handed to the executor
         self._cancel_sent: set[str] = set()
         self._final: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
+        self._beat = asyncio.Event()        # the heartbeat's next round, now
         self._tasks: list[asyncio.Task[None]] = []
         self._consumer: asyncio.Task[None] | None = None
         self._stopping = False
         self._closed = asyncio.Event()  # the executor has closed: background tasks end
         self._last_renewal = 0.0
+        if listener is not None:
+            listener.subscribe(notify.QUEUED, self._on_queued)
+            listener.subscribe(notify.CHANGED, self._on_changed)
 
     # -- life ------------------------------------------------------------------------------
 
@@ -133,6 +105,7 @@ class Dispatcher:
             # Asked to end between transactions: a task cancelled inside one could leave
             # the database locked for the writes that follow.
             self._closed.set()
+            self._beat.set()
             _, late = await asyncio.wait(self._tasks, timeout=TASK_EXIT_S)
             for task in late:
                 task.cancel()
@@ -153,6 +126,14 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def _on_queued(self, job_id: str, version: int) -> None:
+        if self.started and not self._stopping and self._executor.idle > 0:
+            self.wake()
+
+    def _on_changed(self, job_id: str, version: int) -> None:
+        if job_id in self.running:  # perhaps a cancel request: look now
+            self._beat.set()
+
     def final_event(self, job_id: str) -> asyncio.Event:
         return self._final.setdefault(job_id, asyncio.Event())
 
@@ -171,6 +152,19 @@ class Dispatcher:
         self._done(record.id)
         self.own.discard(record.id)
         self.notify_final(record.id)
+
+    async def _lost(self, job_id: str, *, stop: bool) -> None:
+        """Another process has taken the job back (this process's lease ran out): its run
+        here no longer counts; with `stop`, the worker painting it is stopped."""
+        log.warning("job %s is no longer held by this process (its lease ran out and "
+                    "another process took it back); dropping its run here", job_id)
+        was_running = job_id in self.running
+        self._done(job_id)
+        if stop and was_running:
+            try:
+                await self._executor.cancel(job_id)
+            except Exception:
+                log.exception("could not stop job %s, taken back by another process", job_id)
 
     # -- cancelling ------------------------------------------------------------------------
 
@@ -197,50 +191,13 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)
 
-    async def fair_queue(self, session: AsyncSession) -> list[str]:
-        """Queued job ids in the order workers will take them."""
-        return [j.id for j in await self._fair_jobs(session)]
-
-    async def claims_until(self, session: AsyncSession, job_id: str) -> int:
-        """Hand-overs to workers (jobs or batches) until `job_id`'s, its own included."""
-        return claims_until(await self._fair_jobs(session), job_id, self._executor.max_batch)
-
-    async def _fair_jobs(self, session: AsyncSession,
-                         only_ids: set[str] | None = None) -> list[QueuedJob]:
-        queued = await db.queued_jobs(session, only_ids=only_ids)
-        last = await db.last_served(session, user_ids={j.user_id for j in queued})
-        jobs = {j.id: QueuedJob(j.id, j.user_id, j.created_at, j.batch_key, j.attempts)
-                for j in queued}
-        return [jobs[i] for i in fair_order(list(jobs.values()), last)]
-
     async def _claim_batch(self) -> list[JobRecord]:
-        """Claims the next job in fair order and, riding along with it, queued jobs that
-        can be painted in the same batch (same batch key), in fair order too: they cost
-        the worker little extra and leave the queue sooner."""
+        """Claims the next batch in fair order for this process (`Leases.claim`)."""
         if self._own_only and not self.own:
             return []
-        async with self._sm.begin() as session:
-            order = await self._fair_jobs(session, self.own if self._own_only else None)
-            if not order:
-                return []
-            wanted = [order[0].id, *(j.id for j in riders(order[0], order[1:],
-                                                          self._executor.max_batch))]
-            chosen = await db.get_jobs(session, job_ids=wanted)
-            chosen.sort(key=lambda job: wanted.index(job.id))
-            now = self._clock()
-            for job in chosen:
-                db.set_status(job, JobStatus.running, started_at=now, finished_at=None,
-                              runner=self.runner, lease_expires_at=now + self._lease, step=0,
-                              total_steps=int(job.params.get("steps", 0)))
-            ids = {job.id for job in chosen}
-            # Ours before the commit: recovery must never take them for orphans.
-            self.running |= ids
-            try:
-                await session.commit()
-            except BaseException:
-                self.running -= ids
-                raise
-            return [JobRecord.from_row(job) for job in chosen]
+        return await self._leases.claim(max_batch=self._executor.max_batch,
+                                        only_ids=set(self.own) if self._own_only else None,
+                                        held=self.running)
 
     async def _send(self, records: list[JobRecord]) -> bool:
         """Hands claimed jobs to the executor as one batch; False if it had no room."""
@@ -256,8 +213,8 @@ class Dispatcher:
                                               "send it again.")
                 continue
             reqs.append(pool.JobRequest(job_id=record.id, content=content, styles=(style,),
-                                   style_keys=(record.style_hash or "",),
-                                   params=dict(record.params), attempt=record.attempts + 1))
+                                        style_keys=(record.style_hash or "",),
+                                        params=dict(record.params), attempt=record.attempts + 1))
         if not reqs:
             return True
         ids = [r.job_id for r in reqs]
@@ -306,7 +263,8 @@ class Dispatcher:
             if record is not None:
                 await self._emit(events.JobStarted(record.id, record))
         elif isinstance(event, pool.JobProgress):
-            record = await self._update(job_id, step=event.step, total_steps=event.total)
+            record = await self._update(job_id, preview=event.preview_jpeg, step=event.step,
+                                        total_steps=event.total)
             if record is not None:
                 await self._emit(events.JobProgress(job_id, event.step, event.total,
                                                     event.preview_jpeg))
@@ -322,7 +280,7 @@ class Dispatcher:
                 await self._abnormal_end(job_id, event.code)
             else:
                 record = await self._end(job_id, JobStatus.failed, error_code=event.code,
-                                       error_message=event.message)
+                                         error_message=event.message)
                 if record is not None:
                     await self._emit(events.JobFailed(record.id, record))
         elif isinstance(event, pool.JobCancelled):
@@ -330,62 +288,28 @@ class Dispatcher:
             if record is not None:
                 await self._emit(events.JobCancelled(record.id, record))
 
-    async def _ours_for_update(self, session: AsyncSession, job_id: str) -> db.Job | None:
-        job = await db.get_job(session, job_id=job_id, for_update=True)
-        if job is None or job.status != JobStatus.running.value or job.runner != self.runner:
-            # Our lease ran out and another process took the job back; its new run counts.
-            log.warning("job %s is no longer held by this process; dropping its event", job_id)
-            self._done(job_id)
+    async def _update(self, job_id: str, *, preview: bytes | None = None,
+                      **fields: Any) -> JobRecord | None:
+        record = await self._leases.progress(job_id, preview=preview, **fields)
+        if record is None:
+            await self._lost(job_id, stop=True)
+        return record
+
+    async def _end(self, job_id: str, status: JobStatus, **fields: Any) -> JobRecord | None:
+        record = await self._leases.finish(job_id, status, **fields)
+        if record is None:
+            await self._lost(job_id, stop=False)
             return None
-        return job
-
-    async def _update(self, job_id: str, **fields: object) -> JobRecord | None:
-        now = self._clock()
-        async with self._sm.begin() as session:
-            job = await self._ours_for_update(session, job_id)
-            if job is None:
-                return None
-            for name, value in fields.items():
-                setattr(job, name, value)
-            job.lease_expires_at = now + self._lease
-            return JobRecord.from_row(job)
-
-    async def _end(self, job_id: str, status: JobStatus, **fields: object) -> JobRecord | None:
-        now = self._clock()
-        async with self._sm.begin() as session:
-            job = await self._ours_for_update(session, job_id)
-            if job is None:
-                return None
-            if status is JobStatus.succeeded:
-                fields.setdefault("step", job.total_steps)
-            db.set_status(job, status, finished_at=now, lease_expires_at=None, **fields)
-            record = JobRecord.from_row(job)
         self._finalised(record)
         return record
 
     async def _abnormal_end(self, job_id: str, code: str) -> None:
         """A worker died under the job: retry it, or give up at max_attempts."""
-        now = self._clock()
-        async with self._sm.begin() as session:
-            job = await self._ours_for_update(session, job_id)
-            if job is None:
-                return
-            record = self._retry_or_bury(job, now, code)
+        record = await self._leases.end_abnormally(job_id, code)
+        if record is None:
+            await self._lost(job_id, stop=False)
+            return
         await self._after_abnormal_end(record)
-
-    def _retry_or_bury(self, job: db.Job, now: datetime, code: str) -> JobRecord:
-        """Mutates a running row after its run ended abnormally (attempts + 1)."""
-        attempts = job.attempts + 1
-        if job.cancel_requested:
-            db.set_status(job, JobStatus.cancelled, finished_at=now, lease_expires_at=None)
-        elif attempts >= self._settings.max_attempts:
-            db.set_status(job, JobStatus.dead, attempts=attempts, finished_at=now,
-                          lease_expires_at=None, error_code=code,
-                          error_message=dead_message(attempts, code))
-        else:
-            db.set_status(job, JobStatus.queued, attempts=attempts, lease_expires_at=None,
-                          step=0)
-        return JobRecord.from_row(job)
 
     async def _after_abnormal_end(self, record: JobRecord) -> None:
         if record.status is JobStatus.queued:
@@ -405,68 +329,43 @@ class Dispatcher:
         """Puts jobs this process was running back in the queue, attempts unchanged."""
         if not job_ids:
             return
-        now = self._clock()
-        cancelled: list[JobRecord] = []
-        async with self._sm.begin() as session:
-            for job in await db.get_jobs(session, job_ids=job_ids):
-                if job.status != JobStatus.running.value or job.runner != self.runner:
-                    continue
-                if job.cancel_requested:
-                    db.set_status(job, JobStatus.cancelled, finished_at=now,
-                                  lease_expires_at=None)
-                    cancelled.append(JobRecord.from_row(job))
-                else:
-                    db.set_status(job, JobStatus.queued, lease_expires_at=None, step=0)
+        records = await self._leases.put_back(job_ids)
         for job_id in job_ids:
             self._done(job_id)
-        for record in cancelled:
-            self._finalised(record)
-            await self._emit(events.JobCancelled(record.id, record))
+        for record in records:
+            if record.status is JobStatus.cancelled:
+                self._finalised(record)
+                await self._emit(events.JobCancelled(record.id, record))
 
     # -- heartbeat and recovery ------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:  # until the executor has closed (see stop)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), self._poll_s)
+                await asyncio.wait_for(self._beat.wait(), self._poll_s)
+            self._beat.clear()
             if self._closed.is_set():
                 return
             try:
-                ids = sorted(self.running)
-                renew = loop.time() - self._last_renewal >= self._lease.total_seconds() / 3
-                async with self._sm.begin() as session:
-                    if renew and ids:
-                        await db.renew_leases(session, job_ids=ids, runner=self.runner,
-                                              until=self._clock() + self._lease)
-                    to_cancel = await db.cancel_requested_ids(session, job_ids=ids)
-                if renew:
-                    self._last_renewal = loop.time()
-                for job_id in to_cancel:
-                    await self.cancel_running(job_id)
-                await self.recover()
+                await self._heartbeat()
             except Exception:
                 log.exception("heartbeat failed; trying again shortly")
 
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        renew = loop.time() - self._last_renewal >= self._leases.lease.total_seconds() / 3
+        lost, to_cancel = await self._leases.heartbeat(set(self.running), renew=renew)
+        if renew:
+            self._last_renewal = loop.time()
+        for job_id in lost:
+            await self._lost(job_id, stop=True)
+        for job_id in to_cancel:
+            await self.cancel_running(job_id)
+        await self.recover()
+
     async def recover(self) -> int:
-        """Puts orphaned running jobs back in the queue (or buries them); returns how many."""
-        now = self._clock()
-        records: list[JobRecord] = []
-        async with self._sm.begin() as session:
-            for job in await db.jobs_with_status(session, statuses=[JobStatus.running],
-                                                 for_update=True):
-                if job.id in self.running:
-                    continue
-                lease = job.lease_expires_at
-                expired = lease is None or lease <= now
-                # Our own rows we no longer hold (an event we could not record) wait for
-                # their lease; another runner's, also for proof that its process is gone.
-                if not expired and (job.runner == self.runner
-                                    or not runner_is_gone(job.runner)):
-                    continue
-                log.warning("job %s: its runner %s is gone (lease until %s); recovering it",
-                            job.id, job.runner, lease)
-                records.append(self._retry_or_bury(job, now, LOST_CODE))
+        """Recovers orphaned running jobs (`leases.recover`); returns how many."""
+        records = await self._leases.recover(self.running)
         for record in records:
             await self._after_abnormal_end(record)
         return len(records)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -102,3 +103,40 @@ class Subscriber:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
+
+
+class Fanout:
+    """A service's subscribers: each event goes to each of them, in order.
+
+    The same change of a job may be reported twice in one process, by the process that
+    made it and by its watcher reading the row (`bot.jobs.watch`): an event carrying a
+    job is sent once per kind and row version (for the latest `memory` jobs)."""
+
+    def __init__(self, memory: int = 10_000) -> None:
+        self.subscribers: list[Subscriber] = []
+        self._sent: OrderedDict[str, set[tuple[int, str]]] = OrderedDict()
+        self._memory = memory
+
+    def subscribe(self, listener: Listener) -> None:
+        """Sends every later event to `listener` too, through a queue of its own."""
+        self.subscribers.append(Subscriber(listener))
+
+    def put(self, event: JobEvent) -> None:
+        """Queues `event` for every subscriber, unless it was sent already (see above)."""
+        job = getattr(event, "job", None)
+        if isinstance(job, JobRecord):
+            sent = self._sent.setdefault(event.job_id, set())
+            key = (job.version, type(event).__name__)
+            if key in sent:
+                return
+            sent.add(key)
+            self._sent.move_to_end(event.job_id)
+            while len(self._sent) > self._memory:
+                self._sent.popitem(last=False)
+        for sub in self.subscribers:
+            sub.put(event)
+
+    async def close(self, timeout_s: float) -> None:
+        """Lets each subscriber catch up for up to `timeout_s` seconds, then stops it."""
+        for sub in self.subscribers:
+            await sub.close(timeout_s)

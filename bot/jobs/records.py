@@ -65,6 +65,8 @@ class JobRecord:
     result_channel_id: str | None
     delivered: bool
     batch_key: str | None = None  # see stylizer.batching
+    runner: str | None = None  # the process running it, or that ran it last
+    version: int = 0  # one more at each change readers may show
 
     @property
     def seconds(self) -> float | None:
@@ -106,7 +108,8 @@ class JobRecord:
             interaction_token=job.interaction_token, token_expires_at=job.token_expires_at,
             application_id=job.application_id, progress_message_id=job.progress_message_id,
             result_message_id=job.result_message_id, result_channel_id=job.result_channel_id,
-            delivered=job.delivered, batch_key=job.batch_key)
+            delivered=job.delivered, batch_key=job.batch_key, runner=job.runner,
+            version=job.version or 0)
 
 
 

@@ -4,7 +4,11 @@ No Discord and no torch here. The service validates requests with the stylizer's
 checks, enforces the limits from the settings, keeps every job in the database (the
 source of truth) and its images in content-addressed storage, runs jobs through an
 `Executor`, and tells its subscribers what happened (`JobEvent`s). See `dispatch` for
-the scheduling loop, leases and crash recovery.
+the scheduling loop, `leases` for leases and crash recovery, `queue` for the fair order.
+
+Several services, in several processes on several machines, may share one database. A
+service with `watch` also reports the jobs that other processes paint (`watch`), and
+one whose executor has no workers paints nothing: it submits, watches and delivers.
 """
 
 from __future__ import annotations
@@ -18,39 +22,40 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.jobs import access, db
+from bot.jobs import access, db, leases, notify, queue
 from bot.jobs.access import Action, Caller
 from bot.jobs.dispatch import Dispatcher
 from bot.jobs.errors import (
     JobNotFound,
-    LimitExceeded,
     UserError,
 )
-from bot.jobs.events import JobCancelled, JobEvent, JobQueued, Listener, Subscriber
+from bot.jobs.events import Fanout, JobCancelled, JobEvent, JobQueued, Listener
 from bot.jobs.executor import Executor
 from bot.jobs.ids import new_job_id, normalize_job_id
 from bot.jobs.intake import Intake
 from bot.jobs.records import JobRecord, utcnow
-from bot.jobs.scheduling import eta_queued, eta_running, mean_duration
 from bot.jobs.states import ACTIVE, JobStatus
-from bot.jobs.storage import BlobStorage
+from bot.jobs.storage import BlobStore
+from bot.jobs.watch import JobWatcher
 from bot.settings import Settings
 from stylizer.batching import batch_key
 
 log = logging.getLogger(__name__)
 
-RECENT_JOBS_FOR_ETA = 20
+DELIVERY_CLAIM_S = 120.0  # how long a claimed delivery is left to its claimant
 
 
 class JobService:
-    """See the module docstring. `own_jobs_only` makes this service run only the jobs
-    submitted through it (the CLI uses it beside a running bot on the same database)."""
+    """See the module docstring. `own_jobs_only`: run (and watch) only the jobs submitted
+    through this service (the CLI beside a bot). `watch`: report the jobs other processes
+    paint. `listener`: wake-ups from other processes (by default on the engine's database)."""
 
-    def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession], storage: BlobStorage,
+    def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession], storage: BlobStore,
                  executor: Executor, settings: Settings, presets_dir: Path | None,
                  clock: Callable[[], datetime] = utcnow, lease_s: float = 60.0,
                  poll_interval_s: float = 2.0, default_job_s: float = 60.0,
-                 cancel_wait_s: float = 10.0, own_jobs_only: bool = False) -> None:
+                 cancel_wait_s: float = 10.0, own_jobs_only: bool = False,
+                 watch: bool = False, listener: notify.Listener | None = None) -> None:
         self._sm = sessionmaker
         self._storage = storage
         self._executor = executor
@@ -60,36 +65,59 @@ class JobService:
         self._default_job_s = default_job_s
         self._cancel_wait_s = cancel_wait_s
         self._poll_s = poll_interval_s
-        self._subscribers: list[Subscriber] = []
+        self._fanout = Fanout()
         self._intake = Intake(settings, presets_dir)
+        engine = sessionmaker.kw.get("bind")
+        if listener is None and engine is not None:
+            listener = notify.Listener(engine)
+        self._listener = listener
         self._dispatch = Dispatcher(
             sessionmaker=sessionmaker, storage=storage, executor=executor, settings=settings,
             clock=clock, emit=self._emit, requeued=self._emit_queued, lease_s=lease_s,
-            poll_interval_s=poll_interval_s, own_jobs_only=own_jobs_only)
+            poll_interval_s=poll_interval_s, own_jobs_only=own_jobs_only, listener=listener)
+        self._watcher = JobWatcher(
+            sessionmaker=sessionmaker, storage=storage, runner=self._dispatch.runner,
+            emit=self._emit, queued=self._emit_queued, finished=self._finished_elsewhere,
+            poll_interval_s=poll_interval_s, listener=listener,
+            only_ids=self._dispatch.own if own_jobs_only else None) if watch else None
 
     # -- life ------------------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> None:
-        self._subscribers.append(Subscriber(listener))
+        self._fanout.subscribe(listener)
 
     async def start(self) -> None:
-        """Recovers orphaned jobs, starts the executor, then the dispatch loop."""
+        """Listens for other processes' changes (PostgreSQL), recovers orphaned jobs,
+        starts the executor, then the dispatch loop and the watcher."""
+        if self._listener is not None:
+            await self._listener.start()
         await self._dispatch.start()
+        if self._watcher is not None:
+            await self._watcher.start()
 
     async def stop(self, grace_s: float = 30) -> None:
         """Stops taking jobs, lets running ones finish for up to `grace_s`, and puts the
         rest back in the queue (attempts unchanged); then lets listeners catch up."""
-        await self._dispatch.stop(grace_s)
-        for sub in self._subscribers:
-            await sub.close(5.0)
+        try:
+            await self._dispatch.stop(grace_s)
+        finally:
+            if self._watcher is not None:
+                await self._watcher.stop()
+            if self._listener is not None:
+                await self._listener.stop()
+        await self._fanout.close(5.0)
 
     @property
     def runner_id(self) -> str:
+        """This service's runner id ("host:pid:nonce"), in the rows of the jobs it runs."""
         return self._dispatch.runner
 
     async def _emit(self, event: JobEvent) -> None:
-        for sub in self._subscribers:
-            sub.put(event)
+        self._fanout.put(event)
+
+    def _finished_elsewhere(self, job_id: str) -> None:
+        self._dispatch.own.discard(job_id)
+        self._dispatch.notify_final(job_id)
 
     async def _emit_queued(self, record: JobRecord) -> None:
         position, eta = await self._position_and_eta(record.id)
@@ -122,7 +150,9 @@ class JobService:
         style_hash = await self._storage.put_async(style_bytes)
         now = self._clock()
         async with self._sm.begin() as session:
-            await self._check_limits(session, user_id)
+            await queue.check_room(session, user_id=user_id,
+                                   max_jobs_per_user=self._settings.max_jobs_per_user,
+                                   max_queue=self._settings.max_queue)
             if parent_id is not None:
                 parent_id = normalize_job_id(parent_id)
                 if await db.get_job(session, job_id=parent_id) is None:
@@ -137,25 +167,18 @@ class JobService:
                 batch_key=batch_key(photo.upright_size, style_params.to_dict()))
             await db.add_job(session, job=job)
             record = JobRecord.from_row(job)
+            await notify.send(session, changed=[(record.id, record.version)],
+                              queued=[(record.id, record.version)])
         if on_committed is not None:
             on_committed(record.id)
         log.info("job %s: queued for %s (%s, %s px)", record.id, user_id, style_name,
                  style_params.size)
         self._dispatch.own.add(record.id)
+        if self._watcher is not None:
+            self._watcher.track(record)
         await self._emit_queued(record)
         self._dispatch.wake()
         return record
-
-    async def _check_limits(self, session: AsyncSession, user_id: str) -> None:
-        active = await db.count_active_for_user(session, user_id=user_id)
-        if active >= self._settings.max_jobs_per_user:
-            jobs = "job" if active == 1 else "jobs"
-            raise LimitExceeded(f"You already have {active} {jobs} in the queue. Wait for one "
-                                "to finish, or cancel one.")
-        queued = await db.count_queued(session)
-        if queued >= self._settings.max_queue:
-            raise LimitExceeded(f"The queue is full ({queued} jobs waiting). Please try again "
-                                "in a few minutes.")
 
     @staticmethod
     async def _unused_id(session: AsyncSession) -> str:
@@ -190,7 +213,9 @@ class JobService:
                 record: JobRecord | None = JobRecord.from_row(job)
             else:
                 job.cancel_requested = True  # seen by whichever process runs it
+                db.touch(job)
                 record = None
+            await notify.send(session, changed=[(job.id, job.version)])
         if record is not None:
             log.info("job %s: cancelled while queued", job_id)
             self._dispatch.own.discard(job_id)
@@ -287,24 +312,10 @@ class JobService:
             job = await db.get_job(session, job_id=job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            status = JobStatus(job.status)
-            if status not in ACTIVE:
-                return None, None
-            position = None
-            if status is JobStatus.queued:
-                order = await self._dispatch.fair_queue(session)
-                position = order.index(job_id) + 1 if job_id in order else None
-            if not want_eta:
-                return position, None
-            mean = mean_duration(await db.recent_durations(session, limit=RECENT_JOBS_FOR_ETA),
-                                 self._default_job_s)
-            if status is JobStatus.running:
-                started = job.started_at or self._clock()
-                elapsed = max(0.0, (self._clock() - started).total_seconds())
-                return None, eta_running(job.step, job.total_steps, elapsed, mean)
-            workers = self._executor.capacity or self._settings.workers
-            claims = await self._dispatch.claims_until(session, job_id)
-            return position, eta_queued(claims, workers, mean)
+            return await queue.position_and_eta(
+                session, job, now=self._clock(), max_batch=self._executor.max_batch,
+                workers=self._executor.capacity or self._settings.workers,
+                default_job_s=self._default_job_s, want_eta=want_eta)
 
     async def read_input(self, job_id: str) -> bytes:
         record = await self.get(job_id)
@@ -357,6 +368,26 @@ class JobService:
         async with self._sm.begin() as session:
             if await db.set_delivery(session, job_id=job_id, fields=fields) == 0:
                 raise JobNotFound(job_id)
+
+    async def claim_delivery(self, job_id: str, *, for_s: float = DELIVERY_CLAIM_S) -> bool:
+        """Claims the delivery of the job's result for this process for `for_s` seconds;
+        False if it is delivered, or another live process has claimed it (the caller
+        must not send it then). Of several processes asking at once exactly one gets
+        True; a claim whose process has died on this host, or has expired, may be taken
+        over. Raises `JobNotFound`."""
+        job_id = normalize_job_id(job_id)
+        async with self._sm.begin() as session:
+            claimed = await leases.claim_delivery(session, job_id=job_id, now=self._clock(),
+                                                  claimant=self.runner_id, for_s=for_s)
+        if claimed is None:
+            raise JobNotFound(job_id)
+        return claimed
+
+    async def release_delivery(self, job_id: str) -> None:
+        """Gives up this process's claim on the job's delivery (it could not deliver)."""
+        async with self._sm.begin() as session:
+            await db.release_delivery(session, job_id=normalize_job_id(job_id),
+                                      claimant=self.runner_id)
 
     async def mark_delivered(self, job_id: str, *, result_message_id: str | None = None,
                              result_channel_id: str | None = None) -> bool:

@@ -77,7 +77,10 @@ def test_settings_blank_variables_are_unset_and_replace_checks_again(tmp_path: P
 
 @pytest.mark.parametrize(("var", "value", "fragment"), [
     ("STYLEBOT_WORKERS", "two", "STYLEBOT_WORKERS"),
-    ("STYLEBOT_WORKERS", "0", "STYLEBOT_WORKERS"),
+    ("STYLEBOT_WORKERS", "-1", "STYLEBOT_WORKERS must be 0"),
+    ("STYLEBOT_LEASE", "1", "STYLEBOT_LEASE must be at least three times"),
+    ("STYLEBOT_POLL_INTERVAL", "0", "STYLEBOT_POLL_INTERVAL must be between"),
+    ("STYLEBOT_DATABASE_URL", "postgresql://u@h/db", "must name an async driver"),
     ("STYLEBOT_DEFAULT_STEPS", "0", "STYLEBOT_DEFAULT_STEPS"),
     ("STYLEBOT_REQUESTS_PER_MINUTE", "-1", "STYLEBOT_REQUESTS_PER_MINUTE"),
     ("STYLEBOT_DEVICE", "tpu", "STYLEBOT_DEVICE"),

@@ -1,0 +1,127 @@
+"""The queue, read from the job table: whether it has room, its fair order, a job's place
+in it and its wait, and the claim of the next batch by a dispatcher.
+
+The order itself is a pure function (`bot.jobs.scheduling.fair_order`); here it is fed
+from the database, and `claim_batch` takes the next batch off the queue for one runner.
+Any number of dispatchers, in any number of processes and on any number of machines
+sharing the database, may claim at once: each job is claimed by exactly one, and the
+claims follow the fair order as if there were a single dispatcher, give or take the
+claims in flight at the same moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.jobs import db
+from bot.jobs.errors import LimitExceeded
+from bot.jobs.scheduling import (
+    QueuedJob,
+    eta_queued,
+    eta_running,
+    fair_order,
+    mean_duration,
+    riders,
+)
+from bot.jobs.scheduling import claims_until as claims_in
+from bot.jobs.states import ACTIVE, JobStatus
+
+RECENT_JOBS_FOR_ETA = 20
+MISS_LIMIT = 64  # heads passed over (claimed by others meanwhile) before giving up for now
+
+
+async def check_room(session: AsyncSession, *, user_id: str, max_jobs_per_user: int,
+                     max_queue: int) -> None:
+    """Raises `LimitExceeded` when the user already has `max_jobs_per_user` jobs queued or
+    running, or `max_queue` jobs are waiting; the message is for the user."""
+    active = await db.count_active_for_user(session, user_id=user_id)
+    if active >= max_jobs_per_user:
+        jobs = "job" if active == 1 else "jobs"
+        raise LimitExceeded(f"You already have {active} {jobs} in the queue. Wait for one "
+                            "to finish, or cancel one.")
+    queued = await db.count_queued(session)
+    if queued >= max_queue:
+        raise LimitExceeded(f"The queue is full ({queued} jobs waiting). Please try again "
+                            "in a few minutes.")
+
+
+async def fair_jobs(session: AsyncSession, *, only_ids: Set[str] | None = None
+                    ) -> list[QueuedJob]:
+    """Queued jobs (of `only_ids` when given) in the order workers will take them."""
+    queued = await db.queued_jobs(session, only_ids=only_ids)
+    last = await db.last_served(session, user_ids={j.user_id for j in queued})
+    jobs = {j.id: QueuedJob(j.id, j.user_id, j.created_at, j.batch_key, j.attempts)
+            for j in queued}
+    return [jobs[i] for i in fair_order(list(jobs.values()), last)]
+
+
+async def fair_queue(session: AsyncSession) -> list[str]:
+    """Queued job ids in the order workers will take them."""
+    return [j.id for j in await fair_jobs(session)]
+
+
+async def claims_until(session: AsyncSession, job_id: str, max_batch: int) -> int:
+    """Hand-overs to workers (jobs or batches) until `job_id`'s, its own included."""
+    return claims_in(await fair_jobs(session), job_id, max_batch)
+
+
+async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
+                           max_batch: int, workers: int, default_job_s: float,
+                           want_eta: bool = True) -> tuple[int | None, float | None]:
+    """The job's 1-based place in the fair order (None unless it is queued) and a rough
+    number of seconds until it is done (None once it has finished, or unless `want_eta`):
+    from the mean duration of the latest jobs (`default_job_s` before there are any),
+    the claims ahead of it shared among `workers`, or a running job's own pace."""
+    status = JobStatus(job.status)
+    if status not in ACTIVE:
+        return None, None
+    position = None
+    if status is JobStatus.queued:
+        order = await fair_queue(session)
+        position = order.index(job.id) + 1 if job.id in order else None
+    if not want_eta:
+        return position, None
+    mean = mean_duration(await db.recent_durations(session, limit=RECENT_JOBS_FOR_ETA),
+                         default_job_s)
+    if status is JobStatus.running:
+        elapsed = max(0.0, (now - (job.started_at or now)).total_seconds())
+        return None, eta_running(job.step, job.total_steps, elapsed, mean)
+    claims = await claims_until(session, job.id, max_batch)
+    return position, eta_queued(claims, workers, mean)
+
+
+async def claim_batch(session: AsyncSession, *, runner: str, now: datetime,
+                      lease_until: datetime, max_batch: int,
+                      only_ids: Set[str] | None = None) -> list[db.Job]:
+    """Claims for `runner` the next job in fair order and, riding along with it, queued
+    jobs that can be painted in the same batch (same batch key, up to `max_batch`), in
+    fair order too; returns them, now running (the caller commits), or [] if the queue
+    is empty.
+
+    The order is computed from what the transaction reads; then the head is locked with
+    `FOR UPDATE SKIP LOCKED` (`db.lock_queued`). If another claimer holds it, or has
+    just claimed it, the next job in the order is tried instead, so two dispatchers
+    claiming at once take the first two heads rather than one waiting for the other.
+    Riders are locked the same way; one that another claimer holds is left to it.
+    """
+    order = await fair_jobs(session, only_ids=only_ids)
+    for misses, head in enumerate(order):
+        if misses >= MISS_LIMIT:
+            break
+        got = await db.lock_queued(session, job_ids=[head.id])
+        if not got:
+            continue
+        wanted = [j.id for j in riders(head, order[misses + 1:], max_batch)]
+        position = {job_id: i for i, job_id in enumerate(wanted)}
+        others = sorted(await db.lock_queued(session, job_ids=wanted),
+                        key=lambda job: position[job.id])
+        chosen = [*got, *others]
+        for job in chosen:
+            db.set_status(job, JobStatus.running, started_at=now, finished_at=None,
+                          runner=runner, lease_expires_at=lease_until, step=0,
+                          total_steps=int(job.params.get("steps", 0)))
+        return chosen
+    return []
