@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from jobs_helpers import FakeExecutor, ServiceFactory, TickingClock
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.cli import main as cli
 from bot.jobs.db import create_engine_and_sessionmaker, upgrade_database
 from bot.jobs.service import JobService
 from bot.jobs.storage import BlobStorage
@@ -130,3 +132,16 @@ async def make_service(sessionmaker: async_sessionmaker[AsyncSession], storage: 
     yield factory
     for service in made:
         await service.stop(grace_s=1)
+
+
+@pytest.fixture
+def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Runs `cli.main` here (fast) against a fresh data directory."""
+    for key in list(os.environ):
+        if key.startswith("STYLEBOT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("STYLEBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    # Logging set-up belongs to the process; leave pytest's capture alone.
+    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
+    return tmp_path

@@ -34,19 +34,6 @@ def _stylebot(tmp_path: Path, *args: str, timeout: float = 120
                           env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Runs `cli.main` here (fast) against a fresh data directory."""
-    for key in list(os.environ):
-        if key.startswith("STYLEBOT_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("STYLEBOT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
-    # Logging set-up belongs to the process; leave pytest's capture alone.
-    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
-    return tmp_path
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_stylize_through_the_pipeline_then_list_it(tmp_path: Path) -> None:

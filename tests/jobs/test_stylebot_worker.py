@@ -158,17 +158,6 @@ async def test_workers_on_a_shared_database_paint_what_a_stylize_without_workers
             proc.wait(30)
 
 
-@pytest.fixture
-def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("STYLEBOT_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("STYLEBOT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
-    return tmp_path
-
-
 @pytest.mark.parametrize(("env", "status", "message"), [
     ({"STYLEBOT_DATABASE_URL": "postgresql://postgres@127.0.0.1/x"}, 2,
      "stylebot: STYLEBOT_DATABASE_URL must name an async driver, such as "
