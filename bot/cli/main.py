@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`stylebot jobs | head`): stop quietly. Python's docs ("Note
+        # on SIGPIPE", signal module): point stdout at devnull so that the interpreter's
+        # final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except OSError as exc:  # the data folder is a file, a disk is full or read-only...
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(f"cannot use {where}{exc.strerror or exc}", EXIT_FAILED)

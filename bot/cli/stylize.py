@@ -186,6 +186,8 @@ async def _finish(args: argparse.Namespace, service: JobService, final: JobRecor
                   png: bytes | None) -> int:
     if final.status is not JobStatus.succeeded or png is None:
         await service.mark_delivered(final.id)  # the error below is its delivery
+        if final.status is JobStatus.cancelled:
+            raise CliError(f"job {final.id} was cancelled", EXIT_FAILED)
         why = final.error_message or f"the job ended {final.status}"
         raise CliError(f"job {final.id} failed: {why}", EXIT_FAILED)
     style = final.style if final.style != "custom" else Path(args.style_image).stem

@@ -46,6 +46,6 @@ def test_compose_runs_a_bot_and_workers_from_the_dockerfile_image() -> None:
         env = docker_env | {k: _substituted(str(v)) for k, v in service["environment"].items()}
         settings = Settings.from_env(env)
         assert settings.database_url.startswith("postgresql+asyncpg://"), name
-        assert any(v.endswith(":/styles:ro") for v in service["volumes"]), name
+    assert any(v.endswith(":/styles:ro") for v in services["bot"]["volumes"])
     assert Settings.from_env(_dockerfile_env() | {
         k: _substituted(str(v)) for k, v in services["bot"]["environment"].items()}).workers == 0

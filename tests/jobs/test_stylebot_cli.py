@@ -221,3 +221,16 @@ def test_both_command_lines_paint_the_same_picture(tmp_path: Path) -> None:
             for f in ("direct.png", "piped.png"))
     assert a.shape == b.shape == (40, 64, 3)
     assert np.abs(a - b).mean() < 0.5  # levels of 255; decoding at full size gave 12
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> None:
+    # `stylebot jobs --json | head -1`: the pipe is closed before the listing is written.
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "jobs", "--json"], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert err == ""
