@@ -1,9 +1,11 @@
 """The executor seam: "something that runs jobs and reports events".
 
-The job service sees workers only through `Executor`. `LocalPoolExecutor` adapts the
-local supervised pool (`stylizer.pool.WorkerPool`); a distributed engine can take its
-place without the service changing. Requests and events are the pool's plain
-dataclasses (`stylizer.pool.messages`), which import neither torch nor the pool itself.
+The job service sees workers only through `Executor`, a typing Protocol (PEP 544).
+`LocalPoolExecutor` adapts the local supervised pool (`stylizer.pool.WorkerPool`), typed
+against it, and mypy checks both the adapter against the pool and every executor against
+the Protocol (the assignments under TYPE_CHECKING at the end). A distributed engine can
+take the pool's place without the service changing. Requests and events are the pool's
+plain dataclasses (`stylizer.pool.messages`), which import neither torch nor the pool.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from stylizer.pool.messages import JobRequest, PoolEvent
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from stylizer.pool.supervisor import WorkerPool
 
 
 
@@ -33,6 +36,8 @@ class ExecutorStartError(RuntimeError):
 
 
 class Executor(Protocol):
+    """Runs jobs somewhere and reports what happens to them as `PoolEvent`s."""
+
     async def start(self) -> None: ...
     @property
     def capacity(self) -> int: ...
@@ -51,7 +56,7 @@ class Executor(Protocol):
 class LocalPoolExecutor:
     """The supervised pool of worker processes on this machine."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
 
     @classmethod
@@ -66,7 +71,7 @@ class LocalPoolExecutor:
         return cls(WorkerPool(**kwargs))
 
     @property
-    def pool(self) -> Any:
+    def pool(self) -> WorkerPool:
         return self._pool
 
     async def start(self) -> None:
@@ -79,15 +84,15 @@ class LocalPoolExecutor:
 
     @property
     def capacity(self) -> int:
-        return int(self._pool.capacity)
+        return self._pool.capacity
 
     @property
     def idle(self) -> int:
-        return int(self._pool.idle)
+        return self._pool.idle
 
     @property
     def max_batch(self) -> int:
-        return int(self._pool.max_batch)
+        return self._pool.max_batch
 
     async def submit_batch(self, reqs: Sequence[JobRequest]) -> None:
         from stylizer.pool.supervisor import PoolBusy
@@ -98,14 +103,13 @@ class LocalPoolExecutor:
             raise ExecutorBusy(str(exc)) from exc
 
     async def cancel(self, job_id: str) -> bool:
-        return bool(await self._pool.cancel(job_id))
+        return await self._pool.cancel(job_id)
 
     def events(self) -> AsyncIterator[PoolEvent]:
-        events: AsyncIterator[PoolEvent] = self._pool.events()
-        return events
+        return self._pool.events()
 
     async def close(self, grace_s: float = 30.0) -> list[str]:
-        return list(await self._pool.close(grace_s))
+        return await self._pool.close(grace_s)
 
 
 class OfflineExecutor:
@@ -143,3 +147,9 @@ class OfflineExecutor:
     async def close(self, grace_s: float = 30.0) -> list[str]:
         self._closed.set()
         return []
+
+
+if TYPE_CHECKING:
+    # Static checks only: each executor has every member of the seam, with its types.
+    _local: type[Executor] = LocalPoolExecutor
+    _offline: type[Executor] = OfflineExecutor
