@@ -83,6 +83,8 @@ CONNECT_TIMEOUT_S = 10.0
 # new database migrate it once (pg_advisory_xact_lock: "Advisory Lock Functions",
 # PostgreSQL documentation); any constant shared by every version of this program.
 MIGRATION_LOCK_KEY = 0x5374796C65426F74  # "StyleBot"
+# Held by each job insert from counting the queue to committing (see `lock_admission`).
+ADMISSION_LOCK_KEY = 0x5374796C65416471  # "StyleAdq"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -492,6 +494,19 @@ async def jobs_to_watch(session: AsyncSession, *, job_ids: Iterable[str] = (),
     if only_ids is not None:
         stmt = stmt.where(Job.id.in_(list(only_ids)))
     return list((await session.scalars(stmt.order_by(Job.created_at, Job.id))).all())
+
+
+async def lock_admission(session: AsyncSession) -> None:
+    """Makes the limit checks of concurrent inserts take turns, up to their commit.
+
+    On PostgreSQL two processes that count a user's jobs at once under READ COMMITTED
+    would both see room for one more and both insert; a transaction-level advisory lock
+    (pg_advisory_xact_lock, "Advisory Lock Functions" in the PostgreSQL documentation)
+    makes the second wait for the first's commit and count its job. SQLite needs none:
+    the transaction already holds the write lock (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                              {"key": ADMISSION_LOCK_KEY})
 
 
 async def count_active_for_user(session: AsyncSession, *, user_id: str) -> int:

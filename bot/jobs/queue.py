@@ -36,7 +36,10 @@ MISS_LIMIT = 64  # heads passed over (claimed by others meanwhile) before giving
 async def check_room(session: AsyncSession, *, user_id: str, max_jobs_per_user: int,
                      max_queue: int) -> None:
     """Raises `LimitExceeded` when the user already has `max_jobs_per_user` jobs queued or
-    running, or `max_queue` jobs are waiting; the message is for the user."""
+    running, or `max_queue` jobs are waiting; the message is for the user. Call it in the
+    transaction that inserts the job: it holds the admission lock until the commit, so
+    that the counts stay true across processes sharing the database."""
+    await db.lock_admission(session)
     active = await db.count_active_for_user(session, user_id=user_id)
     if active >= max_jobs_per_user:
         jobs = "job" if active == 1 else "jobs"

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db, events, notify
 from bot.jobs.db import current_revision, upgrade_database
+from bot.jobs.errors import LimitExceeded
 from bot.jobs.executor import OfflineExecutor
 from bot.jobs.leases import Leases
 from bot.jobs.states import JobStatus
@@ -215,6 +216,22 @@ async def test_another_process_recovers_an_expired_lease(
     assert (rows[ids[1]].status, rows[ids[1]].runner) == ("running", "other-host:123:abc")
     assert (rows[ids[2]].status, rows[ids[2]].attempts, rows[ids[2]].error_code) == (
         "dead", 3, "worker_died")
+
+
+# -- limits that hold across processes ----------------------------------------------------
+
+async def test_submits_racing_in_several_processes_keep_a_user_s_limit(
+        make_service: ServiceFactory, settings: Settings) -> None:
+    """Each service counts the user's jobs and inserts in one transaction; twelve of them
+    at once (each on a connection of its own, as processes are) admit exactly the limit."""
+    limited = Settings.from_env({}, **{**settings.model_dump(), "max_jobs_per_user": 3})
+    services = [make_service(OfflineExecutor(), settings_=limited) for _ in range(12)]
+    outcomes = await asyncio.gather(
+        *(service.submit(user_id="u", user_name="u", content=png(n), style_image=STYLE)
+          for n, service in enumerate(services)), return_exceptions=True)
+    admitted = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, LimitExceeded)]
+    assert (len(admitted), len(refused)) == (3, 9), outcomes
 
 
 # -- events read from the database --------------------------------------------------------
