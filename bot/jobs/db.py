@@ -160,7 +160,10 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(Text)
-    # Abnormal ends so far (worker deaths, lost leases); `dead` at settings.max_attempts.
+    # Runs started so far, this one included (one more at each claim, as Oban's and
+    # River's `attempt`); a run that ends abnormally (worker death, lost lease) is
+    # retried until settings.max_attempts, then the job is `dead`. A run handed back
+    # unstarted or cut short by a clean stop does not count.
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Set by a process that wants a job stopped which another process is running.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

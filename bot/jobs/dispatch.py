@@ -214,7 +214,7 @@ class Dispatcher:
                 continue
             reqs.append(pool.JobRequest(job_id=record.id, content=content, styles=(style,),
                                         style_keys=(record.style_hash or "",),
-                                        params=dict(record.params), attempt=record.attempts + 1))
+                                        params=dict(record.params), attempt=record.attempts))
         if not reqs:
             return True
         ids = [r.job_id for r in reqs]

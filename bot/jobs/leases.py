@@ -7,7 +7,7 @@ the jobs it holds, renewals, and recovering other runners' orphans. The dispatch
 A claimed job records its `runner` ("host:pid:nonce", `new_runner_id`) and
 `lease_expires_at`; the runner's heartbeat renews the lease while it lives. Any process
 sharing the database, painting or not, treats a running job as orphaned, and puts it back
-in the queue with attempts + 1 (or buries it as `dead` at `max_attempts`), when its
+in the queue (or buries it as `dead` after `max_attempts` runs), when its
 lease has expired, or at once when its runner was a process on this host that no longer
 exists. Recovery therefore never takes a job from a live process, and after a crash on
 one machine the job is back in the queue as soon as any process looks.
@@ -68,9 +68,10 @@ def runner_is_gone(runner: str | None) -> bool:
 
 
 def retry_or_bury(job: db.Job, *, now: datetime, code: str, max_attempts: int) -> JobRecord:
-    """Moves a running row whose run ended abnormally on (attempts + 1): cancelled if that
-    was asked for, `dead` at `max_attempts`, else back in the queue, held by nobody."""
-    attempts = job.attempts + 1
+    """Moves on a running row whose run ended abnormally (the run was counted in `attempts`
+    when it was claimed): cancelled if that was asked for, `dead` once `max_attempts` runs
+    have ended so, else back in the queue, held by nobody."""
+    attempts = job.attempts
     if job.cancel_requested:
         db.set_status(job, JobStatus.cancelled, finished_at=now, lease_expires_at=None)
     elif attempts >= max_attempts:
@@ -78,8 +79,7 @@ def retry_or_bury(job: db.Job, *, now: datetime, code: str, max_attempts: int) -
                       lease_expires_at=None, error_code=code,
                       error_message=dead_message(attempts, code))
     else:
-        db.set_status(job, JobStatus.queued, attempts=attempts, lease_expires_at=None,
-                      step=0, runner=None)
+        db.set_status(job, JobStatus.queued, lease_expires_at=None, step=0, runner=None)
     return JobRecord.from_row(job)
 
 
@@ -207,8 +207,9 @@ class Leases:
         return record
 
     async def put_back(self, job_ids: Iterable[str]) -> list[JobRecord]:
-        """Puts jobs this runner holds back in the queue, attempts unchanged (cancelled
-        instead where that was asked for); returns them as they are now."""
+        """Puts jobs this runner holds back in the queue, their run not counted (attempts
+        back to what they were before the claim; cancelled instead where that was asked
+        for); returns them as they are now."""
         now = self._clock()
         records: list[JobRecord] = []
         async with self._sm.begin() as session:
@@ -218,7 +219,7 @@ class Leases:
                                   lease_expires_at=None)
                 else:
                     db.set_status(job, JobStatus.queued, lease_expires_at=None, step=0,
-                                  runner=None)
+                                  runner=None, attempts=max(0, job.attempts - 1))
                 records.append(JobRecord.from_row(job))
             await notify_records(session, records)
         return records

@@ -102,7 +102,7 @@ async def claim_batch(session: AsyncSession, *, runner: str, now: datetime,
     """Claims for `runner` the next job in fair order and, riding along with it, queued
     jobs that can be painted in the same batch (same batch key, up to `max_batch`), in
     fair order too; returns them, now running (the caller commits), or [] if the queue
-    is empty.
+    is empty. Each claimed job's `attempts` goes up by one: this run is one of them.
 
     The order is computed from what the transaction reads; then the head is locked with
     `FOR UPDATE SKIP LOCKED` (`db.lock_queued`). If another claimer holds it, or has
@@ -125,6 +125,7 @@ async def claim_batch(session: AsyncSession, *, runner: str, now: datetime,
         for job in chosen:
             db.set_status(job, JobStatus.running, started_at=now, finished_at=None,
                           runner=runner, lease_expires_at=lease_until, step=0,
+                          attempts=job.attempts + 1,
                           total_steps=int(job.params.get("steps", 0)))
         return chosen
     return []

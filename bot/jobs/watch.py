@@ -7,7 +7,7 @@ watches and turns each change into the event the painting process would have sen
 
     queued -> running                     JobStarted (and JobProgress if it has steps)
     running, step changed                 JobProgress, with the latest preview
-    running -> queued (attempts + 1)      JobQueued (through the service: its position),
+    running -> queued                     JobQueued (through the service: its position),
                                           also when it was taken again before a read
     -> succeeded | failed, dead | cancelled   JobSucceeded (with the painting) | JobFailed
                                               | JobCancelled
@@ -163,10 +163,13 @@ class JobWatcher:
         elif status is JobStatus.running:
             new_run = (before is None or before.status is not JobStatus.running
                        or before.attempts != record.attempts or before.runner != record.runner)
-            if before is not None and record.attempts > before.attempts:
+            # A claim counts one attempt: more than that since the last read means a run
+            # in between ended and the job went back to the queue.
+            fresh = 0 if before is None or before.status is JobStatus.running else 1
+            if before is not None and record.attempts > before.attempts + fresh:
                 # Put back and taken again between two reads: still say it was put back.
                 await self._queued(replace(record, status=JobStatus.queued, step=0,
-                                           runner=None))
+                                           runner=None, attempts=record.attempts - 1))
             if new_run:
                 await self._emit(JobStarted(record.id, record))
             if record.step > 0 and (new_run or before is None or record.step != before.step):

@@ -114,7 +114,7 @@ async def test_bad_input_fails_without_retry(make_service: ServiceFactory) -> No
     fake.emit(JobFailed(view.id, "out_of_memory", "Try a smaller size.", retryable=False))
     failed = await service.wait(view.id, timeout_s=5)
     assert (failed.status, failed.error_code, failed.error_message, failed.attempts) == (
-        JobStatus.failed, "out_of_memory", "Try a smaller size.", 0)
+        JobStatus.failed, "out_of_memory", "Try a smaller size.", 1)
     assert len(fake.submitted) == 1
     assert [v.id for v in await service.undelivered()] == [view.id]
 
@@ -201,7 +201,8 @@ async def test_graceful_stop_puts_running_jobs_back(
 
 
 async def _insert_running(sm: async_sessionmaker[AsyncSession], *, runner: str,
-                          lease: datetime, attempts: int = 0, job_id: str = "r2r2r2") -> None:
+                          lease: datetime, attempts: int = 1, job_id: str = "r2r2r2") -> None:
+    """A row as a claim leaves it: `attempts` counts this run."""
     now = datetime.now(UTC)
     async with sm.begin() as session:
         await db.add_job(session, job=db.Job(
@@ -235,18 +236,18 @@ async def test_recovery_at_start(make_service: ServiceFactory, storage: BlobStor
     if recovered:
         done = await service.wait("r2r2r2", timeout_s=5)
         assert done.status is JobStatus.succeeded
-        assert done.attempts == 1
+        assert done.attempts == 2
         assert [r.attempt for r in fake.submitted] == [2]
     else:
         await asyncio.sleep(0.3)
         row = await _row(sessionmaker, "r2r2r2")
-        assert (row.status, row.runner, row.attempts) == ("running", runner, 0)
+        assert (row.status, row.runner, row.attempts) == ("running", runner, 1)
         assert fake.submitted == []
 
 
 async def test_recovery_buries_a_job_that_keeps_crashing(
         make_service: ServiceFactory, sessionmaker: Sessions) -> None:
-    await _insert_running(sessionmaker, runner="h:1:x", attempts=2,
+    await _insert_running(sessionmaker, runner="h:1:x", attempts=3,
                           lease=datetime.now(UTC) - timedelta(seconds=1))
     service = make_service(FakeExecutor())
     rec = Recorder()
@@ -273,7 +274,7 @@ async def test_leases_are_renewed_while_running(
     assert row.runner == service.runner_id
     assert row.lease_expires_at is not None
     assert row.lease_expires_at > first
-    assert row.attempts == 0
+    assert row.attempts == 1
 
 
 async def test_events_for_a_job_taken_back_are_dropped(

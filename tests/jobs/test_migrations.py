@@ -128,3 +128,37 @@ def _downgrade(connection: Connection, url: str, revision: str) -> None:
     cfg = alembic_config(url)
     cfg.attributes["connection"] = connection
     command.downgrade(cfg, revision)
+
+
+async def test_0005_counts_the_run_each_started_job_was_in(database_url: str) -> None:
+    """Before 0005 `attempts` counted abnormal ends; after it, runs started."""
+    at = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    # (status, step, started, attempts before 0005, attempts after)
+    rows = {"q0": ("queued", 0, False, 0, 0), "q1": ("queued", 0, True, 1, 1),
+            "run": ("running", 3, True, 0, 1), "ok": ("succeeded", 9, True, 1, 2),
+            "bad": ("failed", 0, True, 0, 1), "dead": ("dead", 0, True, 3, 3),
+            "cq": ("cancelled", 0, False, 0, 0), "cr": ("cancelled", 4, True, 0, 1)}
+    await upgrade_database(database_url)
+    engine, sessionmaker = create_engine_and_sessionmaker(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0004")
+        async with sessionmaker.begin() as session:
+            for job_id, (status, step, started, before, _after) in rows.items():
+                # 0005 adds no column: the model fits the table as 0004 left it.
+                await add_job(session, job=Job(
+                    id=job_id, user_id="u", user_name="u", source="cli", style="custom",
+                    input_hash="0" * 64, params={}, created_at=at, status=status, step=step,
+                    started_at=at if started else None, attempts=before))
+        await upgrade_database(database_url)
+        async with sessionmaker() as session:
+            after = {j: (await get_job(session, job_id=j)) for j in rows}
+        assert {j: job.attempts for j, job in after.items() if job} == {
+            j: r[4] for j, r in rows.items()}
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0004")
+            back = dict((await conn.execute(select(column("id"), column("attempts"))
+                                            .select_from(table("jobs")))).all())
+        assert back == {j: r[3] for j, r in rows.items()}
+    finally:
+        await engine.dispose()

@@ -12,13 +12,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from jobs_helpers import FakeExecutor, Recorder, ServiceFactory, TickingClock, png, until
 from jobs_postgres import postgresql_only
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db, events, notify
-from bot.jobs.db import current_revision, upgrade_database
+from bot.jobs.db import alembic_config, current_revision, upgrade_database
 from bot.jobs.errors import LimitExceeded
 from bot.jobs.executor import OfflineExecutor
 from bot.jobs.leases import Leases
@@ -127,9 +128,12 @@ async def test_two_claiming_processes_keep_the_fair_order_across_three_users(
         # Round-robin: nobody gets ahead of anyone by more than a round, give or take the
         # one claim the other process may have in flight at the same moment.
         assert max(counts.values()) - min(counts.values()) <= 2, rows
-    for user in "abc":  # and each user's own jobs first in, first out
+    for user in "abc":  # and each user's own jobs first in, first out, give or take the
+        # same: a claimer stamps `started_at` before it locks its head, so a claim the
+        # other process made meanwhile, of the next job, can carry the later time.
         mine = [r.id for r in rows if r.user_id == user]
-        assert mine == sorted(mine)
+        assert all(abs(mine.index(job_id) - rank) <= 1
+                   for rank, job_id in enumerate(sorted(mine))), mine
 
 
 # -- fenced writes, recovery by anyone ----------------------------------------------------
@@ -163,7 +167,7 @@ async def test_writes_from_a_runner_that_lost_its_lease_change_nothing(
         row = await db.get_job(session, job_id=job_id)
         assert row is not None
         assert (row.status, row.runner, row.step, row.attempts, row.output_hash) == (
-            "running", other.runner, 0, 1, None)
+            "running", other.runner, 0, 2, None)
         assert row.lease_expires_at == again.started_at + timedelta(seconds=60)
         assert await db.get_preview(session, job_id=job_id) is None
     # The runner that holds it writes as usual.
@@ -193,9 +197,9 @@ async def test_another_process_recovers_an_expired_lease(
         tmp_path: Path) -> None:
     ids = await _insert_queued(sessionmaker, clock, ["a", "b", "c"])
     now = clock()
-    leases = {ids[0]: (now - timedelta(seconds=5), 0),    # expired: back in the queue
-              ids[1]: (now + timedelta(minutes=5), 0),    # alive: left alone
-              ids[2]: (now - timedelta(seconds=5), 2)}    # expired at its last attempt: dead
+    leases = {ids[0]: (now - timedelta(seconds=5), 1),    # expired: back in the queue
+              ids[1]: (now + timedelta(minutes=5), 1),    # alive: left alone
+              ids[2]: (now - timedelta(seconds=5), 3)}    # expired at its last attempt: dead
     async with sessionmaker.begin() as session:
         for job_id, (until_, attempts) in leases.items():
             await session.execute(update(db.Job).where(db.Job.id == job_id).values(
@@ -280,7 +284,7 @@ async def test_a_bot_without_workers_reports_jobs_submitted_and_painted_elsewher
     await until(lambda: len(fake.submitted) == 2)  # put back, and taken again at once
     await rec.wait_for(lambda: len(rec.of(events.JobStarted, view.id)) == 2)
     fake.emit(JobSucceeded(view.id, png(7), {}))
-    assert (await bot.wait(view.id, timeout_s=5)).attempts == 1
+    assert (await bot.wait(view.id, timeout_s=5)).attempts == 2
     await rec.wait_for(lambda: rec.of(events.JobSucceeded, view.id))
     assert rec.kinds(view.id) == ["JobStarted", "JobProgress", "JobQueued", "JobStarted",
                                   "JobSucceeded"]
@@ -394,4 +398,5 @@ async def test_processes_starting_together_on_a_new_database_migrate_it_once(
     # Each with its own engine and connection, as separate processes would be; without the
     # advisory lock the second CREATE TABLE fails.
     await asyncio.gather(*(upgrade_database(database_url) for _ in range(3)))
-    assert await current_revision(database_url) == "0004"
+    assert await current_revision(database_url) == ScriptDirectory.from_config(
+        alembic_config()).get_current_head()

@@ -103,7 +103,7 @@ async def test_workers_on_a_shared_database_paint_what_a_stylize_without_workers
         first = re.search(r"job (\w{6}) done", done.stdout)
         assert first, done.stdout
         row = await _row(sessionmaker, first.group(1))
-        assert (row.status, row.attempts, row.delivered) == ("succeeded", 0, True)
+        assert (row.status, row.attempts, row.delivered) == ("succeeded", 1, True)
         assert row.runner in runners
         assert not (cli_dir / "data" / "blobs").exists()
 
@@ -131,7 +131,7 @@ async def test_workers_on_a_shared_database_paint_what_a_stylize_without_workers
         assert (cli_dir / "k.png").is_file()
         row = await _row(sessionmaker, victim.id)
         survivor = next(r for r in runners if r != victim.runner)
-        assert (row.status, row.attempts, row.runner) == ("succeeded", 1, survivor)
+        assert (row.status, row.attempts, row.runner) == ("succeeded", 2, survivor)
 
         # 3. A stopped worker puts the job it was painting back in the queue.
         stylize = _stylize_in_background(cli_dir, cli_env, "2000", "s.png")
