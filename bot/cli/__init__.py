@@ -1,10 +1,10 @@
 """`stylebot`: paint photos locally through the job pipeline, look at jobs, run the bot.
 
     stylebot stylize PHOTO -s STYLE [-o OUT] [--size PX] [--steps N] [--seed N] ...
-    stylebot jobs [--limit N] [--json]      stylebot job ID [--json]
+    stylebot jobs [--limit N] [--json]      stylebot job ID [--json] [-o PNG]
     stylebot cancel ID                      stylebot db upgrade
     stylebot run                            stylebot sync [--guild ID]
-    stylebot worker [--grace SECONDS]
+    stylebot worker [--grace SECONDS]       stylebot db copy --to URL
 
 `stylize` goes through the same pipeline as the bot (database, worker pool, job
 service), so its jobs show up in `stylebot jobs` and survive a crash like any other.
@@ -13,5 +13,6 @@ with `STYLEBOT_WORKERS=0`. Errors are one line on stderr; a mistake in the reque
 with 2, a failed job 1.
 
 `main` holds the parser and hands each command to its module: `stylize`, `jobs` (jobs,
-job, cancel), `admin` (run, sync, db) and `worker`; `common` is what they share.
+job, cancel), `admin` (run, sync, db upgrade), `db` (db copy) and `worker`; `common` is
+what they share.
 """

@@ -11,9 +11,11 @@ from typing import Any
 
 from bot.cli.admin import cmd_db_upgrade, cmd_run, cmd_sync
 from bot.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, CliError
+from bot.cli.db import cmd_db_copy
 from bot.cli.jobs import cmd_cancel, cmd_job, cmd_jobs
 from bot.cli.stylize import cmd_stylize
 from bot.cli.worker import DEFAULT_GRACE_S, cmd_worker
+from bot.jobs.copy import DEFAULT_BATCH_SIZE
 from bot.jobs.db import DatabaseUnavailable
 from bot.jobs.errors import UserError
 from bot.jobs.executor import ExecutorStartError
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("job", help="one job in full")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--json", action="store_true")
+    p.add_argument("-o", "--output", type=Path, metavar="PNG",
+                   help="also write the job's painting there (e.g. one Discord could not take)")
     p.set_defaults(func=cmd_job)
 
     p = sub.add_parser("cancel", help="cancel a queued or running job")
@@ -67,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="database maintenance")
     db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+    p = db_sub.add_parser(
+        "copy", help="copy every job and image into another database",
+        description="Copy the jobs, their images and previews from this bot's database "
+        "(STYLEBOT_DATABASE_URL) into a PostgreSQL database, migrated first; then check "
+        "every row and image. Safe to run again: it copies only what is missing.")
+    p.add_argument("--to", required=True, metavar="URL",
+                   help="the target: postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                   help="jobs per transaction (default: %(default)s)")
+    p.set_defaults(func=cmd_db_copy)
 
     p = sub.add_parser("run", help="run the Discord bot")
     p.set_defaults(func=cmd_run)
