@@ -4,7 +4,10 @@ and the one way a command gets a job service."""
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from bot.jobs.access import Caller
 from bot.jobs.executor import Executor, OfflineExecutor
@@ -55,3 +58,23 @@ async def job_service(settings: Settings, *, executor: Executor | None = None,
             await service.stop(grace_s=5)
         finally:
             await engine.dispose()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file beside it (a reader never sees half
+    a file), as an ordinary file (mode from the umask). Raises `CliError`."""
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        # mkstemp makes the file private (0600); a painting is an ordinary file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}", EXIT_FAILED) from None
+
+

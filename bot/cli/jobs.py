@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from datetime import datetime
 from typing import Any
 
-from bot.cli.common import OPERATOR, job_service
+from bot.cli.common import EXIT_FAILED, OPERATOR, CliError, job_service, write_atomically
 from bot.jobs.access import Action
 from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
@@ -40,15 +41,26 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    async def one() -> dict[str, Any]:
+    """`stylebot job ID [--json] [-o PNG]`: the job's record; with `-o`, its painting too.
+
+    Raises `JobNotFound`; `CliError` when `-o` is given and the job has no painting, or
+    the file cannot be written."""
+    async def one() -> tuple[dict[str, Any], bytes | None]:
         async with job_service(settings) as service:
             record = await service.authorize(args.job_id, caller=OPERATOR, action=Action.see)
             data = record.to_dict()
             data["queue_position"] = await service.queue_position(record.id)
             data["eta_seconds"] = await service.eta_seconds(record.id)
-            return data
+            png = await service.read_output(record.id) if args.output else None
+            return data, png
 
-    data = asyncio.run(one())
+    data, png = asyncio.run(one())
+    if args.output:
+        if png is None:
+            raise CliError(f"job {data['id']} has no painting ({data['status']}).",
+                           EXIT_FAILED)
+        write_atomically(args.output, png)
+        print(f"painting of job {data['id']} written to {args.output}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0

@@ -11,10 +11,8 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from bot.cli.common import (
@@ -24,6 +22,7 @@ from bot.cli.common import (
     OPERATOR,
     CliError,
     job_service,
+    write_atomically,
 )
 from bot.jobs.errors import InvalidRequest, UserError
 from bot.jobs.events import (
@@ -40,7 +39,7 @@ from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
 from stylizer.errors import StylizerError
-from stylizer.flags import given_params
+from stylizer.flags import given_engine, given_params
 from stylizer.images import read_path
 from stylizer.terminal import ProgressDisplay
 
@@ -71,6 +70,10 @@ def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
                 if elsewhere:
                     display.message("waiting for a worker (STYLEBOT_WORKERS=0: a "
                                     "`stylebot worker` sharing the database paints it)…")
+                    ignored = ", ".join(f"--{name}" for name in given_engine(args))
+                    if ignored:
+                        display.message(f"{ignored}: not used here; the worker paints with "
+                                        "its own settings")
                 try:
                     await service.start()
                 except BaseException:
@@ -104,14 +107,20 @@ class JobProgressShown:
     def __init__(self, display: ProgressDisplay) -> None:
         self.display = display
         self.job_id: str | None = None  # set once the job is submitted
+        self.runs = 0  # JobStarted seen
 
     async def __call__(self, event: JobEvent) -> None:
         if self.job_id is None or event.job_id != self.job_id:
             return
-        if isinstance(event, JobQueued) and event.job.attempts > 0:
-            self.display.message(f"the painter stopped; trying again "
-                                 f"(attempt {event.job.attempts + 1})")
+        if isinstance(event, JobQueued) and self.runs:
+            if event.job.attempts >= self.runs:  # the run counted: it ended abnormally
+                self.display.message(f"the painter stopped; trying again "
+                                     f"(attempt {event.job.attempts + 1})")
+            else:  # a clean stop, which does not count the run
+                self.display.message("the worker painting it stopped; back in the queue "
+                                     "for another one")
         elif isinstance(event, JobStarted):
+            self.runs += 1
             self.display.message("painting…")
         elif isinstance(event, JobProgress):
             self.display.update(event.step, event.total)
@@ -192,26 +201,9 @@ async def _finish(args: argparse.Namespace, service: JobService, final: JobRecor
         raise CliError(f"job {final.id} failed: {why}", EXIT_FAILED)
     style = final.style if final.style != "custom" else Path(args.style_image).stem
     out = args.output or Path(f"{args.photo.stem}-{style}.png")
-    _write_atomically(out, png)
+    write_atomically(out, png)
     # Delivered (to a file): the bot's delivery side must not try to send it anywhere.
     await service.mark_delivered(final.id)
     seconds = f" in {final.seconds:.1f} s" if final.seconds is not None else ""
     print(f"job {final.id} done{seconds}: {out}")
     return 0
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path = path.expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        # mkstemp makes the file private (0600); a painting is an ordinary file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}", EXIT_FAILED) from None
-

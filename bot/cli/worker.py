@@ -6,7 +6,8 @@ run on several machines), paints them, writes their progress, previews, results 
 failures back, renews its leases, and stops a job when anyone asks for it to be
 cancelled. Bots and `stylebot stylize` with `STYLEBOT_WORKERS=0` submit the jobs and
 show them. SIGINT or SIGTERM stops it: running jobs get `--grace` seconds to finish, and
-those still running then go back to the queue for another worker, attempts unchanged.
+those still running then go back to the queue for another worker, attempts unchanged. A
+second SIGINT or SIGTERM ends the grace at once.
 """
 
 from __future__ import annotations
@@ -52,13 +53,30 @@ async def _serve(settings: Settings, executor: Executor, grace_s: float) -> None
     try:
         async with job_service(settings, executor=executor) as service:
             await service.start()
-            where = make_url(settings.database_url).render_as_string(hide_password=True)
+            url = make_url(settings.database_url)
             log.info("worker %s: %d worker process(es) painting jobs from %s",
-                     service.runner_id, settings.workers, where)
+                     service.runner_id, settings.workers,
+                     url.render_as_string(hide_password=True))
+            if url.get_backend_name() == "sqlite":
+                log.info("the database is a SQLite file: only processes on this machine "
+                         "share it. For workers on other machines, point "
+                         "STYLEBOT_DATABASE_URL at PostgreSQL (stylebot db copy moves the "
+                         "jobs there).")
             await stop.wait()
-            log.info("worker %s: stopping; running jobs get %.0f s to finish",
-                     service.runner_id, grace_s)
-            await service.stop(grace_s)
+            log.info("worker %s: stopping; running jobs get %.0f s to finish (again to put "
+                     "them back in the queue now)", service.runner_id, grace_s)
+            stop.clear()
+            stopping = asyncio.ensure_future(service.stop(grace_s))
+            hurry = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({stopping, hurry}, return_when=asyncio.FIRST_COMPLETED)
+                if hurry.done() and not stopping.done():
+                    log.info("worker %s: stopping now; running jobs go back to the queue",
+                             service.runner_id)
+                    await executor.close(0)
+                await stopping
+            finally:
+                hurry.cancel()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):

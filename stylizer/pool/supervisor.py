@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -164,6 +165,7 @@ class WorkerPool:
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._close_task: asyncio.Future[list[str]] | None = None
+        self._close_deadline = math.inf  # time.monotonic() when running jobs are killed
         self._start_error: PoolStartError | None = None
         self._consuming = False
 
@@ -295,9 +297,12 @@ class WorkerPool:
         """Stops taking jobs, lets running ones finish for up to `grace_s`, then kills the
         rest; returns the ids of the jobs killed (no event is sent for them). Every worker
         process is reaped before it returns. Safe to call again, or from a signal handler's
-        task: later calls wait for the first one and return the same ids."""
+        task: later calls wait for the first one and return the same ids; a later call
+        with less grace cuts the first one's short (a second Ctrl-C)."""
+        self._close_deadline = min(self._close_deadline, time.monotonic() + grace_s)
+        self._changed.set()
         if self._close_task is None:
-            self._close_task = asyncio.ensure_future(self._shutdown(grace_s))
+            self._close_task = asyncio.ensure_future(self._shutdown())
         # Shielded: a caller cancelled while waiting must not leave processes behind.
         return await asyncio.shield(self._close_task)
 
@@ -498,7 +503,7 @@ class WorkerPool:
         except (OSError, ValueError):  # already gone; its exit is on the way
             pass
 
-    async def _shutdown(self, grace_s: float) -> list[str]:
+    async def _shutdown(self) -> list[str]:
         if self._state in ("new", "closed"):
             self._state = "closed"
             self._events.put_nowait(None)
@@ -511,15 +516,14 @@ class WorkerPool:
                 self._retire(w)
             elif not w.jobs:
                 self._ask_to_exit(w)
-        deadline = time.monotonic() + grace_s
-        while self._jobs and (left := deadline - time.monotonic()) > 0:
+        while self._jobs and (left := self._close_deadline - time.monotonic()) > 0:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
         killed = list(self._jobs)
         if killed:
-            log.warning("killing %d job(s) still running after %.0f s: %s", len(killed),
-                        grace_s, ", ".join(killed))
+            log.warning("killing %d job(s) still running at the end of the grace: %s",
+                        len(killed), ", ".join(killed))
         for w in list(self._slots.values()):
             if w.jobs:
                 self._retire(w)

@@ -67,6 +67,11 @@ def test_stylize_through_the_pipeline_then_list_it(tmp_path: Path) -> None:
     assert one["id"] == job_id
     assert one["params"]["steps"] == 5
     assert one["seconds"] > 0
+    again = _stylebot(tmp_path, "job", job_id, "-o", "again/copy.png")
+    assert again.returncode == 0, again.stderr
+    assert f"painting of job {job_id} written to again/copy.png" in again.stderr
+    assert (tmp_path / "again" / "copy.png").read_bytes() == (
+        tmp_path / "harbour-mosaic.png").read_bytes()
 
 
 @pytest.mark.slow
@@ -109,6 +114,7 @@ def test_ctrl_c_cancels_the_job(tmp_path: Path) -> None:
     (["stylize", "/dev/zero", "-s", "mosaic"], "over 25 MB"),  # refused, not read to the end
     (["stylize", ".", "-s", "mosaic"], "cannot read the photo ."),
     (["job", "zzzzzz"], "There is no job 'zzzzzz'"),
+    (["job", "zzzzzz", "-o", "x.png"], "There is no job 'zzzzzz'"),
     (["cancel", "zzzzzz"], "There is no job 'zzzzzz'"),
 ])
 def test_mistakes_are_one_line_and_exit_2(in_process: Path, capsys: pytest.CaptureFixture[str],
@@ -234,3 +240,38 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly(tmp_path: Path) -> Non
     err = proc.stderr.read()
     proc.wait(timeout=120)
     assert err == ""
+
+
+class _Lines:
+    """A `ProgressDisplay` stand-in that keeps the messages."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+async def test_the_progress_says_why_a_job_went_back_to_the_queue() -> None:
+    from types import SimpleNamespace
+
+    from bot.cli.stylize import JobProgressShown
+    from bot.jobs.events import JobQueued, JobStarted
+
+    shown = JobProgressShown(_Lines())  # type: ignore[arg-type]
+    shown.job_id = "abcdef"
+
+    def queued(attempts: int) -> JobQueued:
+        return JobQueued("abcdef", SimpleNamespace(attempts=attempts), 1, None)  # type: ignore[arg-type]
+
+    def started(attempts: int) -> JobStarted:
+        return JobStarted("abcdef", SimpleNamespace(attempts=attempts))  # type: ignore[arg-type]
+
+    await shown(queued(0))  # submitted
+    await shown(started(1))
+    await shown(queued(1))  # its worker died: the run counted
+    await shown(started(2))
+    await shown(queued(1))  # its worker stopped cleanly: the run did not count
+    assert shown.display.lines == [  # type: ignore[attr-defined]
+        "painting…", "the painter stopped; trying again (attempt 2)", "painting…",
+        "the worker painting it stopped; back in the queue for another one"]

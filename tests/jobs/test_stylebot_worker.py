@@ -73,7 +73,7 @@ async def test_workers_on_a_shared_database_paint_what_a_stylize_without_workers
     url = migrated_database_url
     # Every process has a data folder of its own, as on machines of their own: the images
     # can only travel through the database.
-    workers = [_start(["worker", "--grace", "1"], tmp_path / f"w{n}",
+    workers = [_start(["worker", "--grace", "600"], tmp_path / f"w{n}",
                       _env(tmp_path / f"w{n}" / "data", url, 1), tmp_path / f"w{n}.log")
                for n in (1, 2)]
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
@@ -133,15 +133,21 @@ async def test_workers_on_a_shared_database_paint_what_a_stylize_without_workers
         survivor = next(r for r in runners if r != victim.runner)
         assert (row.status, row.attempts, row.runner) == ("succeeded", 2, survivor)
 
-        # 3. A stopped worker puts the job it was painting back in the queue.
+        # 3. A stopped worker puts the job it was painting back in the queue: its grace
+        #    (600 s) cut short by a second signal, as a second Ctrl-C does.
         stylize = _stylize_in_background(cli_dir, cli_env, "2000", "s.png")
+        survivor_log = logs[runners.index(survivor)]
         try:
             await until(painting, within=60, interval=0.1)
             remaining = pids[survivor]
             remaining.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(remaining.wait, 30) == 0
+            await until(lambda: "stopping; running jobs get 600 s" in survivor_log.read_text(),
+                        within=30, interval=0.1)
+            remaining.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(remaining.wait, 60) == 0
             queued = await _only_job(sessionmaker, "queued")
             assert queued is not None
+            # The run a clean stop cut short does not count.
             assert (queued.attempts, queued.runner, queued.step) == (0, None, 0)
             stylize.send_signal(signal.SIGINT)  # nobody left to paint it: give up
             _, err = await asyncio.to_thread(stylize.communicate, timeout=60)
@@ -150,7 +156,7 @@ async def test_workers_on_a_shared_database_paint_what_a_stylize_without_workers
                 stylize.kill()
         assert stylize.returncode == 130, err
         assert (await _row(sessionmaker, queued.id)).status == "cancelled"
-        assert "stopping; running jobs get 1 s" in logs[runners.index(survivor)].read_text()
+        assert "stopping now; running jobs go back to the queue" in survivor_log.read_text()
     finally:
         for proc in workers:
             if proc.poll() is None:

@@ -235,6 +235,20 @@ async def test_close_kills_what_outlives_the_grace_and_reaps_everything(
     assert (pool.capacity, pool.idle) == (0, 0)
 
 
+async def test_a_second_close_with_less_grace_cuts_the_first_short(
+        pool_factory: PoolFactory) -> None:
+    pool = await pool_factory(workers=1)
+    events = Events(pool)
+    await pool.submit(request("slow", steps=400))
+    assert isinstance(await events.next(), JobStarted)
+    first = asyncio.ensure_future(pool.close(grace_s=600))
+    await asyncio.sleep(0.3)
+    assert not first.done()  # the job has its grace
+    # A second Ctrl-C: the job is killed now instead of finishing within its grace.
+    assert await asyncio.wait_for(pool.close(grace_s=0), 30) == ["slow"]
+    assert await first == ["slow"]
+
+
 async def test_close_lets_a_job_finish_within_the_grace(pool_factory: PoolFactory) -> None:
     pool = await pool_factory(workers=1)
     events = Events(pool)
