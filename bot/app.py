@@ -93,7 +93,8 @@ async def build(settings: Settings, *, executor: Executor | None = None,
     `executor` replaces the local worker pool (tests, or a distributed engine); with
     `STYLEBOT_WORKERS=0` there is none, and `stylebot worker`s sharing the database
     paint. The service watches the jobs other processes paint when there may be any:
-    with no workers of its own, or on PostgreSQL (never on the single-process default).
+    with no workers of its own, on PostgreSQL, or when this process runs only some of
+    the bot's shards (never on the single-process default).
     `default_params` are `StyleParams` overrides every new job starts from; the
     settings have no knob for them, so only tests use this (tiny, quick jobs).
     """
@@ -104,7 +105,8 @@ async def build(settings: Settings, *, executor: Executor | None = None,
     if executor is None:
         executor = (LocalPoolExecutor.from_settings(settings) if settings.workers > 0
                     else OfflineExecutor())
-    shared = settings.workers == 0 or engine.dialect.name == "postgresql"
+    shared = (settings.workers == 0 or engine.dialect.name == "postgresql"
+              or settings.shard_ids is not None)
     service = JobService(sessionmaker=sessionmaker, storage=storage, executor=executor,
                          settings=settings, presets_dir=settings.styles_dir, watch=shared,
                          lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s)
@@ -113,7 +115,9 @@ async def build(settings: Settings, *, executor: Executor | None = None,
                                 max_bytes=settings.max_upload_bytes)
     client = StyleBot(settings=settings, service=service, fetcher=fetcher,
                       default_params=default_params)
-    delivery = Delivery(service, client)
+    # Another shard's result waits one lease for its owner before this process sends it.
+    delivery = Delivery(service, client, shard_count=settings.shard_count,
+                        shard_ids=settings.shard_ids, takeover_s=settings.lease_s)
     client.attach(delivery=delivery, flow=JobFlow(service, storage, delivery))
     return App(settings, engine, storage, executor, service, client)
 

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     discord_gateway_url: str = Field("wss://gateway.discord.gg/",
                                      validation_alias="DISCORD_GATEWAY_URL")
     dev_guild_id: int | None = Field(None, validation_alias="STYLEBOT_DEV_GUILD")
+    # Sharding (Discord requires it above 2,500 servers). Not set: one process, with as
+    # many shards as Discord recommends. A count alone: this process runs all of them.
+    # With the ids too (comma-separated, e.g. "0,1"): this process runs only those, and
+    # other bot processes sharing the database run the rest.
+    shard_count: int | None = None                   # STYLEBOT_SHARD_COUNT
+    shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = None  # STYLEBOT_SHARD_IDS
     # Comma-separated in the environment (NoDecode: not JSON).
     attachment_hosts: Annotated[tuple[str, ...], NoDecode] = (  # STYLEBOT_ATTACHMENT_HOSTS
         "cdn.discordapp.com", "media.discordapp.net")
@@ -197,6 +203,16 @@ class Settings(BaseSettings):
                 raise ValueError("needs at least one host")
         return value
 
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = tuple(int(part) for part in value.split(","))
+            except ValueError:
+                raise ValueError("use shard numbers separated by commas, such as 0,1") from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         try:
@@ -223,6 +239,7 @@ class Settings(BaseSettings):
             raise ValueError("STYLEBOT_MAX_BATCH must be between 1 and 64.")
         if self.default_steps is not None and self.default_steps < 1:
             raise ValueError("STYLEBOT_DEFAULT_STEPS must be at least 1.")
+        self._check_shards()
         if self.default_size > self.max_size:
             raise ValueError("STYLEBOT_DEFAULT_SIZE must not exceed STYLEBOT_MAX_SIZE.")
         try:
@@ -243,6 +260,24 @@ class Settings(BaseSettings):
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"STYLEBOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
         return self
+
+
+    def _check_shards(self) -> None:
+        count, ids = self.shard_count, self.shard_ids
+        if count is not None and count < 1:
+            raise ValueError("STYLEBOT_SHARD_COUNT must be at least 1.")
+        if ids is None:
+            return
+        if count is None:
+            raise ValueError("STYLEBOT_SHARD_IDS needs STYLEBOT_SHARD_COUNT, the number of "
+                             "shards of the whole bot.")
+        if not ids:
+            raise ValueError("STYLEBOT_SHARD_IDS needs at least one shard number.")
+        if len(set(ids)) != len(ids):
+            raise ValueError("STYLEBOT_SHARD_IDS names a shard twice.")
+        if not all(0 <= shard < count for shard in ids):
+            raise ValueError(f"STYLEBOT_SHARD_IDS must be shard numbers from 0 to "
+                             f"{count - 1} (STYLEBOT_SHARD_COUNT is {count}).")
 
 
 class _Environment(EnvSettingsSource):

@@ -1,10 +1,15 @@
-"""The Discord client: a `commands.Bot` that holds the services its cogs use.
+"""The Discord client: a `commands.AutoShardedBot` that holds the services its cogs use.
 
 Everything it holds is built by the composition root (`bot.app`) and passed in: the
 settings, the job service, the attachment fetcher, and (once they are built on top of
 the client, in `attach`) the delivery and the job flow. The cogs reach them through
 `self.bot`, a job button through `interaction.client`. The client starts and stops
 what it holds with its own life: the fetcher's session, and the delivery.
+
+It runs the shards the settings name (`STYLEBOT_SHARD_COUNT`, `STYLEBOT_SHARD_IDS`), all
+in this process: discord.py opens one gateway connection per shard and shows them as one
+client. With no count, it asks Discord how many (GET /gateway/bot): one, for most bots.
+Which process shows which job is the delivery's business (`bot.discord.delivery.shard_of`).
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ class StyleTree(app_commands.CommandTree["StyleBot"]):
         await report_error(interaction, error)
 
 
-class StyleBot(commands.Bot):
+class StyleBot(commands.AutoShardedBot):
     # Built on top of the client (the delivery sends through it), then handed to it by
     # `attach` before it logs in.
     delivery: Delivery
@@ -70,16 +75,25 @@ class StyleBot(commands.Bot):
 
     def __init__(self, *, settings: Settings, service: JobService, fetcher: AttachmentFetcher,
                  default_params: Mapping[str, Any] | None = None) -> None:
+        # Without ids discord.py runs every shard (0 to the count less one) here.
+        shards: dict[str, Any] = {"shard_count": settings.shard_count}
+        if settings.shard_ids is not None:
+            shards["shard_ids"] = list(settings.shard_ids)
         # The default intents: no privileged ones (no message content, no members list).
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
                          help_command=None, tree_cls=StyleTree,
                          allowed_mentions=discord.AllowedMentions(everyone=False, roles=False,
-                                                                  users=True))
+                                                                  users=True), **shards)
         self.settings = settings
         self.service = service
         self.fetcher = fetcher
         # Parameters every new job starts from before the user's options (e.g. fewer steps).
         self.default_params: dict[str, Any] = dict(default_params or {})
+        self._logging_in = False
+
+    async def login(self, token: str) -> None:
+        self._logging_in = True
+        await super().login(token)
 
     def attach(self, *, delivery: Delivery, flow: JobFlow) -> None:
         self.delivery = delivery
@@ -100,11 +114,15 @@ class StyleBot(commands.Bot):
 
     async def on_ready(self) -> None:
         user = self.user
-        log.info("connected as %s (%s) to %d guild(s)", user, user.id if user else "?",
-                 len(self.guilds))
+        log.info("connected as %s (%s) to %d guild(s) on shard(s) %s of %s", user,
+                 user.id if user else "?", len(self.guilds),
+                 ",".join(str(shard) for shard in sorted(self.shards)), self.shard_count)
         self.delivery.client_ready()
 
     async def close(self) -> None:
         await self.delivery.stop()
-        await super().close()
+        # A sharded client's `close` needs what `login` sets up (its shards' queue); one
+        # built and never logged in (a failed start-up) has nothing to close.
+        if self._logging_in:
+            await super().close()
         await self.fetcher.close()

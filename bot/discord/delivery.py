@@ -25,6 +25,16 @@ follow-up (webhooks take no nonce), and a private progress message cannot be rea
 once the token has expired; a crash just after either can leave two copies, as can a
 restart after Discord has forgotten the nonce.
 
+Several bot processes, each running some of the bot's shards, may share the database;
+each hears of every job (`bot.jobs.watch`). A job belongs to the process whose shard
+received its interaction (`shard_of`): only that process shows the job's progress, and
+it delivers the result at once. Any other process delivers a result only when it has
+been left undelivered for `takeover_s` (the job's lease, `STYLEBOT_LEASE`): its owner
+is down, or died delivering it. A process starting up delivers its own leftovers at once
+and other processes' leftovers once they have waited as long. Whoever sends, the claim
+in the row makes it exactly one process, and every route works from any process: an
+interaction's webhook, a channel and a DM are all reached through the REST API.
+
 Long because those three routes, their fallbacks and the restart check are one decision
 about one message; split up, the rules above would be spread over several files.
 """
@@ -36,7 +46,7 @@ import functools
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -74,6 +84,21 @@ UNKNOWN_MESSAGE = 10008
 TOO_LARGE = 40005
 STOP_GRACE_S = 15.0
 RESULT_FILE_PREFIX = "stylebot-"
+# How long another shard's result waits for its owner before this process delivers it.
+TAKEOVER_S = 60.0
+# Tries at `takeover_s` apart while another process holds the delivery's claim: enough
+# to outlast a dead claimant's claim (`bot.jobs.service.DELIVERY_CLAIM_S`).
+TAKEOVER_TRIES = 5
+
+
+def shard_of(guild_id: str | int | None, shard_count: int) -> int:
+    """The shard Discord sends a server's events to, its interactions included:
+    `(guild_id >> 22) % shard_count` (the id's timestamp part, modulo the number of
+    shards); DMs go to shard 0. Discord API, "Gateway" events, "Sharding":
+    https://discord.com/developers/docs/events/gateway#sharding"""
+    if guild_id is None:
+        return 0
+    return (int(guild_id) >> 22) % shard_count
 
 
 def result_nonce(job_id: str) -> str:
@@ -83,10 +108,13 @@ def result_nonce(job_id: str) -> str:
 
 @dataclass(frozen=True)
 class _Redeliver:
-    """Deliver a finished job found undelivered at start-up (an earlier run may have
-    sent it already and died before recording that)."""
+    """Deliver a finished job found undelivered at start-up, or another shard's left
+    undelivered for `takeover_s` (an earlier run, or that process, may have sent it
+    already and died before recording that). `tries`: how many more times to look while
+    another process holds the delivery's claim."""
 
     job_id: str
+    tries: int = TAKEOVER_TRIES
 
 
 _Item = JobEvent | _Redeliver | None
@@ -110,10 +138,18 @@ def _as_new_message(send: Callable[..., Awaitable[Any]], **extra: Any) -> _Send:
 
 
 class Delivery:
+    """See the module docstring. `shard_ids` of `shard_count`: the shards this process
+    runs; None: all of them (one bot process)."""
+
     def __init__(self, service: JobService, client: discord.Client, *,
+                 shard_count: int | None = None, shard_ids: Collection[int] | None = None,
+                 takeover_s: float = TAKEOVER_S,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.service = service
         self.client = client
+        self.shard_count = shard_count
+        self.shard_ids = None if shard_ids is None else frozenset(shard_ids)
+        self.takeover_s = takeover_s
         self.clock = clock or (lambda: datetime.now(UTC))
         self._queues: dict[str, asyncio.Queue[_Item]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -122,6 +158,10 @@ class Delivery:
         self._last_progress: dict[str, float] = {}
         # Jobs whose interaction token Discord has already refused: stop trying it.
         self._dead_tokens: set[str] = set()
+        # Running jobs this process does not show (other shards', the CLI's): their
+        # progress is dropped without reading their rows.
+        self._foreign: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._ready = asyncio.Event()
         self._startup: asyncio.Task[None] | None = None
 
@@ -138,6 +178,9 @@ class Delivery:
     async def stop(self) -> None:
         if self._startup is not None:
             self._startup.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for queue in self._queues.values():
             queue.put_nowait(None)
         tasks = list(self._tasks.values())
@@ -161,8 +204,49 @@ class Delivery:
     def remember_upload_limit(self, job_id: str, limit: int) -> None:
         self._limits[job_id] = limit
 
+    def owns(self, job: JobRecord) -> bool:
+        """Whether this process received the job's interaction: a job from Discord asked
+        in a server on one of its shards, or in a DM when it runs shard 0. A job from the
+        command line belongs to no bot."""
+        if job.source not in DISCORD_SOURCES:
+            return False
+        if self.shard_ids is None or self.shard_count is None:
+            return True
+        return shard_of(job.guild_id, self.shard_count) in self.shard_ids
+
     async def on_event(self, event: JobEvent) -> None:
-        self._enqueue(event.job_id, event)
+        job_id = event.job_id
+        job = None if isinstance(event, JobProgress) else event.job
+        if job is not None:
+            if self.owns(job):
+                self._foreign.discard(job_id)
+            else:
+                self._foreign.add(job_id)
+        if job_id not in self._foreign:
+            self._enqueue(job_id, event)
+            return
+        if isinstance(event, FINAL_EVENTS):
+            self._foreign.discard(job_id)
+        if isinstance(event, (JobSucceeded, JobFailed)) and event.job.source in DISCORD_SOURCES:
+            # Its owner delivers it; if that process is down, this one will.
+            self._later(job_id, self.takeover_s)
+
+    def _later(self, job_id: str, delay_s: float, tries: int = TAKEOVER_TRIES) -> None:
+        """Delivers the job's result after `delay_s` (at once if not positive), if it is
+        still undelivered then."""
+        item = _Redeliver(job_id, tries)
+        old = self._timers.pop(job_id, None)
+        if old is not None:
+            old.cancel()
+        if delay_s <= 0:
+            self._enqueue(job_id, item)
+            return
+
+        def fire() -> None:
+            self._timers.pop(job_id, None)
+            self._enqueue(job_id, item)
+
+        self._timers[job_id] = asyncio.get_running_loop().call_later(delay_s, fire)
 
     def _enqueue(self, job_id: str, item: _Item) -> None:
         queue = self._queues.get(job_id)
@@ -200,10 +284,15 @@ class Delivery:
         except Exception:
             log.exception("could not list undelivered jobs")
             return
+        now = self.clock()
         for job in jobs:
-            if job.source in DISCORD_SOURCES:
+            if self.owns(job):
                 log.info("delivering job %s left over from a previous run", job.id)
                 self._enqueue(job.id, _Redeliver(job.id))
+            elif job.source in DISCORD_SOURCES:
+                # Another shard's: its owner may be up and about to deliver it.
+                waited = (now - (job.finished_at or job.created_at)).total_seconds()
+                self._later(job.id, self.takeover_s - waited)
 
     # ---- events ----------------------------------------------------------------------
     async def _handle(self, item: JobEvent | _Redeliver) -> None:
@@ -223,8 +312,10 @@ class Delivery:
             await self._deliver(item.job_id, item.png)
         elif isinstance(item, JobFailed):
             await self._deliver(item.job_id, None)
-        else:
-            await self._deliver(item.job_id, None, again=True)
+        elif not await self._deliver(item.job_id, None, again=True) and item.tries > 1:
+            # Another process holds the claim: it is delivering, or died doing so and its
+            # claim will expire.
+            self._later(item.job_id, self.takeover_s, item.tries - 1)
 
     async def _progress(self, event: JobProgress) -> None:
         now = time.monotonic()
@@ -267,7 +358,7 @@ class Delivery:
 
     async def _edit_progress(self, job: JobRecord, embed: discord.Embed,
                              files: list[discord.File], *, view: Any = ...) -> None:
-        if not job.progress_message_id or not self._token_alive(job):
+        if not job.progress_message_id or not self._token_alive(job) or not self.owns(job):
             return
         if view is ...:
             view = views.progress_view(job.id)
@@ -280,15 +371,20 @@ class Delivery:
             log.info("could not update the progress message of job %s: %s", job.id, exc)
 
     # ---- results ---------------------------------------------------------------------
-    async def _deliver(self, job_id: str, png: bytes | None, *, again: bool = False) -> None:
+    async def _deliver(self, job_id: str, png: bytes | None, *, again: bool = False) -> bool:
+        """Sends the job's result unless it has been; False when another process holds
+        the claim to send it (True otherwise, sent or not)."""
         self._last_progress.pop(job_id, None)
         job = await self.service.get(job_id)
         if job.delivered or job.source not in DISCORD_SOURCES:
-            return
+            return True
         if not await self.service.claim_delivery(job.id):
             # Several bot processes may share the database: exactly one sends it.
             log.info("job %s: another process is delivering its result", job.id)
-            return
+            return False
+        if not self.owns(job):
+            log.info("job %s: delivering another shard's result (its owner has not, within "
+                     "%.0f s)", job.id, self.takeover_s)
         message = None
         try:
             message = await self._send_result(job, png, again=again)
@@ -298,11 +394,12 @@ class Delivery:
         if message is None:
             log.error("job %s could not be delivered anywhere; trying again at the next start",
                       job.id)
-            return
+            return True
         await self.service.mark_delivered(job.id, result_message_id=str(message.id),
                                           result_channel_id=str(message.channel.id))
         self._forget(job.id)
         log.info("job %s delivered (message %s)", job.id, message.id)
+        return True
 
     async def _send_result(self, job: JobRecord, png: bytes | None, *, again: bool
                            ) -> discord.Message | None:

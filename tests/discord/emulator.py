@@ -13,6 +13,12 @@ users who refuse DMs (403, code 50007), a per-interaction upload size limit (413
 code 40005), and a hold (`hold_answer`): a request carried out in full whose answer waits
 until a test's hook has run, e.g. one that kills the bot in between.
 
+Sharding as Discord does it: GET /gateway/bot recommends `shard_count` shards; a
+connection that identifies with `shard: [id, count]` gets that shard's servers in READY
+and GUILD_CREATE, and only their events (interactions included): a server's go to shard
+`(guild_id >> 22) % count`, a DM's to shard 0. A connection that names no shard is shard
+0 of 1 and gets everything. `add_guild` makes another server, on a shard of one's choice.
+
 Channel messages honour `nonce` and `enforce_nonce` as Discord documents them: a nonce
 (an integer or a string of at most 25 characters) comes back in the message; with
 `enforce_nonce`, a message the same author made with the same nonce within
@@ -69,8 +75,12 @@ class DiscordEmulator(InteractionSender):
     """Runs on 127.0.0.1 on a free port; `api_base`, `gateway_url`, `cdn_host` point at it."""
 
     def __init__(self, *, token: str = "emulator-token", guild_filesize_limit: int = 10 << 20,
-                 ) -> None:
+                 shard_count: int = 1) -> None:
+        if shard_count < 1:
+            raise ValueError("shard_count must be at least 1")
         self.token = token
+        # What GET /gateway/bot recommends, and the count `add_guild` places servers by.
+        self.shard_count = shard_count
         self._ids = itertools.count()
         self.app_id = self.snowflake()
         self.bot_user = {"id": str(self.app_id), "username": "stylebot", "global_name": None,
@@ -81,10 +91,11 @@ class DiscordEmulator(InteractionSender):
         self.mallory = User(self.snowflake(), "mallory")
         self.users = {u.id: u for u in (self.alice, self.bob, self.admin, self.mallory)}
         # Two servers: the main one (where `admin` is the administrator) and Mallory's,
-        # which anyone could make in seconds. Bob is a member of both, and no admin.
-        self.guild = Guild(self.snowflake(), "Emulated Guild", self.snowflake(), self.admin,
-                           [self.alice, self.bob, self.admin], {self.admin.id})
-        self.other_guild = Guild(self.snowflake(), "Mallory's Guild", self.snowflake(),
+        # which anyone could make in seconds. Bob is a member of both, and no admin. Both
+        # on shard 0.
+        self.guild = Guild(self.snowflake(shard=0), "Emulated Guild", self.snowflake(),
+                           self.admin, [self.alice, self.bob, self.admin], {self.admin.id})
+        self.other_guild = Guild(self.snowflake(shard=0), "Mallory's Guild", self.snowflake(),
                                  self.mallory, [self.mallory, self.bob], {self.mallory.id})
         self.guilds = {g.id: g for g in (self.guild, self.other_guild)}
         self.guild_id = self.guild.id
@@ -102,11 +113,16 @@ class DiscordEmulator(InteractionSender):
         self.refuse_dms = False
         self.identifies = 0
         self.resumes = 0
+        # The `[id, count]` of every IDENTIFY, in order ((0, 1) when it named none).
+        self.identified_shards: list[tuple[int, int]] = []
         self._faults: list[Fault] = []
         self._holds: list[Hold] = []
         self.nonce_window_s = NONCE_WINDOW_S
         self.clock: Callable[[], float] = time.monotonic
         self._sockets: list[web.WebSocketResponse] = []
+        # Each open connection's shard, and each session's (for a RESUME).
+        self._socket_shards: dict[web.WebSocketResponse, tuple[int, int]] = {}
+        self._session_shards: dict[str, tuple[int, int]] = {}
         self._acks: set[asyncio.Task[None]] = set()
         self._seq = 0
         self._changed = asyncio.Condition()
@@ -149,9 +165,17 @@ class DiscordEmulator(InteractionSender):
     def cdn_host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def snowflake(self) -> int:
+    def snowflake(self, *, shard: int | None = None) -> int:
+        """A new id; with `shard`, one of a server on that shard of `shard_count` (its
+        timestamp moved up to a few milliseconds ahead)."""
         ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        if shard is not None:
+            ms += (shard - ms) % self.shard_count
         return (ms << 22) | (next(self._ids) % 4096)
+
+    def shard_of(self, guild: Guild | None) -> int:
+        """The shard of `shard_count` that gets `guild`'s events (None: a DM's, shard 0)."""
+        return 0 if guild is None else (guild.id >> 22) % self.shard_count
 
     # ---- what tests control ----------------------------------------------------------
     def fail_next(self, method: str, path_regex: str, status: int, *, retry_after: float = 0.3,
@@ -170,6 +194,22 @@ class DiscordEmulator(InteractionSender):
         self.users[user.id] = user
         self.guild.members.append(user)
         return user
+
+    def add_guild(self, name: str = "Another Guild", *, shard: int = 0,
+                  owner: User | None = None, members: list[User] | None = None) -> Guild:
+        """A new server on `shard` (of `shard_count`) with a text channel of its own;
+        `owner` (default: `admin`) administers it, and `members` (default: alice, bob and
+        admin, plus the owner) are in it. Seen by a bot that connects after this."""
+        if not 0 <= shard < self.shard_count:
+            raise ValueError(f"shard {shard} is not one of {self.shard_count}")
+        owner = owner or self.admin
+        members = list(members if members is not None else [self.alice, self.bob, self.admin])
+        if owner not in members:
+            members.append(owner)
+        guild = Guild(self.snowflake(shard=shard), name, self.snowflake(), owner, members,
+                      {owner.id})
+        self.guilds[guild.id] = guild
+        return guild
 
     def expire_token(self, token: str) -> None:
         self.expired_tokens.add(token)
@@ -192,6 +232,11 @@ class DiscordEmulator(InteractionSender):
     def connections(self) -> int:
         """Open gateway connections."""
         return len(self._sockets)
+
+    @property
+    def connected_shards(self) -> list[tuple[int, int]]:
+        """The `(id, count)` of each open gateway connection, sorted."""
+        return sorted(self._socket_shards[ws] for ws in self._sockets)
 
     async def wait_for(self, predicate: Callable[[], Any], within: float = 30.0) -> Any:
         """Waits until `predicate()` is truthy and returns its value."""
@@ -271,10 +316,16 @@ class DiscordEmulator(InteractionSender):
 
     # ---- gateway ----------------------------------------------------------------------
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        await self.wait_for(lambda: self._sockets, 30)
+        """Sends an event to the connections of its shard: a server's (`guild_id` in
+        `data`) to the shard that has the server, any other to shard 0. Waits until one
+        is connected."""
+        guild_id = data.get("guild_id")
+        receivers = await self.wait_for(lambda: [
+            ws for ws in self._sockets
+            if _receives(self._socket_shards[ws], int(guild_id) if guild_id else None)], 30)
         self._seq += 1
         frame = {"op": 0, "t": event, "s": self._seq, "d": data}
-        for ws in list(self._sockets):
+        for ws in receivers:
             await ws.send_str(json.dumps(frame))
 
     async def drop_connections(self) -> None:
@@ -302,11 +353,19 @@ class DiscordEmulator(InteractionSender):
                     if d.get("token") != self.token:
                         await ws.close(code=4004, message=b"Authentication failed.")
                         break
+                    shard_id, count = d.get("shard") or (0, 1)
+                    if not 0 <= shard_id < count:
+                        await ws.close(code=4010, message=b"Invalid shard.")
+                        break
                     self.identifies += 1
+                    self.identified_shards.append((shard_id, count))
+                    self._socket_shards[ws] = (shard_id, count)
                     self._sockets.append(ws)
-                    await self._send_ready(ws)
+                    await self._send_ready(ws, sharded="shard" in d)
                 elif op == 6:
                     self.resumes += 1
+                    self._socket_shards[ws] = self._session_shards.get(d.get("session_id"),
+                                                                       (0, 1))
                     self._sockets.append(ws)
                     self._seq += 1
                     await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": self._seq,
@@ -315,17 +374,26 @@ class DiscordEmulator(InteractionSender):
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
+            self._socket_shards.pop(ws, None)
             await self._touch()
         return ws
 
-    async def _send_ready(self, ws: web.WebSocketResponse) -> None:
+    async def _send_ready(self, ws: web.WebSocketResponse, *, sharded: bool) -> None:
+        """READY and a GUILD_CREATE for each of the connection's shard's servers."""
+        shard = self._socket_shards[ws]
+        guilds = [g for g in self.guilds.values() if _receives(shard, g.id)]
+        session_id = f"session-{self.snowflake()}"
+        self._session_shards[session_id] = shard
         self._seq += 1
-        ready = {"v": 10, "user": self.bot_user, "session_id": f"session-{self.snowflake()}",
-                 "resume_gateway_url": self.gateway_url, "guilds": [
-                     {"id": str(g.id), "unavailable": True} for g in self.guilds.values()],
-                 "application": {"id": str(self.app_id), "flags": 0}}
+        ready: dict[str, Any] = {
+            "v": 10, "user": self.bot_user, "session_id": session_id,
+            "resume_gateway_url": self.gateway_url,
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
+            "application": {"id": str(self.app_id), "flags": 0}}
+        if sharded:
+            ready["shard"] = list(shard)
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
-        for guild in self.guilds.values():
+        for guild in guilds:
             self._seq += 1
             await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq,
                                           "d": self._guild_payload(guild)}))
@@ -420,7 +488,8 @@ class DiscordEmulator(InteractionSender):
         auth = request.headers.get("Authorization")
         p = path.rstrip("/")
         if p in ("/gateway", "/gateway/bot"):
-            return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": {
+            return 200, {"url": self.gateway_url, "shards": self.shard_count,
+                         "session_start_limit": {
                 "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}
         if p.startswith(("/interactions/", "/webhooks/")):
             return self._webhook_route(method, p, body, files, request)
@@ -635,6 +704,13 @@ class DiscordEmulator(InteractionSender):
     def _check_size(files: list[StoredFile], limit: int) -> None:
         if any(len(f.data) > limit for f in files):
             raise ApiError(413, 40005, "Request entity too large")
+
+
+def _receives(shard: tuple[int, int], guild_id: int | None) -> bool:
+    """Whether a connection identified as `shard` ([id, count]) gets the events of the
+    server `guild_id` (None: of a DM): Discord's sharding formula."""
+    shard_id, count = shard
+    return shard_id == (0 if guild_id is None else (guild_id >> 22) % count)
 
 
 async def _ack(ws: web.WebSocketResponse) -> None:
