@@ -547,7 +547,7 @@ class DiscordEmulator(InteractionSender):
             if nonce is not None and len(str(nonce)) > NONCE_MAX_CHARS:
                 raise ApiError(400, 50035, "Invalid Form Body (nonce: at most 25 characters)")
             if nonce is not None and body.get("enforce_nonce"):
-                earlier = self._same_nonce(self.bot_user["id"], nonce)
+                earlier = self._same_nonce(str(self.bot_user["id"]), nonce)
                 if earlier is not None:
                     if earlier.deleted:
                         # discord.py documents a NotFound for a nonce whose message was
