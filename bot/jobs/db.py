@@ -40,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -51,6 +52,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    and_,
     delete,
     event,
     false,
@@ -135,6 +137,13 @@ class Job(Base):
         Index("ix_jobs_status_created_at", "status", "created_at"),
         Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_jobs_user_id_started_at", "user_id", "started_at"),
+        # The fair order (`bot.jobs.scheduling`): the next claim is the first row of the
+        # first index, a user's next turn the last of the second, the round being served
+        # the last of the third.
+        Index("ix_jobs_status_turn_created_at_id", "status", "turn", "created_at", "id"),
+        Index("ix_jobs_user_id_turn", "user_id", "turn"),
+        Index("ix_jobs_turn_started", "turn", postgresql_where=text("started_at IS NOT NULL"),
+              sqlite_where=text("started_at IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -153,6 +162,9 @@ class Job(Base):
     # Jobs with equal keys (photo size and parameters) can be painted as one batch; see
     # stylizer.batching. NULL: painted alone.
     batch_key: Mapped[str | None] = mapped_column(String(64))
+    # The round of the fair order this job is served in (`bot.jobs.scheduling`): queued
+    # jobs are taken by (turn, created_at, id).
+    turn: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     parent_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"))
@@ -536,28 +548,69 @@ async def count_queued(session: AsyncSession) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def queued_jobs(session: AsyncSession, *, only_ids: Iterable[str] | None = None
-                      ) -> list[Job]:
-    """Queued jobs, oldest first."""
+def fair_key() -> tuple[Any, ...]:
+    """The fair order's sort key: queued jobs are taken by turn, then age, then id."""
+    return (Job.turn, Job.created_at, Job.id)
+
+
+def _ahead_of(job: Job, *, inclusive: bool) -> Any:
+    """Rows before `job` in the fair order (`fair_key`), and `job` itself if `inclusive`."""
+    last = Job.id <= job.id if inclusive else Job.id < job.id
+    return or_(Job.turn < job.turn,
+               and_(Job.turn == job.turn,
+                    or_(Job.created_at < job.created_at,
+                        and_(Job.created_at == job.created_at, last))))
+
+
+async def queued_in_order(session: AsyncSession, *, only_ids: Iterable[str] | None = None,
+                          through: Job | None = None) -> list[Any]:
+    """Queued jobs in the fair order, as rows of (id, user_id, created_at, batch_key,
+    attempts); only those up to `through` (included) when it is given."""
+    stmt = select(Job.id, Job.user_id, Job.created_at, Job.batch_key, Job.attempts).where(
+        Job.status == JobStatus.queued.value)
+    if only_ids is not None:
+        stmt = stmt.where(Job.id.in_(list(only_ids)))
+    if through is not None:
+        stmt = stmt.where(_ahead_of(through, inclusive=True))
+    return list((await session.execute(stmt.order_by(*fair_key()))).all())
+
+
+async def count_queued_ahead(session: AsyncSession, *, job: Job) -> int:
+    """Queued jobs before `job` in the fair order."""
+    stmt = select(func.count()).select_from(Job).where(
+        Job.status == JobStatus.queued.value, _ahead_of(job, inclusive=False))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def lock_next_queued(session: AsyncSession, *, limit: int = 1,
+                           only_ids: Iterable[str] | None = None,
+                           batch_key: str | None = None, exclude: Iterable[str] = ()
+                           ) -> list[Job]:
+    """The first `limit` queued jobs in the fair order that no other transaction holds,
+    locked until this one ends (`SELECT ... ORDER BY ... LIMIT ... FOR UPDATE SKIP
+    LOCKED`, see `lock_queued`): an index scan that stops at the first free rows, however
+    long the queue. With `batch_key`, only jobs of that key that have never ended
+    abnormally (riders of a batch)."""
     stmt = select(Job).where(Job.status == JobStatus.queued.value)
     if only_ids is not None:
         stmt = stmt.where(Job.id.in_(list(only_ids)))
-    stmt = stmt.order_by(Job.created_at, Job.id)
+    if batch_key is not None:
+        stmt = stmt.where(Job.batch_key == batch_key, Job.attempts == 0)
+    excluded = list(exclude)
+    if excluded:
+        stmt = stmt.where(Job.id.not_in(excluded))
+    stmt = stmt.order_by(*fair_key()).limit(limit).with_for_update(skip_locked=True)
     return list((await session.scalars(stmt)).all())
 
 
-async def last_served(session: AsyncSession, *, user_ids: Iterable[str]
-                      ) -> dict[str, datetime | None]:
-    """When each user last had a job started (None: never)."""
-    ids = list(set(user_ids))
-    out: dict[str, datetime | None] = dict.fromkeys(ids)
-    if ids:
-        rows = await session.execute(
-            select(Job.user_id, func.max(Job.started_at)).where(Job.user_id.in_(ids))
-            .group_by(Job.user_id))
-        for user_id, latest in rows:  # max() keeps the column's type: aware UTC
-            out[user_id] = latest
-    return out
+async def next_turn(session: AsyncSession, *, user_id: str) -> int:
+    """The turn of a job this user submits now (see `bot.jobs.scheduling`): the round
+    being served (the highest turn ever started), or the one after the user's latest
+    job, whichever is later. Two index lookups; call it under the admission lock."""
+    served = await session.scalar(select(func.max(Job.turn)).where(
+        Job.started_at.is_not(None)))
+    mine = await session.scalar(select(func.max(Job.turn)).where(Job.user_id == user_id))
+    return max(served or 0, mine + 1 if mine is not None else 0)
 
 
 async def list_jobs(session: AsyncSession, *, user_id: str | None = None, limit: int = 10,

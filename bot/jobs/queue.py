@@ -1,36 +1,32 @@
 """The queue, read from the job table: whether it has room, its fair order, a job's place
 in it and its wait, and the claim of the next batch by a dispatcher.
 
-The order itself is a pure function (`bot.jobs.scheduling.fair_order`); here it is fed
-from the database, and `claim_batch` takes the next batch off the queue for one runner.
-Any number of dispatchers, in any number of processes and on any number of machines
-sharing the database, may claim at once: each job is claimed by exactly one, and the
-claims follow the fair order as if there were a single dispatcher, give or take the
-claims in flight at the same moment.
+The order is kept in the rows: each job gets its turn when it is submitted (`next_turn`;
+the rule is `bot.jobs.scheduling`'s), and queued jobs are taken by (turn, created_at, id),
+which an index holds sorted. So `claim_batch` reads the first free rows of that index,
+a queue position is a count, and neither reads the whole queue. Any number of
+dispatchers, in any number of processes and on any number of machines sharing the
+database, may claim at once: each job is claimed by exactly one, and the claims follow
+the fair order as if there were a single dispatcher, give or take the claims in flight at
+the same moment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Set
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.jobs import db
 from bot.jobs.errors import LimitExceeded
-from bot.jobs.scheduling import (
-    QueuedJob,
-    eta_queued,
-    eta_running,
-    fair_order,
-    mean_duration,
-    riders,
-)
+from bot.jobs.scheduling import QueuedJob, eta_queued, eta_running, mean_duration, rides_alone
 from bot.jobs.scheduling import claims_until as claims_in
 from bot.jobs.states import ACTIVE, JobStatus
+from stylizer.batching import batch_limit
 
 RECENT_JOBS_FOR_ETA = 20
-MISS_LIMIT = 64  # heads passed over (claimed by others meanwhile) before giving up for now
 
 
 async def check_room(session: AsyncSession, *, user_id: str, max_jobs_per_user: int,
@@ -51,14 +47,14 @@ async def check_room(session: AsyncSession, *, user_id: str, max_jobs_per_user: 
                             "in a few minutes.")
 
 
+def _queued(row: Any) -> QueuedJob:
+    return QueuedJob(row.id, row.user_id, row.created_at, row.batch_key, row.attempts)
+
+
 async def fair_jobs(session: AsyncSession, *, only_ids: Set[str] | None = None
                     ) -> list[QueuedJob]:
     """Queued jobs (of `only_ids` when given) in the order workers will take them."""
-    queued = await db.queued_jobs(session, only_ids=only_ids)
-    last = await db.last_served(session, user_ids={j.user_id for j in queued})
-    jobs = {j.id: QueuedJob(j.id, j.user_id, j.created_at, j.batch_key, j.attempts)
-            for j in queued}
-    return [jobs[i] for i in fair_order(list(jobs.values()), last)]
+    return [_queued(row) for row in await db.queued_in_order(session, only_ids=only_ids)]
 
 
 async def fair_queue(session: AsyncSession) -> list[str]:
@@ -66,9 +62,11 @@ async def fair_queue(session: AsyncSession) -> list[str]:
     return [j.id for j in await fair_jobs(session)]
 
 
-async def claims_until(session: AsyncSession, job_id: str, max_batch: int) -> int:
-    """Hand-overs to workers (jobs or batches) until `job_id`'s, its own included."""
-    return claims_in(await fair_jobs(session), job_id, max_batch)
+async def claims_until(session: AsyncSession, job: db.Job, max_batch: int) -> int:
+    """Hand-overs to workers (jobs or batches) until `job`'s, its own included: read from
+    the jobs ahead of it only."""
+    order = [_queued(row) for row in await db.queued_in_order(session, through=job)]
+    return claims_in(order, job.id, max_batch)
 
 
 async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
@@ -83,8 +81,7 @@ async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
         return None, None
     position = None
     if status is JobStatus.queued:
-        order = await fair_queue(session)
-        position = order.index(job.id) + 1 if job.id in order else None
+        position = await db.count_queued_ahead(session, job=job) + 1
     if not want_eta:
         return position, None
     mean = mean_duration(await db.recent_durations(session, limit=RECENT_JOBS_FOR_ETA),
@@ -92,7 +89,7 @@ async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
     if status is JobStatus.running:
         elapsed = max(0.0, (now - (job.started_at or now)).total_seconds())
         return None, eta_running(job.step, job.total_steps, elapsed, mean)
-    claims = await claims_until(session, job.id, max_batch)
+    claims = await claims_until(session, job, max_batch)
     return position, eta_queued(claims, workers, mean)
 
 
@@ -104,28 +101,25 @@ async def claim_batch(session: AsyncSession, *, runner: str, now: datetime,
     fair order too; returns them, now running (the caller commits), or [] if the queue
     is empty. Each claimed job's `attempts` goes up by one: this run is one of them.
 
-    The order is computed from what the transaction reads; then the head is locked with
-    `FOR UPDATE SKIP LOCKED` (`db.lock_queued`). If another claimer holds it, or has
-    just claimed it, the next job in the order is tried instead, so two dispatchers
-    claiming at once take the first two heads rather than one waiting for the other.
-    Riders are locked the same way; one that another claimer holds is left to it.
+    Both reads are `ORDER BY turn, created_at, id LIMIT n FOR UPDATE SKIP LOCKED`
+    (`db.lock_next_queued`): a row another claimer holds, or has just claimed, is passed
+    over for the next one in the order, so two dispatchers claiming at once take the
+    first two heads rather than one waiting for the other, and a claim reads a few index
+    entries however long the queue is.
     """
-    order = await fair_jobs(session, only_ids=only_ids)
-    for misses, head in enumerate(order):
-        if misses >= MISS_LIMIT:
-            break
-        got = await db.lock_queued(session, job_ids=[head.id])
-        if not got:
-            continue
-        wanted = [j.id for j in riders(head, order[misses + 1:], max_batch)]
-        position = {job_id: i for i, job_id in enumerate(wanted)}
-        others = sorted(await db.lock_queued(session, job_ids=wanted),
-                        key=lambda job: position[job.id])
-        chosen = [*got, *others]
-        for job in chosen:
-            db.set_status(job, JobStatus.running, started_at=now, finished_at=None,
-                          runner=runner, lease_expires_at=lease_until, step=0,
-                          attempts=job.attempts + 1,
-                          total_steps=int(job.params.get("steps", 0)))
-        return chosen
-    return []
+    heads = await db.lock_next_queued(session, only_ids=only_ids)
+    if not heads:
+        return []
+    head = heads[0]
+    chosen = [head]
+    if head.batch_key is not None and not rides_alone(head.attempts):
+        limit = batch_limit(head.batch_key, max_batch)
+        if limit > 1:
+            chosen += await db.lock_next_queued(session, limit=limit - 1, only_ids=only_ids,
+                                                batch_key=head.batch_key, exclude=[head.id])
+    for job in chosen:
+        db.set_status(job, JobStatus.running, started_at=now, finished_at=None,
+                      runner=runner, lease_expires_at=lease_until, step=0,
+                      attempts=job.attempts + 1,
+                      total_steps=int(job.params.get("steps", 0)))
+    return chosen

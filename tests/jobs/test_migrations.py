@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from jobs_postgres import sqlite_only
-from sqlalchemy import DateTime, column, inspect, select, table
+from sqlalchemy import JSON, DateTime, column, inspect, select, table
 from sqlalchemy.engine import Connection
 
 from bot.jobs.db import (
     Base,
     Job,
+    UTCDateTime,
     add_job,
     alembic_config,
     create_engine,
@@ -124,6 +126,13 @@ async def test_job_times_keep_their_instant_through_0003_down_and_up(database_ur
     assert job.started_at is None
 
 
+async def _insert_old_row(session: Any, **values: Any) -> None:
+    """A job row as an older revision's table takes it: only the columns named."""
+    types = {"params": JSON(), "created_at": UTCDateTime(), "started_at": UTCDateTime()}
+    await session.execute(table("jobs", *(column(name, types.get(name)) for name in values))
+                          .insert().values(**values))
+
+
 def _downgrade(connection: Connection, url: str, revision: str) -> None:
     cfg = alembic_config(url)
     cfg.attributes["connection"] = connection
@@ -145,11 +154,11 @@ async def test_0005_counts_the_run_each_started_job_was_in(database_url: str) ->
             await conn.run_sync(_downgrade, database_url, "0004")
         async with sessionmaker.begin() as session:
             for job_id, (status, step, started, before, _after) in rows.items():
-                # 0005 adds no column: the model fits the table as 0004 left it.
-                await add_job(session, job=Job(
-                    id=job_id, user_id="u", user_name="u", source="cli", style="custom",
-                    input_hash="0" * 64, params={}, created_at=at, status=status, step=step,
-                    started_at=at if started else None, attempts=before))
+                await _insert_old_row(
+                    session, id=job_id, user_id="u", user_name="u", source="cli",
+                    style="custom", input_hash="0" * 64, params={}, created_at=at,
+                    status=status, step=step, started_at=at if started else None,
+                    attempts=before)
         await upgrade_database(database_url)
         async with sessionmaker() as session:
             after = {j: (await get_job(session, job_id=j)) for j in rows}
@@ -162,3 +171,28 @@ async def test_0005_counts_the_run_each_started_job_was_in(database_url: str) ->
         assert back == {j: r[3] for j, r in rows.items()}
     finally:
         await engine.dispose()
+
+
+async def test_0006_gives_queued_jobs_the_round_robin_turns(database_url: str) -> None:
+    at = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    # (user, status, minutes after `at`) -> the turn 0006 gives it
+    rows = {"a1": ("a", "queued", 0, 0), "a2": ("a", "queued", 1, 1),
+            "a3": ("a", "queued", 5, 2), "b1": ("b", "queued", 2, 0),
+            "bx": ("b", "succeeded", 0, 0), "c1": ("c", "queued", 3, 0)}
+    await upgrade_database(database_url)
+    engine, sessionmaker = create_engine_and_sessionmaker(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0005")
+        async with sessionmaker.begin() as session:
+            for job_id, (user, status, minutes, _turn) in rows.items():
+                await _insert_old_row(
+                    session, id=job_id, user_id=user, user_name=user, source="cli",
+                    style="custom", input_hash="0" * 64, params={}, status=status,
+                    created_at=at + timedelta(minutes=minutes))
+        await upgrade_database(database_url)
+        async with sessionmaker() as session:
+            turns = {j: (await get_job(session, job_id=j)) for j in rows}
+    finally:
+        await engine.dispose()
+    assert {j: job.turn for j, job in turns.items() if job} == {j: r[3] for j, r in rows.items()}

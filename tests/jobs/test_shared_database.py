@@ -42,7 +42,8 @@ STYLE = png(99)
 
 async def _insert_queued(sm: Sessions, clock: TickingClock, users: list[str],
                          batch_keys: list[str | None] | None = None) -> list[str]:
-    """One queued job per entry of `users`, created in that order; returns their ids."""
+    """One queued job per entry of `users`, created in that order (each with the turn a
+    submit gives it); returns their ids."""
     ids = []
     async with sm.begin() as session:
         for n, user in enumerate(users):
@@ -50,7 +51,9 @@ async def _insert_queued(sm: Sessions, clock: TickingClock, users: list[str],
             session.add(db.Job(
                 id=job_id, user_id=user, user_name=user, source="cli", style="custom",
                 input_hash="0" * 64, params={"steps": 5},
-                batch_key=batch_keys[n] if batch_keys else None, created_at=clock()))
+                batch_key=batch_keys[n] if batch_keys else None, created_at=clock(),
+                turn=await db.next_turn(session, user_id=user)))
+            await session.flush()
             ids.append(job_id)
     return ids
 
