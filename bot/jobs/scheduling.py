@@ -20,6 +20,7 @@ a second while staying round-robin.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,16 +55,34 @@ def riders(head: QueuedJob, rest: Sequence[QueuedJob], max_batch: int) -> list[Q
 
 
 def claims_until(order: Sequence[QueuedJob], job_id: str, max_batch: int) -> int:
-    """How many hand-overs to workers, in fair order, until `job_id`'s (included)."""
-    pending = list(order)
+    """How many hand-overs to workers, in fair order, until `job_id`'s (included): each
+    hand-over takes the first job not yet taken and its `riders`. Linear in the jobs
+    ahead: each batch key's candidates are a queue consumed once."""
+    same_key: dict[str, deque[QueuedJob]] = {}
+    for job in order:
+        if job.batch_key is not None and not rides_alone(job.attempts):
+            same_key.setdefault(job.batch_key, deque()).append(job)
+    taken: set[str] = set()
     claims = 0
-    while pending:
-        head, rest = pending[0], pending[1:]
-        taken = {head.id, *(j.id for j in riders(head, rest, max_batch))}
+    for head in order:
+        if head.id in taken:
+            continue
         claims += 1
+        taken.add(head.id)
+        if head.id == job_id:
+            break
+        if head.batch_key is None or rides_alone(head.attempts):
+            continue
+        # The head is the first of its key not taken: the rest of its queue comes after it.
+        candidates, room = same_key[head.batch_key], batch_limit(head.batch_key, max_batch) - 1
+        while candidates and room > 0:
+            rider = candidates.popleft()
+            if rider.id in taken:
+                continue
+            taken.add(rider.id)
+            room -= 1
         if job_id in taken:
             break
-        pending = [j for j in rest if j.id not in taken]
     return claims
 
 

@@ -6,9 +6,8 @@ source of truth) and its images in content-addressed storage, runs jobs through 
 `Executor`, and tells its subscribers what happened (`JobEvent`s). See `dispatch` for
 the scheduling loop, `leases` for leases and crash recovery, `queue` for the fair order.
 
-Several services, in several processes on several machines, may share one database. A
-service with `watch` also reports the jobs that other processes paint (`watch`), and
-one whose executor has no workers paints nothing: it submits, watches and delivers.
+Several services, in several processes and machines, may share one database; one with
+`watch` also reports the jobs others paint, one with no workers submits and watches only.
 """
 
 from __future__ import annotations
@@ -157,14 +156,14 @@ class JobService:
                 parent_id = normalize_job_id(parent_id)
                 if await db.get_job(session, job_id=parent_id) is None:
                     raise JobNotFound(parent_id)
-            turn = await db.next_turn(session, user_id=user_id)  # under check_room's lock
             job = db.Job(
                 id=await self._unused_id(session), user_id=user_id, user_name=user_name[:100],
                 guild_id=guild_id, channel_id=channel_id, source=source, style=style_name,
                 style_hash=style_hash, input_hash=input_hash, params=style_params.to_dict(),
-                status=JobStatus.queued.value, attempts=0, step=0,
-                total_steps=style_params.steps, created_at=now, private=private,
-                parent_id=parent_id, cancel_requested=False, delivered=False, turn=turn,
+                status=JobStatus.queued.value, attempts=0, step=0, private=private,
+                total_steps=style_params.steps, created_at=now,
+                parent_id=parent_id, cancel_requested=False, delivered=False,
+                turn=await db.next_turn(session, user_id=user_id),  # under check_room's lock
                 batch_key=batch_key(photo.upright_size, style_params.to_dict()))
             await db.add_job(session, job=job)
             record = JobRecord.from_row(job)

@@ -152,7 +152,7 @@ class WorkerPool:
         self._target: WorkerTarget = worker_target or worker_main
         self._start_timeout_s = start_timeout_s
         self._ctx = _worker_context(start_method)
-        self._cpu_threads = max(1, _usable_cpus() // workers)
+        self._cpu_threads = threads_per_worker(workers)
         self._state = "new"  # -> running -> closing -> closed
         self._slots: dict[int, _Worker] = {}
         self._all: set[_Worker] = set()  # every process not yet reaped
@@ -586,6 +586,18 @@ def _worker_context(start_method: str | None) -> ForkServerContext | SpawnContex
         return multiprocessing.get_context("spawn")
     raise ValueError("workers start by forkserver or spawn: never fork a process that may "
                      "have threads or a CUDA context")
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch's intra-op threads in each of `workers` processes on the CPU: the usable CPUs
+    shared out, unless OMP_NUM_THREADS says how many (the OpenMP convention; for several
+    pools on one machine, which cannot see each other: two `stylebot worker`s each taking
+    every CPU put twice as many spinning threads as cores, and together paint a third as
+    many jobs as one alone: benchmarks/queue_throughput.py)."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return max(1, _usable_cpus() // workers)
 
 
 def _usable_cpus() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from datetime import UTC, datetime
 
 import jobs_workers
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import db
 from bot.jobs.executor import ExecutorStartError, LocalPoolExecutor
 from bot.jobs.records import JobRecord
-from bot.jobs.scheduling import QueuedJob, claims_until
+from bot.jobs.scheduling import QueuedJob, claims_until, riders
 from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
@@ -129,6 +130,33 @@ async def test_jobs_the_executor_fails_to_take_go_back_to_the_queue(
     # did not count
     _finish(fake, view)
     assert (await service.wait(view.id, timeout_s=5)).status is JobStatus.succeeded
+
+
+def _claims_until_by_the_rule(order: list[QueuedJob], job_id: str, max_batch: int) -> int:
+    """The claim rule spelled out: take the first job and its riders, again and again."""
+    pending, claims = list(order), 0
+    while pending:
+        head, rest = pending[0], pending[1:]
+        taken = {head.id, *(j.id for j in riders(head, rest, max_batch))}
+        claims += 1
+        if job_id in taken:
+            break
+        pending = [j for j in rest if j.id not in taken]
+    return claims
+
+
+def test_hand_overs_until_a_job_agree_with_the_rule_on_random_queues() -> None:
+    rng = random.Random(7)
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(200):
+        order = [QueuedJob(f"j{n}", f"u{rng.randrange(4)}", t,
+                           rng.choice(["48x48:aa", "40x48:bb", None]),
+                           attempts=int(rng.random() < 0.2))
+                 for n in range(rng.randrange(1, 30))]
+        max_batch = rng.choice([1, 2, 4, 16])
+        for job in order:
+            assert claims_until(order, job.id, max_batch) == _claims_until_by_the_rule(
+                order, job.id, max_batch)
 
 
 def test_hand_overs_until_a_job_follow_the_claim_rule() -> None:

@@ -332,3 +332,15 @@ def test_a_worker_reports_the_device_its_engine_resolved() -> None:
     while not isinstance(ready, WorkerReady):
         ready = outbox_r.recv()
     assert ready.device == ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def test_omp_num_threads_overrides_the_share_of_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stylizer.pool.supervisor import _usable_cpus, threads_per_worker
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads_per_worker(1) == _usable_cpus()
+    assert threads_per_worker(10_000) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads_per_worker(1) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "garbage")
+    assert threads_per_worker(1) == _usable_cpus()
