@@ -5,11 +5,13 @@ callback; this turns them into a tqdm bar.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from types import TracebackType
 from typing import Never, TextIO
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 
 class ProgressDisplay:
@@ -18,7 +20,9 @@ class ProgressDisplay:
     Where the stream is not a terminal (a pipe, a log file), a bar's carriage returns would
     be noise: with `plain_lines` each new step is one `step N/TOTAL` line instead, else
     nothing is shown. `enabled=False` (a quiet flag) shows no progress at all. Messages
-    (`message`) are always written, below the bar.
+    (`message`) are always written, below the bar. Used as a context manager on a
+    terminal, it also sends log lines above the bar (tqdm's `logging_redirect_tqdm`)
+    instead of onto it.
     """
 
     def __init__(self, stream: TextIO | None = None, *, enabled: bool = True,
@@ -29,6 +33,7 @@ class ProgressDisplay:
         self.plain_lines = plain_lines
         self._bar: tqdm[Never] | None = None  # a bar over no iterable: updated by hand
         self._last_line = ""
+        self._logs = contextlib.ExitStack()
 
     def update(self, step: int, total: int) -> None:
         """Shows that `step` of `total` steps are done."""
@@ -64,8 +69,11 @@ class ProgressDisplay:
         self.stream.flush()
 
     def __enter__(self) -> ProgressDisplay:
+        if self.tty and self.enabled:
+            self._logs.enter_context(logging_redirect_tqdm())
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+        self._logs.close()

@@ -29,15 +29,16 @@ from stylizer.flags import add_engine_flags, add_param_flags, given_engine
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stylebot", description="Paint photos in the style of famous artworks.")
-    parser.add_argument("--data-dir", type=Path, help="where jobs and images are kept "
-                        "(STYLEBOT_DATA_DIR)")
-    parser.add_argument("--styles-dir", type=Path, help="a style pack with the paintings "
-                        "(STYLEBOT_STYLES_DIR)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    _add_global_options(parser)
+    # The same options after the command too (`stylebot stylize ... --styles-dir DIR`):
+    # there they default to "not given", so that one given before the command stays.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _add_global_options(common)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("stylize", help="paint one photo", description="Paint PHOTO in a "
-                       "style and write a PNG; prints the job id and the file written.")
+    p = sub.add_parser("stylize", parents=[common], help="paint one photo",
+                       description="Paint PHOTO in a style and write a PNG; prints the job "
+                       "id and the file written.")
     p.add_argument("photo", type=Path, metavar="PHOTO")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("-s", "--style", help="a preset name (e.g. starry-night, mosaic)")
@@ -52,27 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
                     unstated_defaults=("size",))
     p.set_defaults(func=cmd_stylize)
 
-    p = sub.add_parser("jobs", help="recent jobs")
+    p = sub.add_parser("jobs", parents=[common], help="recent jobs")
     p.add_argument("--limit", type=int, default=20, metavar="N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
 
-    p = sub.add_parser("job", help="one job in full")
+    p = sub.add_parser("job", parents=[common], help="one job in full")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--json", action="store_true")
     p.add_argument("-o", "--output", type=Path, metavar="PNG",
                    help="also write the job's painting there (e.g. one Discord could not take)")
     p.set_defaults(func=cmd_job)
 
-    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
     p.add_argument("job_id", metavar="ID")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("db", help="database maintenance")
+    p = sub.add_parser("db", parents=[common], help="database maintenance")
     db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+    db_sub.add_parser("upgrade", parents=[common],
+                      help="apply migrations").set_defaults(func=cmd_db_upgrade)
     p = db_sub.add_parser(
-        "copy", help="copy every job and image into another database",
+        "copy", parents=[common], help="copy every job and image into another database",
         description="Copy the jobs, their images and previews from this bot's database "
         "(STYLEBOT_DATABASE_URL) into a PostgreSQL database, migrated first; then check "
         "every row and image. Safe to run again: it copies only what is missing.")
@@ -82,20 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jobs per transaction (default: %(default)s)")
     p.set_defaults(func=cmd_db_copy)
 
-    p = sub.add_parser("run", help="run the Discord bot")
+    p = sub.add_parser("run", parents=[common], help="run the Discord bot")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("worker", help="paint queued jobs from the shared database",
+    p = sub.add_parser("worker", parents=[common],
+                       help="paint queued jobs from the shared database",
                        description="Run this machine's worker processes on the jobs queued "
                        "in STYLEBOT_DATABASE_URL (no Discord), until SIGINT or SIGTERM.")
     p.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
                    help="on stopping, how long running jobs may take to finish before they "
                    "go back to the queue (default: %(default)s)")
     p.set_defaults(func=cmd_worker)
-    p = sub.add_parser("sync", help="push the slash commands to Discord")
+    p = sub.add_parser("sync", parents=[common], help="push the slash commands to Discord")
     p.add_argument("--guild", type=int, metavar="ID", help="one guild (instant) instead of "
                    "globally (STYLEBOT_DEV_GUILD)")
     p.set_defaults(func=cmd_sync)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="where jobs and images are kept "
+                        "(STYLEBOT_DATA_DIR)")
+    parser.add_argument("--styles-dir", type=Path, help="a style pack with the paintings "
+                        "(STYLEBOT_STYLES_DIR)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

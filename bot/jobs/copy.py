@@ -413,8 +413,9 @@ def _refuse_conflicts(rows: Iterable[Mapping[str, Any]],
         if other is not None and (differ := _differences(row, other)):
             raise CopyConflict(
                 f"the target already holds a different job {row['id']} (differing in "
-                f"{', '.join(differ)}): another database's job under that id, or this one "
-                "changed since an earlier copy; nothing more was copied")
+                f"{', '.join(differ)}): another database's job under that id, or one that "
+                "changed on either side since an earlier copy (the new database's workers "
+                "may have painted it); the copy stopped there")
 
 
 def _differences(row: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:

@@ -300,9 +300,13 @@ class WorkerPool:
         task: later calls wait for the first one and return the same ids; a later call
         with less grace cuts the first one's short (a second Ctrl-C)."""
         self._close_deadline = min(self._close_deadline, time.monotonic() + grace_s)
-        self._changed.set()
         if self._close_task is None:
             self._close_task = asyncio.ensure_future(self._shutdown())
+        else:
+            # A close waiting out its grace re-reads the deadline. Only then: on a first
+            # close, waking a start() that is waiting for its workers could let it see
+            # them ready before the shutdown has begun, and say it started.
+            self._changed.set()
         # Shielded: a caller cancelled while waiting must not leave processes behind.
         return await asyncio.shield(self._close_task)
 
@@ -522,8 +526,7 @@ class WorkerPool:
                 await asyncio.wait_for(self._changed.wait(), left)
         killed = list(self._jobs)
         if killed:
-            log.warning("killing %d job(s) still running at the end of the grace: %s",
-                        len(killed), ", ".join(killed))
+            log.warning("stopping %d job(s) still running: %s", len(killed), ", ".join(killed))
         for w in list(self._slots.values()):
             if w.jobs:
                 self._retire(w)

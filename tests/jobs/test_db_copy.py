@@ -394,8 +394,9 @@ async def test_a_different_job_under_the_same_id_stops_the_copy_before_it_writes
     assert await _main("db", "copy", "--to", target) == 1
     err = capsys.readouterr().err
     assert err == (f"stylebot: the target already holds a different job {clash} (differing "
-                   "in user_name, version): another database's job under that id, or this "
-                   "one changed since an earlier copy; nothing more was copied\n")
+                   "in user_name, version): another database's job under that id, or one "
+                   "that changed on either side since an earlier copy (the new database's "
+                   "workers may have painted it); the copy stopped there\n")
     after = await _snapshot(target)
     assert list(after.jobs) == [clash]
     assert after.images == {}  # not even the batch's images

@@ -270,8 +270,19 @@ async def test_the_progress_says_why_a_job_went_back_to_the_queue() -> None:
     await shown(queued(0))  # submitted
     await shown(started(1))
     await shown(queued(1))  # its worker died: the run counted
+    await shown(queued(1))  # the same, seen again (recovered here, and read back)
     await shown(started(2))
     await shown(queued(1))  # its worker stopped cleanly: the run did not count
     assert shown.display.lines == [  # type: ignore[attr-defined]
         "painting…", "the painter stopped; trying again (attempt 2)", "painting…",
         "the worker painting it stopped; back in the queue for another one"]
+
+
+def test_the_global_options_work_before_or_after_the_command() -> None:
+    parser = cli.build_parser()
+    after = parser.parse_args(["stylize", "p.png", "-s", "mosaic", "--styles-dir", "pack", "-v"])
+    before = parser.parse_args(["--styles-dir", "pack", "-v", "stylize", "p.png", "-s", "mosaic"])
+    neither = parser.parse_args(["db", "copy", "--to", "postgresql+asyncpg://h/d"])
+    assert (after.styles_dir, after.verbose) == (Path("pack"), True)
+    assert (before.styles_dir, before.verbose) == (Path("pack"), True)
+    assert (neither.styles_dir, neither.data_dir, neither.verbose) == (None, None, False)

@@ -80,3 +80,13 @@ class TroubledWorker(Worker):
 
 def troubled_worker(spec: WorkerSpec) -> None:
     TroubledWorker(spec).serve()
+
+
+SLOW_START_S = 30.0
+
+
+def slow_starting_worker(spec: WorkerSpec) -> None:
+    """The real worker, after `SLOW_START_S` of loading: a start that is still going on
+    when a test closes the pool, however warm the machine."""
+    time.sleep(SLOW_START_S)
+    Worker(spec).serve()

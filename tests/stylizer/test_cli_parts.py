@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
+import sys
 
 import pytest
 
@@ -99,3 +101,20 @@ def test_a_terminal_gets_a_bar_a_log_gets_lines_or_nothing() -> None:
     out = terminal.getvalue()
     assert "4/4" in out
     assert out.endswith("\npainted\n")
+
+
+def test_log_lines_go_above_a_bar_not_onto_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)  # as logging_setup's console handler
+    root.addHandler(handler)
+    try:
+        with ProgressDisplay(terminal) as display:
+            display.update(1, 4)
+            logging.getLogger("stylizer.test").warning("a worker went away")
+            display.update(2, 4)
+    finally:
+        root.removeHandler(handler)
+    lines = terminal.getvalue().replace("\r", "\n").splitlines()
+    assert "a worker went away" in lines  # a line of its own

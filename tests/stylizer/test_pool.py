@@ -301,9 +301,11 @@ def test_progress_is_sent_at_most_once_per_interval() -> None:
 
 
 async def test_close_during_start_stops_the_start() -> None:
-    pool = WorkerPool(engine=EngineConfig(device="cpu"))
+    pool = WorkerPool(engine=EngineConfig(device="cpu"),
+                      worker_target=pool_helpers.slow_starting_worker)
     starting = asyncio.ensure_future(pool.start())
     await asyncio.sleep(0.2)
+    assert not starting.done()
     assert await pool.close(grace_s=0) == []
     with pytest.raises(PoolClosed):
         await starting
