@@ -108,16 +108,17 @@ class JobProgressShown:
         self.display = display
         self.job_id: str | None = None  # set once the job is submitted
         self.runs = 0  # JobStarted seen
-        self.retried: set[int] = set()  # attempts whose retry was announced
+        self.requeues: set[tuple[int, int]] = set()  # (attempts, runs) announced
 
     async def __call__(self, event: JobEvent) -> None:
         if self.job_id is None or event.job_id != self.job_id:
             return
         if isinstance(event, JobQueued) and self.runs:
-            if event.job.attempts in self.retried:
+            seen = (event.job.attempts, self.runs)
+            if seen in self.requeues:
                 return  # told already (recovery here, and the row read back, both tell)
+            self.requeues.add(seen)
             if event.job.attempts >= self.runs:  # the run counted: it ended abnormally
-                self.retried.add(event.job.attempts)
                 self.display.message(f"the painter stopped; trying again "
                                      f"(attempt {event.job.attempts + 1})")
             else:  # a clean stop, which does not count the run
