@@ -261,7 +261,6 @@ class Settings(BaseSettings):
             raise ValueError(f"STYLEBOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
         return self
 
-
     def _check_shards(self) -> None:
         count, ids = self.shard_count, self.shard_ids
         if count is not None and count < 1:
