@@ -18,7 +18,7 @@ whatever the session's time zone; SQLite keeps naive UTC text.
 
 Several processes, on several machines, may share one PostgreSQL database; then the
 job table is the queue and nothing else passes between them. The queries they race on
-say how they stay safe: `lock_queued` passes over rows another claimer holds (`FOR
+say how they stay safe: `lock_next_queued` passes over rows another claimer holds (`FOR
 UPDATE SKIP LOCKED`), every write to a running job is fenced on its runner
 (`fenced_update`, `held_jobs`, `renew_leases`), and a result's delivery is claimed in
 the row (`claim_delivery`). Each change bumps the row's `version`, which notifications
@@ -402,25 +402,6 @@ def touch(job: Job) -> None:
 
 # -- claims, fenced writes and recovery: what several processes race on
 
-async def lock_queued(session: AsyncSession, *, job_ids: Iterable[str]) -> list[Job]:
-    """Those of these jobs that are still queued and that no other transaction holds,
-    locked until this one ends.
-
-    `SELECT ... FOR UPDATE SKIP LOCKED` ("The Locking Clause", PostgreSQL documentation,
-    SELECT): a row another claimer has locked is passed over instead of waited for, and
-    a row another claimer has already committed as running no longer matches, since each
-    statement of a READ COMMITTED transaction sees what was committed before it began.
-    So two claimers never get one job, and neither waits for the other. SQLite renders
-    no locking clause and needs none: the transaction holds the database's write lock.
-    """
-    ids = list(job_ids)
-    if not ids:
-        return []
-    stmt = (select(Job).where(Job.id.in_(ids), Job.status == JobStatus.queued.value)
-            .with_for_update(skip_locked=True))
-    return list((await session.scalars(stmt)).all())
-
-
 async def fenced_update(session: AsyncSession, *, job_id: str, runner: str,
                         values: dict[str, Any]) -> Job | None:
     """Writes `values` to the job only if `runner` still runs it (`WHERE runner = :runner
@@ -587,10 +568,17 @@ async def lock_next_queued(session: AsyncSession, *, limit: int = 1,
                            batch_key: str | None = None, exclude: Iterable[str] = ()
                            ) -> list[Job]:
     """The first `limit` queued jobs in the fair order that no other transaction holds,
-    locked until this one ends (`SELECT ... ORDER BY ... LIMIT ... FOR UPDATE SKIP
-    LOCKED`, see `lock_queued`): an index scan that stops at the first free rows, however
+    locked until this one ends: an index scan that stops at the first free rows, however
     long the queue. With `batch_key`, only jobs of that key that have never ended
-    abnormally (riders of a batch)."""
+    abnormally (riders of a batch).
+
+    `SELECT ... ORDER BY ... LIMIT ... FOR UPDATE SKIP LOCKED` ("The Locking Clause",
+    PostgreSQL documentation, SELECT): a row another claimer has locked is passed over
+    instead of waited for, and a row another claimer has already committed as running no
+    longer matches, since each statement of a READ COMMITTED transaction sees what was
+    committed before it began. So two claimers never get one job, and neither waits for
+    the other. SQLite renders no locking clause and needs none: the transaction holds the
+    database's write lock."""
     stmt = select(Job).where(Job.status == JobStatus.queued.value)
     if only_ids is not None:
         stmt = stmt.where(Job.id.in_(list(only_ids)))

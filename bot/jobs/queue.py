@@ -51,17 +51,6 @@ def _queued(row: Any) -> QueuedJob:
     return QueuedJob(row.id, row.user_id, row.created_at, row.batch_key, row.attempts)
 
 
-async def fair_jobs(session: AsyncSession, *, only_ids: Set[str] | None = None
-                    ) -> list[QueuedJob]:
-    """Queued jobs (of `only_ids` when given) in the order workers will take them."""
-    return [_queued(row) for row in await db.queued_in_order(session, only_ids=only_ids)]
-
-
-async def fair_queue(session: AsyncSession) -> list[str]:
-    """Queued job ids in the order workers will take them."""
-    return [j.id for j in await fair_jobs(session)]
-
-
 async def claims_until(session: AsyncSession, job: db.Job, max_batch: int) -> int:
     """Hand-overs to workers (jobs or batches) until `job`'s, its own included: read from
     the jobs ahead of it only."""

@@ -44,20 +44,12 @@ def rides_alone(attempts: int) -> bool:
     return attempts > 0
 
 
-def riders(head: QueuedJob, rest: Sequence[QueuedJob], max_batch: int) -> list[QueuedJob]:
-    """The queued jobs that go to a worker together with `head`: those with its batch key,
-    in the order of `rest` (the fair order), as many as the batch takes (`rides_alone`)."""
-    if head.batch_key is None or rides_alone(head.attempts):
-        return []
-    limit = batch_limit(head.batch_key, max_batch)
-    return [j for j in rest
-            if j.batch_key == head.batch_key and not rides_alone(j.attempts)][:limit - 1]
-
-
 def claims_until(order: Sequence[QueuedJob], job_id: str, max_batch: int) -> int:
     """How many hand-overs to workers, in fair order, until `job_id`'s (included): each
-    hand-over takes the first job not yet taken and its `riders`. Linear in the jobs
-    ahead: each batch key's candidates are a queue consumed once."""
+    hand-over takes the first job not yet taken and, riding along, the next ones with its
+    batch key, as many as the batch takes (`rides_alone` jobs neither ride nor take
+    anyone along). Linear in the jobs ahead: each key's candidates are a queue consumed
+    once."""
     same_key: dict[str, deque[QueuedJob]] = {}
     for job in order:
         if job.batch_key is not None and not rides_alone(job.attempts):

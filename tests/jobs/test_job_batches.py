@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import db
 from bot.jobs.executor import ExecutorStartError, LocalPoolExecutor
 from bot.jobs.records import JobRecord
-from bot.jobs.scheduling import QueuedJob, claims_until, riders
+from bot.jobs.scheduling import QueuedJob, claims_until, rides_alone
 from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
+from stylizer.batching import batch_limit
 from stylizer.params import StyleParams
 from stylizer.pool.messages import JobFailed, JobRequest, JobSucceeded
 
@@ -132,12 +133,21 @@ async def test_jobs_the_executor_fails_to_take_go_back_to_the_queue(
     assert (await service.wait(view.id, timeout_s=5)).status is JobStatus.succeeded
 
 
+def _riders(head: QueuedJob, rest: list[QueuedJob], max_batch: int) -> list[QueuedJob]:
+    """The jobs that go with `head`: those with its key, in order, as many as fit."""
+    if head.batch_key is None or rides_alone(head.attempts):
+        return []
+    limit = batch_limit(head.batch_key, max_batch)
+    return [j for j in rest
+            if j.batch_key == head.batch_key and not rides_alone(j.attempts)][:limit - 1]
+
+
 def _claims_until_by_the_rule(order: list[QueuedJob], job_id: str, max_batch: int) -> int:
     """The claim rule spelled out: take the first job and its riders, again and again."""
     pending, claims = list(order), 0
     while pending:
         head, rest = pending[0], pending[1:]
-        taken = {head.id, *(j.id for j in riders(head, rest, max_batch))}
+        taken = {head.id, *(j.id for j in _riders(head, rest, max_batch))}
         claims += 1
         if job_id in taken:
             break

@@ -3,6 +3,8 @@ models."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from alembic.script import ScriptDirectory
 from jobs_postgres import sqlite_only
 from sqlalchemy import JSON, DateTime, column, inspect, select, table
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.jobs.db import (
     Base,
@@ -139,6 +142,29 @@ def _downgrade(connection: Connection, url: str, revision: str) -> None:
     command.downgrade(cfg, revision)
 
 
+@contextlib.asynccontextmanager
+async def _rows_through(database_url: str, revision: str, rows: dict[str, dict[str, Any]]
+                        ) -> AsyncIterator[tuple[AsyncEngine, dict[str, Job]]]:
+    """These job rows inserted as `revision` left the table, then migrated to head: the
+    engine, and the rows as head reads them."""
+    await upgrade_database(database_url)
+    engine, sessionmaker = create_engine_and_sessionmaker(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, revision)
+        async with sessionmaker.begin() as session:
+            for job_id, values in rows.items():
+                await _insert_old_row(session, id=job_id, user_name="u", source="cli",
+                                      style="custom", input_hash="0" * 64, params={},
+                                      **values)
+        await upgrade_database(database_url)
+        async with sessionmaker() as session:
+            jobs = {j: job for j in rows if (job := await get_job(session, job_id=j))}
+        yield engine, jobs
+    finally:
+        await engine.dispose()
+
+
 async def test_0005_counts_the_run_each_started_job_was_in(database_url: str) -> None:
     """Before 0005 `attempts` counted abnormal ends; after it, runs started."""
     at = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -147,30 +173,17 @@ async def test_0005_counts_the_run_each_started_job_was_in(database_url: str) ->
             "run": ("running", 3, True, 0, 1), "ok": ("succeeded", 9, True, 1, 2),
             "bad": ("failed", 0, True, 0, 1), "dead": ("dead", 0, True, 3, 3),
             "cq": ("cancelled", 0, False, 0, 0), "cr": ("cancelled", 4, True, 0, 1)}
-    await upgrade_database(database_url)
-    engine, sessionmaker = create_engine_and_sessionmaker(database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_downgrade, database_url, "0004")
-        async with sessionmaker.begin() as session:
-            for job_id, (status, step, started, before, _after) in rows.items():
-                await _insert_old_row(
-                    session, id=job_id, user_id="u", user_name="u", source="cli",
-                    style="custom", input_hash="0" * 64, params={}, created_at=at,
-                    status=status, step=step, started_at=at if started else None,
-                    attempts=before)
-        await upgrade_database(database_url)
-        async with sessionmaker() as session:
-            after = {j: (await get_job(session, job_id=j)) for j in rows}
-        assert {j: job.attempts for j, job in after.items() if job} == {
+    old = {j: {"user_id": "u", "created_at": at, "status": status, "step": step,
+               "started_at": at if started else None, "attempts": before}
+           for j, (status, step, started, before, _after) in rows.items()}
+    async with _rows_through(database_url, "0004", old) as (engine, after):
+        assert {j: job.attempts for j, job in after.items()} == {
             j: r[4] for j, r in rows.items()}
         async with engine.begin() as conn:
             await conn.run_sync(_downgrade, database_url, "0004")
             back = dict((await conn.execute(select(column("id"), column("attempts"))
                                             .select_from(table("jobs")))).all())
-        assert back == {j: r[3] for j, r in rows.items()}
-    finally:
-        await engine.dispose()
+    assert back == {j: r[3] for j, r in rows.items()}
 
 
 async def test_0006_gives_queued_jobs_the_round_robin_turns(database_url: str) -> None:
@@ -179,20 +192,7 @@ async def test_0006_gives_queued_jobs_the_round_robin_turns(database_url: str) -
     rows = {"a1": ("a", "queued", 0, 0), "a2": ("a", "queued", 1, 1),
             "a3": ("a", "queued", 5, 2), "b1": ("b", "queued", 2, 0),
             "bx": ("b", "succeeded", 0, 0), "c1": ("c", "queued", 3, 0)}
-    await upgrade_database(database_url)
-    engine, sessionmaker = create_engine_and_sessionmaker(database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_downgrade, database_url, "0005")
-        async with sessionmaker.begin() as session:
-            for job_id, (user, status, minutes, _turn) in rows.items():
-                await _insert_old_row(
-                    session, id=job_id, user_id=user, user_name=user, source="cli",
-                    style="custom", input_hash="0" * 64, params={}, status=status,
-                    created_at=at + timedelta(minutes=minutes))
-        await upgrade_database(database_url)
-        async with sessionmaker() as session:
-            turns = {j: (await get_job(session, job_id=j)) for j in rows}
-    finally:
-        await engine.dispose()
-    assert {j: job.turn for j, job in turns.items() if job} == {j: r[3] for j, r in rows.items()}
+    old = {j: {"user_id": user, "status": status, "created_at": at + timedelta(minutes=m)}
+           for j, (user, status, m, _turn) in rows.items()}
+    async with _rows_through(database_url, "0005", old) as (_engine, after):
+        assert {j: job.turn for j, job in after.items()} == {j: r[3] for j, r in rows.items()}
