@@ -311,9 +311,16 @@ class Dispatcher:
             return
         await self._after_abnormal_end(record)
 
-    async def _after_abnormal_end(self, record: JobRecord) -> None:
+    async def _after_abnormal_end(self, record: JobRecord, *, ours: bool = True) -> None:
+        """Reports a run that ended abnormally, this process's (`ours`) or one recovered
+        from another runner. A recovered job was never in `running`, and may be again by
+        now: this process can claim it while the recovered batch is being reported, so
+        only its own run is forgotten here (else its lease would go unrenewed)."""
         if record.status is JobStatus.queued:
-            self._done(record.id)
+            if ours:
+                self._done(record.id)
+            else:
+                self.wake()
             log.warning("job %s: its run ended abnormally; back in the queue (attempt %d "
                         "of %d)", record.id, record.attempts + 1, self._settings.max_attempts)
             await self._requeued(record)
@@ -367,5 +374,5 @@ class Dispatcher:
         """Recovers orphaned running jobs (`leases.recover`); returns how many."""
         records = await self._leases.recover(self.running)
         for record in records:
-            await self._after_abnormal_end(record)
+            await self._after_abnormal_end(record, ours=False)
         return len(records)

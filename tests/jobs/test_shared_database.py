@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -223,6 +224,37 @@ async def test_another_process_recovers_an_expired_lease(
     assert (rows[ids[1]].status, rows[ids[1]].runner) == ("running", "other-host:123:abc")
     assert (rows[ids[2]].status, rows[ids[2]].attempts, rows[ids[2]].error_code) == (
         "dead", 3, "worker_died")
+
+
+async def test_jobs_recovered_while_painting_are_claimed_again_and_kept(
+        make_service: ServiceFactory, sessionmaker: Sessions) -> None:
+    """A running dispatcher recovers a dead runner's batch and claims its jobs again while
+    it is still reporting them: the claims stand, and their leases are renewed."""
+    submitter = make_service(OfflineExecutor())
+    ids = [(await submitter.submit(user_id=user, user_name=user, content=png(n),
+                                   style_image=STYLE)).id for n, user in enumerate("abc")]
+    now = datetime.now(UTC)
+    async with sessionmaker.begin() as session:  # a batch whose runner is about to go quiet
+        await session.execute(update(db.Job).where(db.Job.id.in_(ids)).values(
+            status="running", runner="other-host:123:abc", attempts=1, started_at=now,
+            lease_expires_at=now + timedelta(seconds=0.5)))
+    fake = FakeExecutor(workers=3)
+    service = make_service(fake, lease_s=0.6, clock=lambda: datetime.now(UTC))
+    dispatch = service._dispatch
+    report = dispatch._requeued
+
+    async def slowly(record: Any) -> None:  # as on a loaded machine: the claims overtake
+        await asyncio.sleep(0.2)
+        await report(record)
+    dispatch._requeued = slowly  # type: ignore[method-assign]
+    await service.start()  # the lease is still alive: recovered later, while running
+    await until(lambda: len(fake.submitted) == 3, within=5)
+    await asyncio.sleep(1.5)  # over two leases: unrenewed, they would be recovered again
+    async with sessionmaker() as session:
+        rows = {j.id: j for j in await db.list_jobs(session, limit=10)}
+    assert {(r.status, r.runner, r.attempts) for r in rows.values()} == {
+        ("running", service.runner_id, 2)}
+    assert len(fake.submitted) == 3
 
 
 # -- limits that hold across processes ----------------------------------------------------
