@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.jobs import db, notify, queue
 from bot.jobs.records import JobRecord, dead_message
@@ -136,6 +136,10 @@ class Leases:
     def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession],
                  clock: Callable[[], datetime], lease_s: float, max_attempts: int) -> None:
         self._sm = sessionmaker
+        engine = sessionmaker.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("Leases needs a sessionmaker bound to an AsyncEngine")
+        self._engine = engine
         self._clock = clock
         self.lease = timedelta(seconds=lease_s)
         self._max_attempts = max_attempts
@@ -143,25 +147,25 @@ class Leases:
 
     async def claim(self, *, max_batch: int, only_ids: Set[str] | None,
                     held: set[str]) -> list[JobRecord]:
-        """Claims the next batch (`queue.claim_batch`); its ids join `held` before the
-        commit, so that recovery in this process never takes them for orphans."""
+        """Claims the next batch (`queue.claim_batch`, which also notifies); its ids join
+        `held` as soon as they are claimed, so that recovery in this process never takes
+        them for orphans."""
         now = self._clock()
-        async with self._sm.begin() as session:
-            chosen = await queue.claim_batch(session, runner=self.runner, now=now,
-                                             lease_until=now + self.lease,
-                                             max_batch=max_batch, only_ids=only_ids)
-            if not chosen:
-                return []
-            records = [JobRecord.from_row(job) for job in chosen]
-            await notify_records(session, records)
-            ids = {r.id for r in records}
-            held |= ids
-            try:
-                await session.commit()
-            except BaseException:
-                held -= ids
-                raise
-        return records
+        claimed: set[str] = set()
+        try:
+            async with db.single_statement(self._engine) as conn:
+                rows = await queue.claim_batch(conn, runner=self.runner, now=now,
+                                               lease_until=now + self.lease,
+                                               max_batch=max_batch, only_ids=only_ids)
+                claimed = {row.id for row in rows}
+                held |= claimed
+        except BaseException:
+            # Nothing was claimed on SQLite (no commit). On PostgreSQL a head whose riders'
+            # claim failed stays claimed; left out of `held`, it is recovered once its
+            # lease runs out, as a job of a runner that went silent.
+            held -= claimed
+            raise
+        return [JobRecord.from_row(row) for row in rows]
 
     async def progress(self, job_id: str, *, preview: bytes | None = None,
                        **fields: Any) -> JobRecord | None:
@@ -179,21 +183,12 @@ class Leases:
         return record
 
     async def finish(self, job_id: str, status: JobStatus, **fields: Any) -> JobRecord | None:
-        """Records how the run ended (succeeded, failed, cancelled); None if the job is no
-        longer ours."""
-        values: dict[str, Any] = {"status": status, "finished_at": self._clock(),
-                                  "lease_expires_at": None, **fields}
-        if status is JobStatus.succeeded:
-            values.setdefault("step", db.Job.total_steps)
-        async with self._sm.begin() as session:
-            job = await db.fenced_update(session, job_id=job_id, runner=self.runner,
-                                         values=values)
-            if job is None:
-                return None
-            await db.delete_preview(session, job_id=job_id)
-            record = JobRecord.from_row(job)
-            await notify_records(session, [record])
-        return record
+        """Records how the run ended (succeeded, failed, cancelled) in one statement
+        (`db.finish_running`, which also notifies); None if the job is no longer ours."""
+        async with db.single_statement(self._engine) as conn:
+            row = await db.finish_running(conn, job_id=job_id, runner=self.runner,
+                                          status=status, finished_at=self._clock(), **fields)
+        return None if row is None else JobRecord.from_row(row)
 
     async def end_abnormally(self, job_id: str, code: str) -> JobRecord | None:
         """The worker died under the job: `retry_or_bury`; None if it is no longer ours."""

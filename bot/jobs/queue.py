@@ -13,11 +13,12 @@ the same moment.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Set
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.jobs import db
 from bot.jobs.errors import LimitExceeded
@@ -82,33 +83,31 @@ async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
     return position, eta_queued(claims, workers, mean)
 
 
-async def claim_batch(session: AsyncSession, *, runner: str, now: datetime,
+async def claim_batch(conn: AsyncConnection, *, runner: str, now: datetime,
                       lease_until: datetime, max_batch: int,
-                      only_ids: Set[str] | None = None) -> list[db.Job]:
+                      only_ids: Set[str] | None = None) -> list[Any]:
     """Claims for `runner` the next job in fair order and, riding along with it, queued
     jobs that can be painted in the same batch (same batch key, up to `max_batch`), in
-    fair order too; returns them, now running (the caller commits), or [] if the queue
-    is empty. Each claimed job's `attempts` goes up by one: this run is one of them.
+    fair order too; returns their rows, now running, head first, or [] if the queue is
+    empty. Each claimed job's `attempts` goes up by one: this run is one of them.
 
-    Both reads are `ORDER BY turn, created_at, id LIMIT n FOR UPDATE SKIP LOCKED`
-    (`db.lock_next_queued`): a row another claimer holds, or has just claimed, is passed
-    over for the next one in the order, so two dispatchers claiming at once take the
-    first two heads rather than one waiting for the other, and a claim reads a few index
-    entries however long the queue is.
+    Each is one statement, `db.claim_next_queued` (`FOR UPDATE SKIP LOCKED`): a row
+    another claimer holds, or has just claimed, is passed over for the next one in the
+    order, so two dispatchers claiming at once take the first two heads rather than one
+    waiting for the other, and a claim reads a few index entries however long the
+    queue is. On PostgreSQL (autocommit) the head's claim commits before its riders'
+    read; a crash between them leaves the head running alone, as it may be anyway.
     """
-    heads = await db.lock_next_queued(session, only_ids=only_ids)
+    claim = functools.partial(db.claim_next_queued, conn, runner=runner, now=now,
+                              lease_until=lease_until, only_ids=only_ids)
+    heads = await claim()
     if not heads:
         return []
     head = heads[0]
-    chosen = [head]
-    if head.batch_key is not None and not rides_alone(head.attempts):
-        limit = batch_limit(head.batch_key, max_batch)
-        if limit > 1:
-            chosen += await db.lock_next_queued(session, limit=limit - 1, only_ids=only_ids,
-                                                batch_key=head.batch_key, exclude=[head.id])
-    for job in chosen:
-        db.set_status(job, JobStatus.running, started_at=now, finished_at=None,
-                      runner=runner, lease_expires_at=lease_until, step=0,
-                      attempts=job.attempts + 1,
-                      total_steps=int(job.params.get("steps", 0)))
-    return chosen
+    # Its attempts count this run already; the runs before it decide.
+    if head.batch_key is None or rides_alone(head.attempts - 1):
+        return heads
+    limit = batch_limit(head.batch_key, max_batch)
+    if limit <= 1:
+        return heads
+    return heads + await claim(limit=limit - 1, batch_key=head.batch_key)

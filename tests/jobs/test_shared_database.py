@@ -113,6 +113,60 @@ async def test_two_processes_claiming_at_once_never_claim_a_job_twice(
                 assert by_key[b[0]] is not None or len(b) == 1
 
 
+async def test_a_claim_and_a_finish_are_one_statement_each_and_announce_themselves(
+        sessionmaker: Sessions, clock: TickingClock) -> None:
+    """`db.claim_next_queued` takes the first free jobs in fair order (the riders of a
+    batch only of its key and never retried), and `db.finish_running` ends only its own
+    runner's job, drops its preview and fills in its steps; on PostgreSQL each announces
+    the row's new version on CHANGED in the same statement."""
+    ids = await _insert_queued(sessionmaker, clock, ["a", "a", "b", "b"], ["k", "k", "k", "x"])
+    async with sessionmaker.begin() as session:  # j0002 has ended abnormally before
+        await session.execute(update(db.Job).where(db.Job.id == ids[2]).values(attempts=1))
+    engine = sessionmaker.kw["bind"]
+    heard: list[tuple[str, int]] = []
+    listener = notify.Listener(engine)
+    listener.subscribe(notify.CHANGED, lambda job_id, version: heard.append((job_id, version)))
+    await listener.start()
+    try:
+        now = clock()
+        async with db.single_statement(engine) as conn:
+            head = await db.claim_next_queued(conn, runner="r:1:a", now=now,
+                                              lease_until=now + timedelta(seconds=60))
+            riders = await db.claim_next_queued(conn, runner="r:1:a", now=now,
+                                                lease_until=now, limit=5, batch_key="k")
+        # Fair order: a's first job, then b's first (retried: it rides alone), then a's.
+        assert [r.id for r in head] == [ids[0]]
+        assert [r.id for r in riders] == [ids[1]]
+        row = head[0]
+        assert (row.status, row.runner, row.attempts, row.total_steps, row.version) == (
+            "running", "r:1:a", 1, 5, 1)
+        assert (row.started_at, row.lease_expires_at) == (now, now + timedelta(seconds=60))
+        async with sessionmaker.begin() as session:
+            await db.save_preview(session, job_id=ids[0], step=2, jpeg=b"jpeg")
+        async with db.single_statement(engine) as conn:
+            other = await db.finish_running(conn, job_id=ids[0], runner="r:2:b",
+                                            status=JobStatus.succeeded, finished_at=now)
+            done = await db.finish_running(conn, job_id=ids[0], runner="r:1:a",
+                                           status=JobStatus.succeeded, finished_at=now,
+                                           output_hash="f" * 64)
+            again = await db.finish_running(conn, job_id=ids[0], runner="r:1:a",
+                                            status=JobStatus.failed, finished_at=now,
+                                            error_code="x")
+        assert other is None  # fenced: not its runner's
+        assert again is None  # nor once it is over
+        assert done is not None
+        assert (done.status, done.step, done.output_hash, done.lease_expires_at,
+                done.version) == ("succeeded", 5, "f" * 64, None, 2)
+        async with sessionmaker() as session:
+            assert await db.get_preview(session, job_id=ids[0]) is None
+            assert await db.get_preview(session, job_id=ids[1]) is None
+        if listener.enabled:
+            await until(lambda: len(heard) >= 3, within=5)
+            assert sorted(heard) == [(ids[0], 1), (ids[0], 2), (ids[1], 1)]
+    finally:
+        await listener.stop()
+
+
 @postgresql_only
 @pytest.mark.timeout(120)
 async def test_two_claiming_processes_keep_the_fair_order_across_three_users(
