@@ -49,8 +49,8 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
         async with job_service(settings) as service:
             record = await service.authorize(args.job_id, caller=OPERATOR, action=Action.see)
             data = record.to_dict()
-            data["queue_position"] = await service.queue_position(record.id)
-            data["eta_seconds"] = await service.eta_seconds(record.id)
+            data["queue_position"], data["eta_seconds"] = await service.position_and_eta(
+                record.id)
             png = await service.read_output(record.id) if args.output else None
             return data, png
 

@@ -67,8 +67,7 @@ class JobFlow:
         # recorded.
         try:
             self.delivery.remember_upload_limit(job.id, interaction.filesize_limit)
-            position = await self.service.queue_position(job.id)
-            eta = await self.service.eta_seconds(job.id)
+            position, eta = await self.service.position_and_eta(job.id)
             embed = embeds.queued(job, position=position, eta_s=eta)
             progress_id: str | None = None
             msg: discord.Message

@@ -13,6 +13,7 @@ Several services, in several processes and machines, may share one database; one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -119,7 +120,7 @@ class JobService:
         self._dispatch.notify_final(job_id)
 
     async def _emit_queued(self, record: JobRecord) -> None:
-        position, eta = await self._position_and_eta(record.id)
+        position, eta = await self.position_and_eta(record.id)
         await self._emit(JobQueued(record.id, record, position or 1, eta))
 
     # -- submitting ------------------------------------------------------------------------
@@ -167,8 +168,12 @@ class JobService:
                 batch_key=batch_key(photo.upright_size, style_params.to_dict()))
             await db.add_job(session, job=job)
             record = JobRecord.from_row(job)
+            # Its place, read before the commit: from the commit on, another process may
+            # start it, and this process's watcher must not report that before JobQueued.
+            position, eta = await self._place(session, job)
             await notify.send(session, changed=[(record.id, record.version)],
                               queued=[(record.id, record.version)])
+        # Nothing awaits from here to the event: nothing else runs on the loop meanwhile.
         if on_committed is not None:
             on_committed(record.id)
         log.info("job %s: queued for %s (%s, %s px)", record.id, user_id, style_name,
@@ -176,7 +181,7 @@ class JobService:
         self._dispatch.own.add(record.id)
         if self._watcher is not None:
             self._watcher.track(record)
-        await self._emit_queued(record)
+        await self._emit(JobQueued(record.id, record, position or 1, eta))
         self._dispatch.wake()
         return record
 
@@ -237,15 +242,12 @@ class JobService:
             if record.status.is_final:
                 self._dispatch.notify_final(job_id)
                 return record
-            wait_s = self._poll_s
-            if deadline is not None:
-                wait_s = min(wait_s, deadline - loop.time())
-                if wait_s <= 0:
-                    return record
-            try:
+            wait_s = self._poll_s if deadline is None else min(self._poll_s,
+                                                                 deadline - loop.time())
+            if wait_s <= 0:
+                return record
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), wait_s)
-            except TimeoutError:
-                pass
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -296,26 +298,24 @@ class JobService:
 
     async def queue_position(self, job_id: str) -> int | None:
         """1-based place in the fair order; None unless the job is queued."""
-        position, _ = await self._position_and_eta(job_id, want_eta=False)
-        return position
+        return (await self.position_and_eta(job_id, want_eta=False))[0]
 
-    async def eta_seconds(self, job_id: str) -> float | None:
-        """Rough seconds until the job is done: from the mean duration of recent jobs
-        (or a default guess) and its place in the queue; None once it has finished."""
-        _, eta = await self._position_and_eta(job_id)
-        return eta
-
-    async def _position_and_eta(self, job_id: str, *, want_eta: bool = True
-                                ) -> tuple[int | None, float | None]:
-        job_id = normalize_job_id(job_id)
+    async def position_and_eta(self, job_id: str, *, want_eta: bool = True
+                               ) -> tuple[int | None, float | None]:
+        """The job's 1-based place in the fair order (None unless queued) and rough seconds
+        until it is done (`queue.position_and_eta`). Raises `JobNotFound`."""
         async with self._sm() as session:
-            job = await db.get_job(session, job_id=job_id)
+            job = await db.get_job(session, job_id=normalize_job_id(job_id))
             if job is None:
                 raise JobNotFound(job_id)
-            return await queue.position_and_eta(
-                session, job, now=self._clock(), max_batch=self._executor.max_batch,
-                workers=self._executor.capacity or self._settings.workers,
-                default_job_s=self._default_job_s, want_eta=want_eta)
+            return await self._place(session, job, want_eta=want_eta)
+
+    async def _place(self, session: AsyncSession, job: db.Job, *, want_eta: bool = True
+                     ) -> tuple[int | None, float | None]:
+        return await queue.position_and_eta(
+            session, job, now=self._clock(), max_batch=self._executor.max_batch,
+            workers=self._executor.capacity or self._settings.workers,
+            default_job_s=self._default_job_s, want_eta=want_eta)
 
     async def read_input(self, job_id: str) -> bytes:
         record = await self.get(job_id)

@@ -60,7 +60,7 @@ async def test_a_job_runs_and_its_result_is_stored(make_service: ServiceFactory,
     fake.emit(JobProgress(view.id, 4, 9, 1.0, 2.0, b"jpeg"))
     await rec.wait_for(lambda: rec.of(events.JobProgress))
     assert (await service.get(view.id)).step == 4
-    assert await service.eta_seconds(view.id) is not None
+    assert (await service.position_and_eta(view.id))[1] is not None
     result = png(7)
     fake.emit(JobSucceeded(view.id, result, {"steps": 9}))
     done = await service.wait(view.id, timeout_s=5)

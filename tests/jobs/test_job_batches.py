@@ -188,11 +188,11 @@ async def test_the_eta_of_a_queued_job_counts_batches_not_jobs(
     service = make_service(fake, default_job_s=60.0)
     views = [await _submit(service, f"u{i}", content=png(i)) for i in range(5)]
     odd = await _submit(service, "u9", content=png(9, width=40))
-    etas = [await service.eta_seconds(v.id) for v in views]
+    etas = [(await service.position_and_eta(v.id))[1] for v in views]
     # Four go in the first batch, the fifth in the second hand-over, the odd size (queued
     # last) in the third.
     assert etas == [60.0, 60.0, 60.0, 60.0, 120.0]
-    assert await service.eta_seconds(odd.id) == 180.0
+    assert (await service.position_and_eta(odd.id))[1] == 180.0
     assert [await service.queue_position(v.id) for v in views] == [1, 2, 3, 4, 5]
 
 

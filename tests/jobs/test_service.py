@@ -243,7 +243,8 @@ async def test_eta_from_recent_durations(make_service: ServiceFactory, settings:
     service = make_service(fake, default_job_s=100.0,
                            settings_=settings.replace(max_jobs_per_user=10))
     first = await service.submit(user_id="a", user_name="a", content=png(1), style_image=STYLE)
-    assert await service.eta_seconds(first.id) == pytest.approx(100.0)  # the default guess
+    # The default guess:
+    assert (await service.position_and_eta(first.id))[1] == pytest.approx(100.0)
     await service.start()
     await _until_submitted(fake, 1)
     clock.advance(30)  # the job takes 30 s
@@ -257,10 +258,10 @@ async def test_eta_from_recent_durations(make_service: ServiceFactory, settings:
     views = [await later.submit(user_id="b", user_name="b", content=png(10 + i),
                                 style_image=STYLE) for i in range(5)]
     for position, view in enumerate(views, start=1):
-        eta = await later.eta_seconds(view.id)
+        eta = (await later.position_and_eta(view.id))[1]
         assert eta == pytest.approx(30.0 * math.ceil(position / 2), rel=0.01)
     assert (await later.get(first.id)).seconds == pytest.approx(30.0, abs=0.1)
-    assert await later.eta_seconds(first.id) is None
+    assert (await later.position_and_eta(first.id))[1] is None
 
 
 async def test_unknown_jobs(make_service: ServiceFactory) -> None:
