@@ -151,6 +151,7 @@ class Delivery:
         self.shard_ids = None if shard_ids is None else frozenset(shard_ids)
         self.takeover_s = takeover_s
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._since = self.clock()  # jobs made before are a previous run's
         self._queues: dict[str, asyncio.Queue[_Item]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._holds: dict[str, asyncio.Event] = {}
@@ -286,8 +287,12 @@ class Delivery:
             return
         now = self.clock()
         for job in jobs:
+            if job.id in self._queues:
+                continue  # of this run: its own events are on their way (held until ready)
             if self.owns(job):
-                log.info("delivering job %s left over from a previous run", job.id)
+                how = ("left over from a previous run" if job.created_at < self._since
+                       else "finished before Discord was ready")
+                log.info("delivering job %s, %s", job.id, how)
                 self._enqueue(job.id, _Redeliver(job.id))
             elif job.source in DISCORD_SOURCES:
                 # Another shard's: its owner may be up and about to deliver it.
