@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
@@ -28,6 +29,8 @@ from bot.discord.client import StyleBot, point_discord_py_at
 from bot.discord.delivery import Delivery
 from bot.discord.downloads import AttachmentFetcher
 from bot.discord.jobflow import JobFlow
+from bot.jobs import queue
+from bot.jobs.admission import Admission
 from bot.jobs.db import DatabaseUnavailable, create_engine_and_sessionmaker, upgrade_database
 from bot.jobs.executor import Executor, ExecutorStartError, LocalPoolExecutor, OfflineExecutor
 from bot.jobs.service import JobService
@@ -118,7 +121,12 @@ async def build(settings: Settings, *, executor: Executor | None = None,
     # Another shard's result waits one lease for its owner before this process sends it.
     delivery = Delivery(service, client, shard_count=settings.shard_count,
                         shard_ids=settings.shard_ids, takeover_s=settings.lease_s)
-    client.attach(delivery=delivery, flow=JobFlow(service, storage, delivery))
+    admission = Admission(
+        counts=functools.partial(queue.counts_at_door, sessionmaker),
+        free_in_s=functools.partial(queue.next_place_in_s, sessionmaker,
+                                    workers=max(1, settings.workers), default_job_s=60.0),
+        max_jobs_per_user=settings.max_jobs_per_user, max_queue=settings.max_queue)
+    client.attach(delivery=delivery, flow=JobFlow(service, storage, delivery, admission))
     return App(settings, engine, storage, executor, service, client)
 
 

@@ -14,8 +14,10 @@ placeholder itself).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -28,6 +30,7 @@ from bot.jobs.records import token_expiry
 
 if TYPE_CHECKING:
     from bot.discord.delivery import Delivery
+    from bot.jobs.admission import Admission, Ticket
     from bot.jobs.records import JobRecord
     from bot.jobs.service import JobService
     from bot.jobs.storage import BlobStore
@@ -36,18 +39,35 @@ log = logging.getLogger(__name__)
 
 
 class JobFlow:
-    def __init__(self, service: JobService, storage: BlobStore, delivery: Delivery) -> None:
+    def __init__(self, service: JobService, storage: BlobStore, delivery: Delivery,
+                 admission: Admission) -> None:
         self.service = service
         self.storage = storage
         self.delivery = delivery
+        self.admission = admission
+
+    @contextlib.asynccontextmanager
+    async def place(self, interaction: discord.Interaction[Any]) -> AsyncIterator[Ticket]:
+        """The request's place at the door (`bot.jobs.admission`): its number is taken on
+        entry, so enter before anything awaits; `admission.admit(ticket)` waits for its turn. The
+        place is given back on exit, or when the job is committed (`start_job`)."""
+        ticket = self.admission.arrive(str(interaction.user.id))
+        try:
+            yield ticket
+        finally:
+            self.admission.release(ticket)
 
     async def start_job(self, interaction: discord.Interaction[Any], *, content: bytes,
                         style: str | None, style_image: bytes | None, params: dict[str, Any],
-                        private: bool, source: str, parent_id: str | None = None
-                        ) -> JobRecord:
+                        private: bool, source: str, parent_id: str | None = None,
+                        ticket: Ticket | None = None) -> JobRecord:
+        """Queues the job and shows it (see the module docstring); `ticket`, the admitted
+        place of its request, is given back the moment the job's row is committed."""
         held: list[str] = []
 
         def hold(job_id: str) -> None:
+            if ticket is not None:
+                self.admission.release(ticket)  # the row counts from now on
             held.append(job_id)
             self.delivery.hold(job_id)
 
@@ -104,19 +124,21 @@ class JobFlow:
             await self.service.cancel(job_id, caller=caller)
             await interaction.edit_original_response(content=f"Job `{job_id}` is cancelled.")
             return
-        # The job id comes from the button's custom id: the rule is checked on the job.
-        job = await self.service.authorize(job_id, caller=caller, action=Action.reuse)
-        params = validation.derive_params(job.params, action,
-                                          new_seed=secrets.randbelow(2**31))
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        content = await self.service.read_input(job.id)
-        style_image = None
-        if job.style == "custom" and job.style_hash:
-            style_image = await self.storage.get_async(job.style_hash)
-        await self.start_job(interaction, content=content,
-                             style=None if style_image is not None else job.style,
-                             style_image=style_image, params=params, private=job.private,
-                             source="button", parent_id=job.id)
+        async with self.place(interaction) as ticket:
+            # The job id comes from the button's custom id: the rule is checked on the job.
+            job = await self.service.authorize(job_id, caller=caller, action=Action.reuse)
+            params = validation.derive_params(job.params, action,
+                                              new_seed=secrets.randbelow(2**31))
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self.admission.admit(ticket)
+            content = await self.service.read_input(job.id)
+            style_image = None
+            if job.style == "custom" and job.style_hash:
+                style_image = await self.storage.get_async(job.style_hash)
+            await self.start_job(interaction, content=content,
+                                 style=None if style_image is not None else job.style,
+                                 style_image=style_image, params=params, private=job.private,
+                                 source="button", parent_id=job.id, ticket=ticket)
 
 
 async def _private_placeholder(interaction: discord.Interaction[Any], job: JobRecord,

@@ -518,6 +518,15 @@ async def count_active_for_user(session: AsyncSession, *, user_id: str) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
+async def count_active_by_user(session: AsyncSession, *, user_ids: Iterable[str]
+                               ) -> dict[str, int]:
+    """Jobs queued or running per user, for these users (those with none left out)."""
+    stmt = (select(Job.user_id, func.count()).where(
+        Job.user_id.in_(list(user_ids)), Job.status.in_([s.value for s in ACTIVE]))
+        .group_by(Job.user_id))
+    return {user: int(n) for user, n in (await session.execute(stmt)).all()}
+
+
 async def count_by_status(session: AsyncSession, *, guild_id: str | None = None
                           ) -> dict[JobStatus, int]:
     """Jobs per status; only those made in `guild_id` when it is given."""

@@ -14,11 +14,11 @@ the same moment.
 from __future__ import annotations
 
 import functools
-from collections.abc import Set
+from collections.abc import Collection, Set
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from bot.jobs import db
 from bot.jobs.errors import LimitExceeded
@@ -46,6 +46,24 @@ async def check_room(session: AsyncSession, *, user_id: str, max_jobs_per_user: 
     if queued >= max_queue:
         raise LimitExceeded(f"The queue is full ({queued} jobs waiting). Please try again "
                             "in a few minutes.")
+
+
+async def counts_at_door(sessionmaker: async_sessionmaker[AsyncSession],
+                         user_ids: Collection[str]) -> tuple[dict[str, int], int]:
+    """({user: jobs queued or running} for `user_ids`, jobs queued in all): what
+    `bot.jobs.admission.Admission` counts before a request's download."""
+    async with sessionmaker() as session:
+        return (await db.count_active_by_user(session, user_ids=user_ids),
+                await db.count_queued(session))
+
+
+async def next_place_in_s(sessionmaker: async_sessionmaker[AsyncSession], *, workers: int,
+                          default_job_s: float) -> float:
+    """Rough seconds until a worker takes the next queued job: the mean duration of the
+    latest jobs (`default_job_s` before there are any) shared among `workers`."""
+    async with sessionmaker() as session:
+        durations = await db.recent_durations(session, limit=RECENT_JOBS_FOR_ETA)
+    return mean_duration(durations, default_job_s) / max(1, workers)
 
 
 def _queued(row: Any) -> QueuedJob:

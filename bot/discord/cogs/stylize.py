@@ -100,22 +100,25 @@ class Stylize(commands.Cog):
                       preserve_colors: bool | None = None, private: bool = False) -> None:
         """Paint a photo in the style of a famous artwork, or of an image you upload."""
         s = self.bot.settings
-        # Everything that needs no download is checked before answering, so a mistake
-        # costs the user no wait.
-        validation.check_style_choice(style, style_image is not None)
-        self._check_meta(image, "photo")
-        if style_image is not None:
-            self._check_meta(style_image, "style image")
-        preset = self._check_preset(style) if style else None
-        params = validation.build_params(self.bot.default_params, strength=strength, size=size,
-                                         preserve_colors=preserve_colors, max_size=s.max_size)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        content = await self._download(interaction.user, image, "photo")
-        style_bytes = (await self._download(interaction.user, style_image, "style image")
-                       if style_image else None)
-        await self.bot.flow.start_job(interaction, content=content, style=preset,
-                                      style_image=style_bytes, params=params, private=private,
-                                      source="slash")
+        async with self.bot.flow.place(interaction) as ticket:  # in the order they arrive
+            # Everything that needs no download is checked before answering, so a mistake
+            # costs the user no wait.
+            validation.check_style_choice(style, style_image is not None)
+            self._check_meta(image, "photo")
+            if style_image is not None:
+                self._check_meta(style_image, "style image")
+            preset = self._check_preset(style) if style else None
+            params = validation.build_params(self.bot.default_params, strength=strength,
+                                             size=size, preserve_colors=preserve_colors,
+                                             max_size=s.max_size)
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self.bot.flow.admission.admit(ticket)  # a place, before any download
+            content = await self._download(interaction.user, image, "photo")
+            style_bytes = (await self._download(interaction.user, style_image, "style image")
+                           if style_image else None)
+            await self.bot.flow.start_job(interaction, content=content, style=preset,
+                                          style_image=style_bytes, params=params,
+                                          private=private, source="slash", ticket=ticket)
 
     @stylize.autocomplete("style")
     async def style_autocomplete(self, interaction: discord.Interaction[StyleBot],
@@ -145,13 +148,15 @@ class Stylize(commands.Cog):
 
     async def _picked(self, interaction: discord.Interaction[StyleBot], style: str, *,
                       content: bytes) -> None:
-        params = validation.build_params(self.bot.default_params, strength=None, size=None,
-                                         preserve_colors=None,
-                                         max_size=self.bot.settings.max_size)
-        await interaction.response.edit_message(content=f"Starting `{style}`…", view=None)
-        await self.bot.flow.start_job(interaction, content=content, style=style,
-                                      style_image=None, params=params, private=False,
-                                      source="context_menu")
+        async with self.bot.flow.place(interaction) as ticket:  # the request is made now
+            params = validation.build_params(self.bot.default_params, strength=None,
+                                             size=None, preserve_colors=None,
+                                             max_size=self.bot.settings.max_size)
+            await interaction.response.edit_message(content=f"Starting `{style}`…", view=None)
+            await self.bot.flow.admission.admit(ticket)
+            await self.bot.flow.start_job(interaction, content=content, style=style,
+                                          style_image=None, params=params, private=False,
+                                          source="context_menu", ticket=ticket)
 
 
 async def setup(bot: StyleBot) -> None:
