@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 # Jobs this front end created (the CLI delivers its own).
 DISCORD_SOURCES = frozenset({"slash", "context_menu", "button"})
 PROGRESS_INTERVAL_S = 4.0
+QUEUED_REFRESH_S = 5.0  # how often queued jobs' messages may show their new place
 # Do not start a webhook call on a token this close to its end.
 TOKEN_MARGIN = timedelta(seconds=30)
 # Discord's answers meaning "that interaction token is no longer valid".
@@ -117,7 +118,14 @@ class _Redeliver:
     tries: int = TAKEOVER_TRIES
 
 
-_Item = JobEvent | _Redeliver | None
+@dataclass(frozen=True)
+class _Refresh:
+    """Show a queued job's new place and time estimate, if they changed."""
+
+    job_id: str
+
+
+_Item = JobEvent | _Redeliver | _Refresh | None
 
 # Puts the result's message fields (`Delivery._content`) in front of the user.
 _Send = Callable[..., Awaitable[discord.Message]]
@@ -165,6 +173,12 @@ class Delivery:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._ready = asyncio.Event()
         self._startup: asyncio.Task[None] | None = None
+        # This process's queued jobs, and the place their message shows; how often those
+        # messages may be edited as the queue moves.
+        self._queued: dict[str, int | None] = {}
+        self.refresh_s = QUEUED_REFRESH_S
+        self._refresh_timer: asyncio.TimerHandle | None = None
+        self._last_refresh = float("-inf")
 
     # ---- wiring ----------------------------------------------------------------------
     def start(self) -> None:
@@ -179,6 +193,8 @@ class Delivery:
     async def stop(self) -> None:
         if self._startup is not None:
             self._startup.cancel()
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -205,6 +221,11 @@ class Delivery:
     def remember_upload_limit(self, job_id: str, limit: int) -> None:
         self._limits[job_id] = limit
 
+    def shown_place(self, job_id: str, position: int | None) -> None:
+        """The place in the queue a job's reply has just shown."""
+        if job_id in self._queued:
+            self._queued[job_id] = position
+
     def owns(self, job: JobRecord) -> bool:
         """Whether this process received the job's interaction: a job from Discord asked
         in a server on one of its shards, or in a DM when it runs shard 0. A job from the
@@ -217,6 +238,8 @@ class Delivery:
 
     async def on_event(self, event: JobEvent) -> None:
         job_id = event.job_id
+        if isinstance(event, (JobQueued, JobStarted, *FINAL_EVENTS)):
+            self._queue_moved()  # one in or out: places may change (the fair order)
         job = None if isinstance(event, JobProgress) else event.job
         if job is not None:
             if self.owns(job):
@@ -224,6 +247,12 @@ class Delivery:
             else:
                 self._foreign.add(job_id)
         if job_id not in self._foreign:
+            if isinstance(event, JobQueued):
+                # What its message shows: its reply sets it (`shown_place`); a job put back
+                # shows painting.
+                self._queued.setdefault(job_id, None)
+            else:
+                self._queued.pop(job_id, None)
             self._enqueue(job_id, event)
             return
         if isinstance(event, FINAL_EVENTS):
@@ -300,9 +329,28 @@ class Delivery:
                 self._later(job.id, self.takeover_s - waited)
 
     # ---- events ----------------------------------------------------------------------
-    async def _handle(self, item: JobEvent | _Redeliver) -> None:
+    def _queue_moved(self) -> None:
+        """A job entered or left the queue or a worker: each queued job's message may show
+        its new place, at most every `refresh_s` (Discord limits edits). A job that
+        arrives with an earlier turn of the fair order goes ahead of others: theirs go
+        down."""
+        if self._refresh_timer is not None or not self._queued:
+            return
+        delay = max(0.0, self._last_refresh + self.refresh_s - time.monotonic())
+        self._refresh_timer = asyncio.get_running_loop().call_later(delay, self._refresh_all)
+
+    def _refresh_all(self) -> None:
+        self._refresh_timer = None
+        self._last_refresh = time.monotonic()
+        for job_id in list(self._queued):  # each through its own worker, in order
+            self._enqueue(job_id, _Refresh(job_id))
+
+    async def _handle(self, item: JobEvent | _Redeliver | _Refresh) -> None:
         if isinstance(item, JobQueued):
             return  # the submitting command shows the queued state itself
+        if isinstance(item, _Refresh):
+            await self._show_place(item.job_id)
+            return
         if isinstance(item, JobStarted):
             job = await self.service.get(item.job_id)
             await self._edit_progress(job, embeds.running(job, step=0, total=job.total_steps,
@@ -321,6 +369,16 @@ class Delivery:
             # Another process holds the claim: it is delivering, or died doing so and its
             # claim will expire.
             self._later(item.job_id, self.takeover_s, item.tries - 1)
+
+    async def _show_place(self, job_id: str) -> None:
+        if job_id not in self._queued:
+            return  # started or ended meanwhile
+        position, eta = await self.service.position_and_eta(job_id)
+        job = await self.service.get(job_id)
+        if position is None or job_id not in self._queued or position == self._queued[job_id]:
+            return  # started meanwhile (its own events follow this), or nothing new
+        self._queued[job_id] = position
+        await self._edit_progress(job, embeds.queued(job, position=position, eta_s=eta), [])
 
     async def _progress(self, event: JobProgress) -> None:
         now = time.monotonic()

@@ -89,6 +89,7 @@ class JobFlow:
             self.delivery.remember_upload_limit(job.id, interaction.filesize_limit)
             position, eta = await self.service.position_and_eta(job.id)
             embed = embeds.queued(job, position=position, eta_s=eta)
+            self.delivery.shown_place(job.id, position)
             progress_id: str | None = None
             msg: discord.Message
             try:

@@ -562,9 +562,9 @@ def _ahead_of(job: Job, *, inclusive: bool) -> Any:
 async def queued_in_order(session: AsyncSession, *, only_ids: Iterable[str] | None = None,
                           through: Job | None = None) -> list[Any]:
     """Queued jobs in the fair order, as rows of (id, user_id, created_at, batch_key,
-    attempts); only those up to `through` (included) when it is given."""
-    stmt = select(Job.id, Job.user_id, Job.created_at, Job.batch_key, Job.attempts).where(
-        Job.status == JobStatus.queued.value)
+    attempts, params); only those up to `through` (included) when it is given."""
+    stmt = select(Job.id, Job.user_id, Job.created_at, Job.batch_key, Job.attempts,
+                  Job.params).where(Job.status == JobStatus.queued.value)
     if only_ids is not None:
         stmt = stmt.where(Job.id.in_(list(only_ids)))
     if through is not None:
@@ -770,6 +770,20 @@ async def recent_durations(session: AsyncSession, *, limit: int = 20,
     rows = (await session.execute(stmt)).all()
     return [max(0.0, (finished - started).total_seconds()) for started, finished in rows
             if started is not None and finished is not None]
+
+
+async def recent_sizes_and_durations(session: AsyncSession, *, limit: int = 20
+                                     ) -> list[tuple[int | None, float]]:
+    """(size parameter, seconds from start to finish) of the latest succeeded jobs."""
+    stmt = (select(Job.params, Job.started_at, Job.finished_at).where(
+        Job.status == JobStatus.succeeded.value, Job.started_at.is_not(None),
+        Job.finished_at.is_not(None)).order_by(Job.finished_at.desc()).limit(limit))
+    out: list[tuple[int | None, float]] = []
+    for params, started, finished in (await session.execute(stmt)).all():
+        size = (params or {}).get("size")
+        out.append((int(size) if isinstance(size, int | float) else None,
+                    max(0.0, (finished - started).total_seconds())))
+    return out
 
 
 async def count_created_since(session: AsyncSession, *, since: datetime,

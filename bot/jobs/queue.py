@@ -22,8 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from bot.jobs import db
 from bot.jobs.errors import LimitExceeded
-from bot.jobs.scheduling import QueuedJob, eta_queued, eta_running, mean_duration, rides_alone
-from bot.jobs.scheduling import claims_until as claims_in
+from bot.jobs.scheduling import (
+    QueuedJob,
+    eta_queued,
+    eta_running,
+    handovers_until,
+    mean_duration,
+    rides_alone,
+    seconds_at,
+)
 from bot.jobs.states import ACTIVE, JobStatus
 from stylizer.batching import batch_limit
 
@@ -66,24 +73,39 @@ async def next_place_in_s(sessionmaker: async_sessionmaker[AsyncSession], *, wor
     return mean_duration(durations, default_job_s) / max(1, workers)
 
 
+def _size(params: Any) -> int | None:
+    size = (params or {}).get("size")
+    return int(size) if isinstance(size, int | float) else None
+
+
 def _queued(row: Any) -> QueuedJob:
-    return QueuedJob(row.id, row.user_id, row.created_at, row.batch_key, row.attempts)
+    return QueuedJob(row.id, row.user_id, row.created_at, row.batch_key, row.attempts,
+                     _size(row.params))
 
 
 async def claims_until(session: AsyncSession, job: db.Job, max_batch: int) -> int:
     """Hand-overs to workers (jobs or batches) until `job`'s, its own included: read from
     the jobs ahead of it only."""
+    return len(await _handovers(session, job, max_batch))
+
+
+async def _handovers(session: AsyncSession, job: db.Job, max_batch: int) -> list[QueuedJob]:
     order = [_queued(row) for row in await db.queued_in_order(session, through=job)]
-    return claims_in(order, job.id, max_batch)
+    return handovers_until(order, job.id, max_batch)
 
 
 async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
                            max_batch: int, workers: int, default_job_s: float,
                            want_eta: bool = True) -> tuple[int | None, float | None]:
     """The job's 1-based place in the fair order (None unless it is queued) and a rough
-    number of seconds until it is done (None once it has finished, or unless `want_eta`):
-    from the mean duration of the latest jobs (`default_job_s` before there are any),
-    the claims ahead of it shared among `workers`, or a running job's own pace."""
+    number of seconds until it is done (None once it has finished, or unless `want_eta`).
+
+    One model of the queue (`scheduling.eta_queued`): the running hand-overs keep their
+    workers for as long as their own pace says; the hand-overs ahead of the job in fair
+    order (batches counted once) and its own then go to whichever of `workers` is free
+    first, each lasting what the latest jobs of its size took (`scheduling.seconds_at`:
+    batching and the workers' speed are in those times; `default_job_s` before there are
+    any). A running job: its own pace."""
     status = JobStatus(job.status)
     if status not in ACTIVE:
         return None, None
@@ -92,13 +114,23 @@ async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
         position = await db.count_queued_ahead(session, job=job) + 1
     if not want_eta:
         return position, None
-    mean = mean_duration(await db.recent_durations(session, limit=RECENT_JOBS_FOR_ETA),
-                         default_job_s)
+    recent = await db.recent_sizes_and_durations(session, limit=RECENT_JOBS_FOR_ETA)
+
+    def left_s(running: db.Job) -> float:
+        elapsed = max(0.0, (now - (running.started_at or now)).total_seconds())
+        return eta_running(running.step, running.total_steps, elapsed,
+                           seconds_at(_size(running.params), recent, default_job_s))
+
     if status is JobStatus.running:
-        elapsed = max(0.0, (now - (job.started_at or now)).total_seconds())
-        return None, eta_running(job.step, job.total_steps, elapsed, mean)
-    claims = await claims_until(session, job, max_batch)
-    return position, eta_queued(claims, workers, mean)
+        return None, left_s(job)
+    # A batch is one hand-over: its jobs share a runner and a start.
+    busy: dict[tuple[str | None, datetime | None], float] = {}
+    for running in await db.jobs_with_status(session, statuses=[JobStatus.running]):
+        busy[(running.runner, running.started_at)] = left_s(running)
+    handovers = [seconds_at(head.size, recent, default_job_s)
+                 for head in await _handovers(session, job, max_batch)]
+    # Running hand-overs beyond `workers` are other machines' workers.
+    return position, eta_queued(list(busy.values()), handovers, max(workers, len(busy)))
 
 
 async def claim_batch(conn: AsyncConnection, *, runner: str, now: datetime,

@@ -19,7 +19,7 @@ a second while staying round-robin.
 
 from __future__ import annotations
 
-import math
+import heapq
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ class QueuedJob:
     created_at: datetime
     batch_key: str | None = None
     attempts: int = 0
+    size: int | None = None  # its `size` parameter (long side, px)
 
 
 def rides_alone(attempts: int) -> bool:
@@ -45,21 +46,27 @@ def rides_alone(attempts: int) -> bool:
 
 
 def claims_until(order: Sequence[QueuedJob], job_id: str, max_batch: int) -> int:
-    """How many hand-overs to workers, in fair order, until `job_id`'s (included): each
-    hand-over takes the first job not yet taken and, riding along, the next ones with its
-    batch key, as many as the batch takes (`rides_alone` jobs neither ride nor take
-    anyone along). Linear in the jobs ahead: each key's candidates are a queue consumed
-    once."""
+    """How many hand-overs to workers, in fair order, until `job_id`'s (included)."""
+    return len(handovers_until(order, job_id, max_batch))
+
+
+def handovers_until(order: Sequence[QueuedJob], job_id: str, max_batch: int
+                    ) -> list[QueuedJob]:
+    """The heads of the hand-overs to workers, in fair order, until `job_id`'s (included):
+    each hand-over takes the first job not yet taken and, riding along, the next ones
+    with its batch key, as many as the batch takes (`rides_alone` jobs neither ride nor
+    take anyone along). Linear in the jobs ahead: each key's candidates are a queue
+    consumed once."""
     same_key: dict[str, deque[QueuedJob]] = {}
     for job in order:
         if job.batch_key is not None and not rides_alone(job.attempts):
             same_key.setdefault(job.batch_key, deque()).append(job)
     taken: set[str] = set()
-    claims = 0
+    heads: list[QueuedJob] = []
     for head in order:
         if head.id in taken:
             continue
-        claims += 1
+        heads.append(head)
         taken.add(head.id)
         if head.id == job_id:
             break
@@ -75,17 +82,45 @@ def claims_until(order: Sequence[QueuedJob], job_id: str, max_batch: int) -> int
             room -= 1
         if job_id in taken:
             break
-    return claims
+    return heads
 
 
 def mean_duration(durations: Sequence[float], default: float) -> float:
     return sum(durations) / len(durations) if durations else default
 
 
-def eta_queued(claims: int, workers: int, mean_s: float) -> float:
-    """Seconds until a queued job is done: the rounds of work ahead of it plus its own,
-    where a round is one hand-over (a job or a batch) per worker."""
-    return mean_s * math.ceil(claims / max(1, workers))
+def seconds_at(size: int | None, recent: Sequence[tuple[int | None, float]],
+               default_s: float) -> float:
+    """How long a hand-over of a job of `size` takes, from `recent` (size, seconds) of
+    the latest jobs: the mean of those of the same size; else the mean of all, scaled by
+    the area (the engine's work grows with the pixels); `default_s` with no history."""
+    same = [s for z, s in recent if z == size]
+    if same:
+        return sum(same) / len(same)
+    if not recent:
+        return default_s
+    mean_s = sum(s for _, s in recent) / len(recent)
+    sizes = [z for z, _ in recent if z]
+    if size is None or not sizes:
+        return mean_s
+    mean_size = sum(sizes) / len(sizes)
+    return mean_s * (size / mean_size) ** 2
+
+
+def eta_queued(busy_s: Sequence[float], handovers_s: Sequence[float], workers: int
+               ) -> float:
+    """Seconds until a queued job is done: `workers` workers, busy for `busy_s` seconds
+    more (the running hand-overs; the others are free), take the hand-overs ahead of it
+    and its own (`handovers_s`, in fair order, each lasting so long) each as soon as one
+    is free: the time its own ends. List scheduling (Graham 1966), the dispatcher's rule."""
+    free = sorted(busy_s)[:max(1, workers)]
+    free += [0.0] * (max(1, workers) - len(free))
+    heapq.heapify(free)
+    end = 0.0
+    for seconds in handovers_s:
+        end = heapq.heappop(free) + seconds
+        heapq.heappush(free, end)
+    return end
 
 
 def eta_running(step: int, total: int, elapsed_s: float, mean_s: float) -> float:

@@ -221,6 +221,37 @@ async def test_an_admin_may_cancel_anyones_job(emu: DiscordEmulator, app: App) -
         gate(app).open = True
 
 
+async def test_a_queued_job_s_message_shows_it_moving_up(emu: DiscordEmulator,
+                                                         app: App) -> None:
+    delivery = app.client.delivery
+    delivery.refresh_s = 0.0  # as often as the queue moves (5 s apart in production)
+    gate(app).open = False  # they stay queued
+    try:
+        first = await emu.slash("stylize", emu.alice, image=Upload("a.png", photo_png()),
+                                style=PRESET)
+        second = await emu.slash("stylize", emu.bob, image=Upload("b.png", photo_png()),
+                                 style=PRESET)
+        messages = [(emu.alice, await progress_message(emu, first)),
+                    (emu.bob, await progress_message(emu, second))]
+
+        def place(message: Any) -> bool:
+            return "Position in the queue: **2**" in message.text()
+
+        # The fair order puts whoever has had fewer turns in this module first: bob's job
+        # may go ahead of alice's, which was alone when it was answered. Both messages
+        # come to show where they are.
+        await emu.wait_for(lambda: sorted(place(m) for _, m in messages) == [False, True])
+        (ahead, ahead_msg), (_, behind_msg) = sorted(messages, key=lambda um: place(um[1]))
+        cmd = await emu.slash("cancel", ahead, id=job_id_of(ahead_msg))
+        assert "cancelled" in await emu.wait_for(lambda: ephemeral_text(emu, cmd))
+        await emu.wait_for(lambda: "Position in the queue: **1**" in behind_msg.text())
+        assert "Queued" in behind_msg.text()
+    finally:
+        delivery.refresh_s = 5.0
+        gate(app).open = True
+    await wait_delivered(app, job_id_of(behind_msg))
+
+
 async def test_queued_jobs_of_several_users_are_painted_together(
         emu: DiscordEmulator, app: App, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="bot.jobs.dispatch")
