@@ -74,8 +74,8 @@ def queue_full_message(queued: int, free_in_s: float | None) -> str:
 
 
 class Admission:
-    """See the module docstring. `counts(user_id)` reads the database; `free_in_s()`
-    estimates when the next place frees up (for the refusal's words)."""
+    """See the module docstring. `counts(user_ids)` reads the database (`Counts`);
+    `free_in_s()` estimates when the next place frees up (for the refusal's words)."""
 
     def __init__(self, *, counts: Counts, max_jobs_per_user: int, max_queue: int,
                  free_in_s: FreeInS | None = None, quiet_s: float = 1.0,

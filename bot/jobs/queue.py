@@ -83,13 +83,9 @@ def _queued(row: Any) -> QueuedJob:
                      _size(row.params))
 
 
-async def claims_until(session: AsyncSession, job: db.Job, max_batch: int) -> int:
-    """Hand-overs to workers (jobs or batches) until `job`'s, its own included: read from
-    the jobs ahead of it only."""
-    return len(await _handovers(session, job, max_batch))
-
-
 async def _handovers(session: AsyncSession, job: db.Job, max_batch: int) -> list[QueuedJob]:
+    """The heads of the hand-overs to workers until `job`'s, its own included: read from
+    the jobs ahead of it only."""
     order = [_queued(row) for row in await db.queued_in_order(session, through=job)]
     return handovers_until(order, job.id, max_batch)
 

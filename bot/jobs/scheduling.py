@@ -45,11 +45,6 @@ def rides_alone(attempts: int) -> bool:
     return attempts > 0
 
 
-def claims_until(order: Sequence[QueuedJob], job_id: str, max_batch: int) -> int:
-    """How many hand-overs to workers, in fair order, until `job_id`'s (included)."""
-    return len(handovers_until(order, job_id, max_batch))
-
-
 def handovers_until(order: Sequence[QueuedJob], job_id: str, max_batch: int
                     ) -> list[QueuedJob]:
     """The heads of the hand-overs to workers, in fair order, until `job_id`'s (included):

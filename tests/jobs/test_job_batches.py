@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import db
 from bot.jobs.executor import ExecutorStartError, LocalPoolExecutor
 from bot.jobs.records import JobRecord
-from bot.jobs.scheduling import QueuedJob, claims_until, rides_alone
+from bot.jobs.scheduling import QueuedJob, handovers_until, rides_alone
 from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
@@ -140,6 +140,10 @@ def _riders(head: QueuedJob, rest: list[QueuedJob], max_batch: int) -> list[Queu
     limit = batch_limit(head.batch_key, max_batch)
     return [j for j in rest
             if j.batch_key == head.batch_key and not rides_alone(j.attempts)][:limit - 1]
+
+
+def claims_until(order: list[QueuedJob], job_id: str, max_batch: int) -> int:
+    return len(handovers_until(order, job_id, max_batch))
 
 
 def _claims_until_by_the_rule(order: list[QueuedJob], job_id: str, max_batch: int) -> int:
