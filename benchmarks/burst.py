@@ -8,7 +8,9 @@
 What is real and what is not is as in `benchmarks/load.py`: the bot runs in a process of
 its own (discord.py's client, the cogs, the job service and its SQLite file, the
 dispatcher, delivery), Discord is the end-to-end tests' emulator (in this process), and
-the painter is a `FakePainter` taking --paint-s a job on --workers workers.
+the painter is a `FakePainter` taking --paint-s a job on --workers workers, or with
+--real the real worker pool of --workers workers painting the end-to-end tests' tiny
+pictures (48 px, 6 steps).
 
 The burst: --users users send --per-user `/stylize` each, one after another without
 waiting for any answer (a few milliseconds in all), in a known order, the arrival order:
@@ -177,8 +179,8 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     warm = emu.add_user("warm")
     settings = make_settings(emu, data_dir, **limits)
     await push_commands(settings)
-    proc = start_bot_process(emu, data_dir, paint_s=args.paint_s, workers=args.workers,
-                             **limits)
+    proc = start_bot_process(emu, data_dir, paint_s=None if args.real else args.paint_s,
+                             workers=args.workers, **limits)
     plan = arrival_order(args.users, args.per_user, args.order)
     try:
         await emu.wait_for(lambda: emu.connections == 1, 60)
@@ -269,7 +271,8 @@ def figures(args: argparse.Namespace, sent: list[Sent], outcomes: list[Outcome],
     return {
         "users": args.users, "per_user": args.per_user, "order": args.order,
         "requests": len(sent), "max_jobs_per_user": args.max_jobs_per_user,
-        "max_queue": args.max_queue, "paint_s": args.paint_s, "workers": args.workers,
+        "max_queue": args.max_queue, "paint_s": None if args.real else args.paint_s,
+        "workers": args.workers,
         "requests_per_minute": args.requests_per_minute,
         "first_response_s": summary(times(outcomes, "answered_s")),
         "answer_after_it_s": summary(times(outcomes, "replied_s")),
@@ -318,8 +321,10 @@ def report(r: dict[str, Any]) -> None:
     print(f"\n{r['requests']} /stylize in one burst ({r['order']}): {r['users']} users × "
           f"{r['per_user']}, sent in {r['burst_sent_in_s'] * 1000:.0f} ms; limits "
           f"{r['max_jobs_per_user']} a user, {r['max_queue']} waiting, requests a minute "
-          f"{r['requests_per_minute'] or 'unlimited'}; fake painter {r['workers']} workers, "
-          f"{r['paint_s']} s a job\n")
+          f"{r['requests_per_minute'] or 'unlimited'}; "
+          + (f"the real pool, {r['workers']} workers (48 px, 6 steps)\n"
+             if r["paint_s"] is None
+             else f"fake painter {r['workers']} workers, {r['paint_s']} s a job\n"))
     print("| seconds from sending | p50 | p95 | max |\n|---|---|---|---|")
     print(row("first response (deferral or refusal)", r["first_response_s"]))
     print(row("answer after it (queued receipt or why not)", r["answer_after_it_s"]))
@@ -378,7 +383,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, help=f"default {DEFAULTS['max_queue']}")
     p.add_argument("--paint-s", type=float, help="seconds the fake painter takes per job "
                                                  f"(default {DEFAULTS['paint_s']})")
-    p.add_argument("--workers", type=int, default=2, help="fake painter's workers")
+    p.add_argument("--workers", type=int, default=2, help="the painter's workers")
+    p.add_argument("--real", action="store_true",
+                   help="paint with the real worker pool (VGG19 on this machine, the end-to-"
+                        "end tests' tiny pictures: 48 px, 6 steps) instead of the fake one")
     p.add_argument("--requests-per-minute", type=int, default=0,
                    help="the per-user cooldown (0: none)")
     p.add_argument("--settle-s", type=float,

@@ -248,12 +248,15 @@ async def fake_bot_running(settings: Settings, painter: FakePainter) -> AsyncIte
 
 
 # ---- the bot in a process of its own, to be killed ------------------------------------
-def start_bot_process(emu: DiscordEmulator, data_dir: Path, *, paint_s: float = 0.05,
+def start_bot_process(emu: DiscordEmulator, data_dir: Path, *, paint_s: float | None = 0.05,
                       workers: int = 2, pause_file: Path | None = None,
                       **overrides: Any) -> subprocess.Popen[bytes]:
-    """Starts the bot (a `FakePainter` for a pool) in a new process and session, logging
-    to DATA_DIR/bot-<pid>.log; `serve` is what runs there. While `pause_file` exists, its
-    jobs wait once started."""
+    """Starts the bot (a `FakePainter` for a pool; with `paint_s` None, the real pool of
+    `workers` workers) in a new process and session, logging to DATA_DIR/bot-<pid>.log;
+    `serve` is what runs there. While `pause_file` exists, a fake painter's jobs wait once
+    started."""
+    if paint_s is None:
+        overrides["workers"] = workers
     values = settings_values(emu, data_dir, **overrides)
     spec = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
             "paint_s": paint_s, "workers": workers,
@@ -295,13 +298,15 @@ def serve() -> int:
     settings = Settings.from_env({}, **values)
     setup_logging(settings.log_level)
     pause_file = Path(spec["pause_file"]) if spec["pause_file"] else None
-    painter = FakePainter(workers=spec["workers"], paint_s=spec["paint_s"],
-                          paused=lambda: pause_file is not None and pause_file.exists())
+    painter = None if spec["paint_s"] is None else FakePainter(
+        workers=spec["workers"], paint_s=spec["paint_s"],
+        paused=lambda: pause_file is not None and pause_file.exists())
 
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        async with fake_bot_running(settings, painter) as app:
+        bot = bot_running(settings) if painter is None else fake_bot_running(settings, painter)
+        async with bot as app:
             assert app.connection is not None
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({app.connection, stopping},
