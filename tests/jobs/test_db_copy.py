@@ -321,7 +321,12 @@ async def test_ctrl_c_keeps_the_batches_committed_and_the_same_command_goes_on(
             await asyncio.sleep(0.3)
             assert proc.poll() is None  # waiting on the held row
             proc.send_signal(signal.SIGINT)
-            out, err = await asyncio.to_thread(proc.communicate, timeout=20)
+            try:
+                out, err = await asyncio.to_thread(proc.communicate, timeout=45)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+                out, err = await asyncio.to_thread(proc.communicate, timeout=20)
+                pytest.fail(f"stylebot db copy did not stop on Ctrl-C:\n{err}")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -340,7 +345,8 @@ async def test_ctrl_c_keeps_the_batches_committed_and_the_same_command_goes_on(
 
 def _start_copy(source: Source, target: str, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOT_")}
-    env.update(STYLEBOT_DATA_DIR=str(source.data_dir), PYTHONPATH=os.pathsep.join(sys.path))
+    env.update(STYLEBOT_DATA_DIR=str(source.data_dir), PYTHONPATH=os.pathsep.join(sys.path),
+               PYTHONFAULTHANDLER="1")
     return subprocess.Popen([sys.executable, "-m", "bot.cli", "db", "copy", "--to", target,
                              *args], cwd=source.data_dir.parent, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
