@@ -349,7 +349,16 @@ def _start_copy(source: Source, target: str, *args: str) -> subprocess.Popen[str
                PYTHONFAULTHANDLER="1")
     return subprocess.Popen([sys.executable, "-m", "bot.cli", "db", "copy", "--to", target,
                              *args], cwd=source.data_dir.parent, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_in_a_terminal)
+
+
+def _as_in_a_terminal() -> None:
+    """Ctrl-C as an operator's foreground command gets it. A test suite started in the
+    background by a non-interactive shell (`make test &`, some CI runners) ignores SIGINT,
+    as POSIX asks of background jobs, and its children inherit that: Python then never
+    raises KeyboardInterrupt, and the copy waits on its held row for good."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 async def _count(sm: async_sessionmaker[AsyncSession]) -> int:
