@@ -55,24 +55,6 @@ Counts = Callable[[Collection[str]], Awaitable[tuple[Mapping[str, int], int]]]
 FreeInS = Callable[[], Awaitable[float | None]]
 
 
-def user_full_message(active: int, on_their_way: int = 0) -> str:
-    """`active` counts the user's jobs queued or running and requests of theirs still
-    being downloaded and checked (`on_their_way` of them)."""
-    jobs = "job" if active == 1 else "jobs"
-    if on_their_way:
-        return (f"You already have {active} {jobs} in the queue or on their way. Wait for "
-                "one to finish, or cancel one.")
-    return (f"You already have {active} {jobs} in the queue. Wait for one to finish, or "
-            "cancel one.")
-
-
-def queue_full_message(queued: int, free_in_s: float | None) -> str:
-    when = ""
-    if free_in_s is not None:
-        when = f" A place should free up in about {max(1, round(free_in_s))} s."
-    return f"The queue is full ({queued} jobs waiting).{when} Please try again then."
-
-
 class Admission:
     """See the module docstring. `counts(user_ids)` reads the database (`Counts`);
     `free_in_s()` estimates when the next place frees up (for the refusal's words)."""
@@ -162,26 +144,18 @@ class Admission:
         if not batch:
             return
         active, queued = await self._counts({t.user_id for t in batch})
+        free_in = self._free_in_once()
         for ticket in batch:
             self._undecided.pop(ticket.seq, None)
             mine = active.get(ticket.user_id, 0) + self._held[ticket.user_id]
-            if mine >= self.max_jobs_per_user:
-                ticket.decided = True
-                ticket.refusal = LimitExceeded(user_full_message(mine, self._held[ticket.user_id]))
-            elif mine > 0:  # waits; its rank counts the user's jobs waiting before it
+            if 0 < mine < self.max_jobs_per_user:  # waits; its rank: the user's jobs before
                 ticket.rank = mine + sum(1 for t in self._deferred.values()
                                          if t.user_id == ticket.user_id)
                 self._deferred[ticket.seq] = ticket
-            elif queued + self._held_total >= self.max_queue:
-                ticket.decided = True
-                ticket.refusal = LimitExceeded(queue_full_message(
-                    queued + self._held_total, await self._free_in()))
-            else:
-                ticket.decided = True
-                self._hold(ticket)
+                continue
+            await self._decide(ticket, mine, queued, free_in)
+            if ticket.holds_place:
                 self._last_first = self._clock()
-            if ticket.decided:
-                ticket.turn.set()
 
     async def _decide_waiting(self) -> None:
         """Decides every waiting second job whose turn has come, in one pass (one read of
@@ -191,29 +165,38 @@ class Admission:
         if not due:
             return
         active, queued = await self._counts({t.user_id for t in due})
-        free_in: float | None = None
+        free_in = self._free_in_once()
         for ticket in due:
-            ticket.decided = True
-            mine = active.get(ticket.user_id, 0) + self._held[ticket.user_id]
-            waiting = queued + self._held_total
-            if mine >= self.max_jobs_per_user:
-                ticket.refusal = LimitExceeded(user_full_message(mine, self._held[ticket.user_id]))
-            elif waiting >= self.max_queue:
-                if free_in is None:
-                    free_in = await self._free_in()
-                ticket.refusal = LimitExceeded(queue_full_message(waiting, free_in))
-            else:
-                self._hold(ticket)
             self._deferred.pop(ticket.seq, None)
-            ticket.turn.set()
+            await self._decide(ticket, active.get(ticket.user_id, 0) + self._held[ticket.user_id],
+                               queued, free_in)
 
-    def _hold(self, ticket: Ticket) -> None:
-        ticket.holds_place = True
-        self._held[ticket.user_id] += 1
-        self._held_total += 1
+    async def _decide(self, ticket: Ticket, mine: int, queued: int,
+                      free_in: Callable[[], Awaitable[float | None]]) -> None:
+        """The rule: refused when the user (`mine`: their jobs and places) or the queue
+        (`queued` in the database and the places held) is full, else a place."""
+        ticket.decided = True
+        waiting = queued + self._held_total
+        if mine >= self.max_jobs_per_user:
+            ticket.refusal = LimitExceeded.user_full(mine, self._held[ticket.user_id])
+        elif waiting >= self.max_queue:
+            ticket.refusal = LimitExceeded.queue_full(waiting, await free_in())
+        else:
+            ticket.holds_place = True
+            self._held[ticket.user_id] += 1
+            self._held_total += 1
+        ticket.turn.set()
 
-    async def _free_in(self) -> float | None:
-        return await self._free_in_s() if self._free_in_s is not None else None
+    def _free_in_once(self) -> Callable[[], Awaitable[float | None]]:
+        """`free_in_s`, read at most once in a pass."""
+        memo: list[float | None] = []
+
+        async def free_in() -> float | None:
+            if not memo:
+                memo.append(await self._free_in_s() if self._free_in_s is not None else None)
+            return memo[0]
+
+        return free_in
 
     def _advance(self) -> None:
         """Lets the next requests be decided: the earliest undecided one; once the door is

@@ -755,11 +755,12 @@ async def cancel_requested_ids(session: AsyncSession, *, job_ids: Sequence[str])
     return list((await session.scalars(stmt)).all())
 
 
-async def recent_durations(session: AsyncSession, *, limit: int = 20,
-                           since: datetime | None = None, guild_id: str | None = None
-                           ) -> list[float]:
-    """Seconds from start to finish of the latest succeeded jobs (of `guild_id` if given)."""
-    stmt = select(Job.started_at, Job.finished_at).where(
+async def recent_runs(session: AsyncSession, *, limit: int = 20,
+                      since: datetime | None = None, guild_id: str | None = None
+                      ) -> list[tuple[dict[str, Any], float]]:
+    """(parameters, seconds from start to finish) of the latest succeeded jobs, finished
+    after `since` and of `guild_id` where given."""
+    stmt = select(Job.params, Job.started_at, Job.finished_at).where(
         Job.status == JobStatus.succeeded.value, Job.started_at.is_not(None),
         Job.finished_at.is_not(None))
     if since is not None:
@@ -768,22 +769,9 @@ async def recent_durations(session: AsyncSession, *, limit: int = 20,
         stmt = stmt.where(Job.guild_id == guild_id)
     stmt = stmt.order_by(Job.finished_at.desc()).limit(limit)
     rows = (await session.execute(stmt)).all()
-    return [max(0.0, (finished - started).total_seconds()) for started, finished in rows
+    return [(params or {}, max(0.0, (finished - started).total_seconds()))
+            for params, started, finished in rows
             if started is not None and finished is not None]
-
-
-async def recent_sizes_and_durations(session: AsyncSession, *, limit: int = 20
-                                     ) -> list[tuple[int | None, float]]:
-    """(size parameter, seconds from start to finish) of the latest succeeded jobs."""
-    stmt = (select(Job.params, Job.started_at, Job.finished_at).where(
-        Job.status == JobStatus.succeeded.value, Job.started_at.is_not(None),
-        Job.finished_at.is_not(None)).order_by(Job.finished_at.desc()).limit(limit))
-    out: list[tuple[int | None, float]] = []
-    for params, started, finished in (await session.execute(stmt)).all():
-        size = (params or {}).get("size")
-        out.append((int(size) if isinstance(size, int | float) else None,
-                    max(0.0, (finished - started).total_seconds())))
-    return out
 
 
 async def count_created_since(session: AsyncSession, *, since: datetime,

@@ -23,6 +23,24 @@ class LimitExceeded(UserError):
 
     code = "limit_exceeded"
 
+    @classmethod
+    def user_full(cls, active: int, on_their_way: int = 0) -> LimitExceeded:
+        """`active`: the user's jobs queued or running, and requests of theirs still being
+        downloaded and checked (`on_their_way` of them)."""
+        jobs = "job" if active == 1 else "jobs"
+        where = "in the queue or on their way" if on_their_way else "in the queue"
+        return cls(f"You already have {active} {jobs} {where}. Wait for one to finish, or "
+                   "cancel one.")
+
+    @classmethod
+    def queue_full(cls, queued: int, free_in_s: float | None = None) -> LimitExceeded:
+        """`free_in_s`: when a place is likely to free up, if known."""
+        if free_in_s is None:
+            return cls(f"The queue is full ({queued} jobs waiting). Please try again in a "
+                       "few minutes.")
+        return cls(f"The queue is full ({queued} jobs waiting). A place should free up in "
+                   f"about {max(1, round(free_in_s))} s. Please try again then.")
+
 
 class JobNotFound(UserError):
     """No such job; or, with `of_caller`, none the caller may see (the same words either

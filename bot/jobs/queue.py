@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from bot.jobs import db
 from bot.jobs.errors import LimitExceeded
+from bot.jobs.records import size_of
 from bot.jobs.scheduling import (
     QueuedJob,
     eta_queued,
@@ -46,13 +47,10 @@ async def check_room(session: AsyncSession, *, user_id: str, max_jobs_per_user: 
     await db.lock_admission(session)
     active = await db.count_active_for_user(session, user_id=user_id)
     if active >= max_jobs_per_user:
-        jobs = "job" if active == 1 else "jobs"
-        raise LimitExceeded(f"You already have {active} {jobs} in the queue. Wait for one "
-                            "to finish, or cancel one.")
+        raise LimitExceeded.user_full(active)
     queued = await db.count_queued(session)
     if queued >= max_queue:
-        raise LimitExceeded(f"The queue is full ({queued} jobs waiting). Please try again "
-                            "in a few minutes.")
+        raise LimitExceeded.queue_full(queued)
 
 
 async def counts_at_door(sessionmaker: async_sessionmaker[AsyncSession],
@@ -69,18 +67,13 @@ async def next_place_in_s(sessionmaker: async_sessionmaker[AsyncSession], *, wor
     """Rough seconds until a worker takes the next queued job: the mean duration of the
     latest jobs (`default_job_s` before there are any) shared among `workers`."""
     async with sessionmaker() as session:
-        durations = await db.recent_durations(session, limit=RECENT_JOBS_FOR_ETA)
-    return mean_duration(durations, default_job_s) / max(1, workers)
-
-
-def _size(params: Any) -> int | None:
-    size = (params or {}).get("size")
-    return int(size) if isinstance(size, int | float) else None
+        runs = await db.recent_runs(session, limit=RECENT_JOBS_FOR_ETA)
+    return mean_duration([seconds for _, seconds in runs], default_job_s) / max(1, workers)
 
 
 def _queued(row: Any) -> QueuedJob:
     return QueuedJob(row.id, row.user_id, row.created_at, row.batch_key, row.attempts,
-                     _size(row.params))
+                     size_of(row.params))
 
 
 async def _handovers(session: AsyncSession, job: db.Job, max_batch: int) -> list[QueuedJob]:
@@ -110,12 +103,13 @@ async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
         position = await db.count_queued_ahead(session, job=job) + 1
     if not want_eta:
         return position, None
-    recent = await db.recent_sizes_and_durations(session, limit=RECENT_JOBS_FOR_ETA)
+    recent = [(size_of(params), seconds)
+              for params, seconds in await db.recent_runs(session, limit=RECENT_JOBS_FOR_ETA)]
 
     def left_s(running: db.Job) -> float:
         elapsed = max(0.0, (now - (running.started_at or now)).total_seconds())
         return eta_running(running.step, running.total_steps, elapsed,
-                           seconds_at(_size(running.params), recent, default_job_s))
+                           seconds_at(size_of(running.params), recent, default_job_s))
 
     if status is JobStatus.running:
         return None, left_s(job)

@@ -17,6 +17,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def size_of(params: dict[str, Any] | None) -> int | None:
+    """A job's `size` parameter (long side, px), if it has one."""
+    size = (params or {}).get("size")
+    return int(size) if isinstance(size, int | float) else None
+
+
 def dead_message(attempts: int, code: str | None) -> str:
     """What a user is told about a job given up after `attempts` runs that ended
     abnormally, the last with `code` (see `stylizer.pool.messages.JobFailed`). Advice only
@@ -76,8 +82,7 @@ class JobRecord:
 
     @property
     def size(self) -> int | None:
-        size = self.params.get("size")
-        return int(size) if isinstance(size, int | float) else None
+        return size_of(self.params)
 
     def to_dict(self, *, include_token: bool = False) -> dict[str, Any]:
         """JSON-ready; the interaction token is left out unless asked for."""

@@ -348,8 +348,8 @@ class JobService:
         async with self._sm() as session:
             counts = await db.count_by_status(session, guild_id=guild_id)
             today = await db.count_created_since(session, since=midnight, guild_id=guild_id)
-            durations = await db.recent_durations(session, limit=10_000, since=midnight,
-                                                  guild_id=guild_id)
+            durations = [seconds for _, seconds in await db.recent_runs(
+                session, limit=10_000, since=midnight, guild_id=guild_id)]
         capacity, idle = self._executor.capacity, self._executor.idle
         return {
             "queue_depth": counts[JobStatus.queued], "running": counts[JobStatus.running],
