@@ -68,11 +68,15 @@ def _base(job: JobRecord, title: str) -> discord.Embed:
 def queued(job: JobRecord, *, position: int | None, eta_s: float | None) -> discord.Embed:
     embed = _base(job, "Queued")
     lines = [f"Style: {style_label(job)} · size {job.params.get('size', '?')} px"]
-    # None: a worker took it before this reply was written.
-    lines.append(f"Position in the queue: **{position}**" if position is not None
-                 else "Position in the queue: **1**, starting now")
+    if position is not None:
+        lines.append(f"Position in the queue: **{position}**")
+    elif eta_s is not None:  # a worker took it before this reply was written
+        lines.append("A worker has started on it")
+    else:  # and finished it: its result replaces this message
+        lines.append("Finished already; the result follows")
     if eta_s is not None:
-        lines.append(f"Expected to be ready in about {duration(eta_s)}")
+        lines.append("Expected to be ready in a moment" if eta_s < 1
+                     else f"Expected to be ready in about {duration(eta_s)}")
     embed.description = "\n".join(lines)
     return embed
 
