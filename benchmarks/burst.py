@@ -88,6 +88,9 @@ PER_USER = "You already have"
 # The queued embed's lines (bot/discord/embeds.py's `queued`).
 POSITION_RE = re.compile(r"Position in the queue: \*\*(\d+)\*\*")
 ETA_RE = re.compile(r"Expected to be ready in about (?:(\d+) min )?(\d+) s")
+SOON = "Expected to be ready in a moment"
+STARTED = "A worker has started on it"
+FINISHED = "Finished already"
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Sent:
     start_s: float | None = None     # actual, from the queued reply
     finish_s: float | None = None    # actual, from the queued reply
     admitted_at: float | None = None  # the job's created_at (epoch seconds)
+    started_at: float | None = None   # the job's started_at (epoch seconds)
 
     @property
     def capacity_refusal(self) -> bool:
@@ -152,11 +156,19 @@ def embed_text(body: dict[str, Any]) -> str:
 
 
 def parse_eta(text: str) -> float | None:
+    """Seconds the reply expects the job to take; 0 for one already painted."""
+    if FINISHED in text:
+        return 0.0
+    if SOON in text:
+        return 0.0
     m = ETA_RE.search(text)
     return None if m is None else 60.0 * int(m[1] or 0) + int(m[2])
 
 
 def parse_position(text: str) -> int | None:
+    """The reply's place in the queue; 0 for a job a worker already has (or finished)."""
+    if STARTED in text or FINISHED in text:
+        return 0
     m = POSITION_RE.search(text)
     return None if m is None else int(m[1])
 
@@ -218,7 +230,8 @@ def _record(index: int, user: int, kth: int, o: Outcome,
     if job is not None:
         s.admitted_at = job.created_at.timestamp()
         if job.started_at is not None:
-            s.start_s = job.started_at.timestamp() - received
+            s.started_at = job.started_at.timestamp()
+            s.start_s = s.started_at - received
         if job.finished_at is not None:
             s.finish_s = job.finished_at.timestamp() - received
     return s
@@ -262,6 +275,20 @@ def figures(args: argparse.Namespace, sent: list[Sent], outcomes: list[Outcome],
     last_accepted = max((s.index for s in accepted), default=-1)
     wronged = [s for s in sent[:last_accepted] if s.capacity_refusal and per_user[s.user] == 0]
 
+    # First come, first served in the queue too: pairs of jobs of the same round (each
+    # user's r-th accepted job) that started in the reverse of their arrival order.
+    started_late = 0
+    by_round: dict[int, list[Sent]] = collections.defaultdict(list)
+    served: collections.Counter[int] = collections.Counter()
+    for s in sorted(accepted, key=lambda s: s.index):
+        served[s.user] += 1
+        if s.started_at is not None:
+            by_round[served[s.user]].append(s)
+    for jobs_of_round in by_round.values():
+        for i, a in enumerate(jobs_of_round):
+            started_late += sum(1 for b in jobs_of_round[i + 1:]
+                                if (b.started_at or 0.0) < (a.started_at or 0.0))
+
     with_reply = [s for s in accepted if s.queued_text is not None]
     timed = [s for s in with_reply if s.eta_s is not None and s.finish_s is not None]
     on_time = [s for s in timed if eta_on_time(s.eta_s or 0.0, s.finish_s or 0.0)]
@@ -295,6 +322,7 @@ def figures(args: argparse.Namespace, sent: list[Sent], outcomes: list[Outcome],
         "unfair_admissions": unfair,
         "out_of_order_pairs": out_of_order,
         "out_of_order_refused_requests": len(wronged),
+        "started_out_of_arrival_order": started_late,
         "queued_replies": len(with_reply),
         "accepted_without_queued_reply": len(accepted) - len(with_reply),
         "queued_without_position": sum(1 for s in with_reply if s.position is None),
@@ -352,6 +380,8 @@ def report(r: dict[str, Any]) -> None:
         ("out-of-order admissions (pairs)", r["out_of_order_pairs"]),
         ("earlier requests refused for capacity, a later one accepted",
          r["out_of_order_refused_requests"]),
+        ("started before an earlier arrival of the same round (pairs)",
+         r["started_out_of_arrival_order"]),
         ("queued replies", r["queued_replies"]),
         ("accepted without a queued reply", r["accepted_without_queued_reply"]),
         ("queued replies without a position line", r["queued_without_position"]),

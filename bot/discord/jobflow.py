@@ -15,6 +15,7 @@ placeholder itself).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -78,7 +79,8 @@ class JobFlow:
                 source=source,
                 guild_id=str(interaction.guild_id) if interaction.guild_id else None,
                 channel_id=str(interaction.channel_id) if interaction.channel_id else None,
-                private=private, parent_id=parent_id, on_committed=hold)
+                private=private, parent_id=parent_id, on_committed=hold,
+                arrived_at=ticket.arrived_at if ticket is not None else None)
         except BaseException:
             for job_id in held:  # committed, then something failed: let its events through
                 self.delivery.release(job_id)
@@ -87,7 +89,9 @@ class JobFlow:
         # recorded.
         try:
             self.delivery.remember_upload_limit(job.id, interaction.filesize_limit)
-            position, eta = await self.service.position_and_eta(job.id)
+            on_the_way = None if ticket is None else functools.partial(
+                self.admission.ahead_of, ticket)
+            position, eta = await self.service.position_and_eta(job.id, on_the_way=on_the_way)
             embed = embeds.queued(job, position=position, eta_s=eta)
             self.delivery.shown_place(job.id, position)
             progress_id: str | None = None

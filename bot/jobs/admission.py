@@ -30,6 +30,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from bot.jobs.errors import LimitExceeded
 
@@ -39,7 +40,8 @@ class Ticket:
     """One request's number at the door, and whether it holds a place."""
     seq: int
     user_id: str
-    arrived: float
+    arrived: float  # the door's clock (monotonic)
+    arrived_at: datetime  # the wall clock: the job's created_at, its place in the queue
     holds_place: bool = False
     rank: int = 0  # a deferred job: the user's jobs ahead of it (1 for a second job)
     asked: bool = False  # `admit` was called
@@ -73,6 +75,7 @@ class Admission:
         self._undecided: dict[int, Ticket] = {}  # in arrival order
         self._deferred: dict[int, Ticket] = {}   # second jobs waiting for a quiet door
         self._held: collections.Counter[str] = collections.Counter()
+        self._holding: dict[int, Ticket] = {}   # holding places, in arrival order
         self._held_total = 0
         self._last_first = float("-inf")
         self._lock = asyncio.Lock()              # one decision at a time
@@ -86,7 +89,7 @@ class Admission:
     def arrive(self, user_id: str) -> Ticket:
         """Takes a number for a request that has just arrived. Synchronous: call it first
         thing, before anything awaits."""
-        ticket = Ticket(next(self._numbers), user_id, self._clock())
+        ticket = Ticket(next(self._numbers), user_id, self._clock(), datetime.now(UTC))
         self._undecided[ticket.seq] = ticket
         return ticket
 
@@ -119,12 +122,23 @@ class Admission:
             self._deferred.pop(ticket.seq, None)
             self._advance()
 
+    def ahead_of(self, ticket: Ticket) -> int:
+        """Places held by requests on their way to the queue that will go ahead of
+        `ticket`'s job there: a job's place is its arrival (its created_at), within its
+        round, and a user's k-th job is in a later round than anyone's first. Synchronous:
+        call it right after reading the jobs ahead in the database, with nothing awaited
+        in between, so that a job committed meanwhile counts once."""
+        mine = (ticket.rank, ticket.seq)
+        return sum(1 for t in self._holding.values()
+                   if t is not ticket and (t.rank, t.seq) < mine)
+
     def release(self, ticket: Ticket) -> None:
         """Gives the place back, if it holds one (the job is in the database now, or the
         request failed), and forgets the request. Synchronous and idempotent."""
         self._undecided.pop(ticket.seq, None)
         if ticket.holds_place:
             ticket.holds_place = False
+            self._holding.pop(ticket.seq, None)
             self._held[ticket.user_id] -= 1
             if self._held[ticket.user_id] <= 0:
                 del self._held[ticket.user_id]
@@ -183,6 +197,7 @@ class Admission:
             ticket.refusal = LimitExceeded.queue_full(waiting, await free_in())
         else:
             ticket.holds_place = True
+            self._holding[ticket.seq] = ticket
             self._held[ticket.user_id] += 1
             self._held_total += 1
         ticket.turn.set()

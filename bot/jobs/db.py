@@ -81,6 +81,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from bot.jobs.ids import new_job_id
 from bot.jobs.notify import CHANGED
 from bot.jobs.states import ACTIVE, FINAL, JobStatus, check_transition
 
@@ -380,6 +381,16 @@ async def get_job(session: AsyncSession, *, job_id: str, for_update: bool = Fals
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def unused_job_id(session: AsyncSession) -> str:
+    """A new job id (`ids.new_job_id`) that no job has. Raises RuntimeError after 20
+    taken ones in a row (a table near the id space's size)."""
+    for _ in range(20):
+        job_id = new_job_id()
+        if await get_job(session, job_id=job_id) is None:
+            return job_id
+    raise RuntimeError("could not find an unused job id")
 
 
 async def get_jobs(session: AsyncSession, *, job_ids: Iterable[str]) -> list[Job]:

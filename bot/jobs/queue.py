@@ -14,8 +14,8 @@ the same moment.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Set
-from datetime import datetime
+from collections.abc import Callable, Collection, Set
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -28,7 +28,6 @@ from bot.jobs.scheduling import (
     eta_queued,
     eta_running,
     handovers_until,
-    mean_duration,
     rides_alone,
     seconds_at,
 )
@@ -63,12 +62,43 @@ async def counts_at_door(sessionmaker: async_sessionmaker[AsyncSession],
 
 
 async def next_place_in_s(sessionmaker: async_sessionmaker[AsyncSession], *, workers: int,
-                          default_job_s: float) -> float:
-    """Rough seconds until a worker takes the next queued job: the mean duration of the
-    latest jobs (`default_job_s` before there are any) shared among `workers`."""
+                          default_job_s: float, now: datetime | None = None) -> float:
+    """Rough seconds until a worker takes the next queued job, from the same model as
+    `position_and_eta`: at once if one of `workers` is free, else when the running
+    hand-over with the least left ends."""
+    now = now or datetime.now(UTC)
     async with sessionmaker() as session:
-        runs = await db.recent_runs(session, limit=RECENT_JOBS_FOR_ETA)
-    return mean_duration([seconds for _, seconds in runs], default_job_s) / max(1, workers)
+        busy = await _busy_s(session, now=now, recent=await _recent(session),
+                             default_job_s=default_job_s)
+    if len(busy) < max(1, workers):
+        return 0.0
+    return min(busy)
+
+
+async def _recent(session: AsyncSession) -> list[tuple[int | None, float]]:
+    """(size, seconds) of the latest jobs: what `scheduling.seconds_at` goes by."""
+    return [(size_of(params), seconds)
+            for params, seconds in await db.recent_runs(session, limit=RECENT_JOBS_FOR_ETA)]
+
+
+def _left_s(running: db.Job, *, now: datetime, recent: list[tuple[int | None, float]],
+            default_job_s: float) -> float:
+    """Seconds left for a running job: its own pace, or what jobs of its size took."""
+    elapsed = max(0.0, (now - (running.started_at or now)).total_seconds())
+    return eta_running(running.step, running.total_steps, elapsed,
+                       seconds_at(size_of(running.params), recent, default_job_s))
+
+
+async def _busy_s(session: AsyncSession, *, now: datetime,
+                  recent: list[tuple[int | None, float]], default_job_s: float
+                  ) -> list[float]:
+    """Seconds left of each running hand-over (a batch is one: its jobs share a runner
+    and a start), on any machine."""
+    busy: dict[tuple[str | None, datetime | None], float] = {}
+    for running in await db.jobs_with_status(session, statuses=[JobStatus.running]):
+        busy[(running.runner, running.started_at)] = _left_s(
+            running, now=now, recent=recent, default_job_s=default_job_s)
+    return list(busy.values())
 
 
 def _queued(row: Any) -> QueuedJob:
@@ -85,9 +115,13 @@ async def _handovers(session: AsyncSession, job: db.Job, max_batch: int) -> list
 
 async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
                            max_batch: int, workers: int, default_job_s: float,
-                           want_eta: bool = True) -> tuple[int | None, float | None]:
+                           want_eta: bool = True, on_the_way: Callable[[], int] | None = None
+                           ) -> tuple[int | None, float | None]:
     """The job's 1-based place in the fair order (None unless it is queued) and a rough
     number of seconds until it is done (None once it has finished, or unless `want_eta`).
+    `on_the_way()`, called right after the jobs ahead are counted: jobs not yet in the
+    database that will go ahead of it (`Admission.ahead_of`), each taken as a hand-over of
+    its size.
 
     One model of the queue (`scheduling.eta_queued`): the running hand-overs keep their
     workers for as long as their own pace says; the hand-overs ahead of the job in fair
@@ -99,28 +133,23 @@ async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
     if status not in ACTIVE:
         return None, None
     position = None
+    coming = 0
     if status is JobStatus.queued:
         position = await db.count_queued_ahead(session, job=job) + 1
+        coming = on_the_way() if on_the_way is not None else 0
+        position += coming
     if not want_eta:
         return position, None
-    recent = [(size_of(params), seconds)
-              for params, seconds in await db.recent_runs(session, limit=RECENT_JOBS_FOR_ETA)]
-
-    def left_s(running: db.Job) -> float:
-        elapsed = max(0.0, (now - (running.started_at or now)).total_seconds())
-        return eta_running(running.step, running.total_steps, elapsed,
-                           seconds_at(size_of(running.params), recent, default_job_s))
-
+    recent = await _recent(session)
     if status is JobStatus.running:
-        return None, left_s(job)
-    # A batch is one hand-over: its jobs share a runner and a start.
-    busy: dict[tuple[str | None, datetime | None], float] = {}
-    for running in await db.jobs_with_status(session, statuses=[JobStatus.running]):
-        busy[(running.runner, running.started_at)] = left_s(running)
+        return None, _left_s(job, now=now, recent=recent, default_job_s=default_job_s)
+    busy = await _busy_s(session, now=now, recent=recent, default_job_s=default_job_s)
     handovers = [seconds_at(head.size, recent, default_job_s)
                  for head in await _handovers(session, job, max_batch)]
+    if handovers and coming:  # [] when a worker took it meanwhile
+        handovers[-1:-1] = [handovers[-1]] * coming
     # Running hand-overs beyond `workers` are other machines' workers.
-    return position, eta_queued(list(busy.values()), handovers, max(workers, len(busy)))
+    return position, eta_queued(busy, handovers, max(workers, len(busy)))
 
 
 async def claim_batch(conn: AsyncConnection, *, runner: str, now: datetime,

@@ -20,6 +20,7 @@ a second while staying round-robin.
 from __future__ import annotations
 
 import heapq
+import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,26 +81,23 @@ def handovers_until(order: Sequence[QueuedJob], job_id: str, max_batch: int
     return heads
 
 
-def mean_duration(durations: Sequence[float], default: float) -> float:
-    return sum(durations) / len(durations) if durations else default
-
-
 def seconds_at(size: int | None, recent: Sequence[tuple[int | None, float]],
                default_s: float) -> float:
     """How long a hand-over of a job of `size` takes, from `recent` (size, seconds) of
-    the latest jobs: the mean of those of the same size; else the mean of all, scaled by
-    the area (the engine's work grows with the pixels); `default_s` with no history."""
+    the latest jobs: the median of those of the same size; else the median of all,
+    scaled by the area (the engine's work grows with the pixels); `default_s` with no
+    history. Medians, because a few jobs slowed by a busy moment (a burst of requests
+    being answered) must not stretch the estimate of every job behind them."""
     same = [s for z, s in recent if z == size]
     if same:
-        return sum(same) / len(same)
+        return statistics.median(same)
     if not recent:
         return default_s
-    mean_s = sum(s for _, s in recent) / len(recent)
+    typical_s = statistics.median(s for _, s in recent)
     sizes = [z for z, _ in recent if z]
     if size is None or not sizes:
-        return mean_s
-    mean_size = sum(sizes) / len(sizes)
-    return mean_s * (size / mean_size) ** 2
+        return typical_s
+    return typical_s * (size / statistics.median(sizes)) ** 2
 
 
 def eta_queued(busy_s: Sequence[float], handovers_s: Sequence[float], workers: int

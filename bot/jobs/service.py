@@ -25,13 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import access, db, leases, notify, queue
 from bot.jobs.access import Action, Caller
 from bot.jobs.dispatch import Dispatcher
-from bot.jobs.errors import (
-    JobNotFound,
-    UserError,
-)
+from bot.jobs.errors import JobNotFound, UserError
 from bot.jobs.events import Fanout, JobCancelled, JobEvent, JobQueued, Listener
 from bot.jobs.executor import Executor
-from bot.jobs.ids import new_job_id, normalize_job_id
+from bot.jobs.ids import normalize_job_id
 from bot.jobs.intake import Intake
 from bot.jobs.records import JobRecord, utcnow
 from bot.jobs.states import ACTIVE, JobStatus
@@ -130,8 +127,13 @@ class JobService:
                      params: dict[str, Any] | None = None, source: str = "cli",
                      guild_id: str | None = None, channel_id: str | None = None,
                      private: bool = False, parent_id: str | None = None,
+                     arrived_at: datetime | None = None,
                      on_committed: Callable[[str], None] | None = None) -> JobRecord:
         """Validates and queues a job (see the contract in the module docstring).
+
+        `arrived_at`, when the request arrived (before its download), is the job's
+        created_at and so its place in its round: first come, first served, whichever
+        request's download ends first.
 
         `on_committed(job_id)` is called the moment the job is in the database, before
         anything else can run on the event loop (the dispatcher may start the job at the
@@ -149,6 +151,7 @@ class JobService:
         input_hash = await self._storage.put_async(content)
         style_hash = await self._storage.put_async(style_bytes)
         now = self._clock()
+        created_at = min(now, arrived_at) if arrived_at is not None else now
         async with self._sm.begin() as session:
             await queue.check_room(session, user_id=user_id,
                                    max_jobs_per_user=self._settings.max_jobs_per_user,
@@ -158,11 +161,11 @@ class JobService:
                 if await db.get_job(session, job_id=parent_id) is None:
                     raise JobNotFound(parent_id)
             job = db.Job(
-                id=await self._unused_id(session), user_id=user_id, user_name=user_name[:100],
+                id=await db.unused_job_id(session), user_id=user_id, user_name=user_name[:100],
                 guild_id=guild_id, channel_id=channel_id, source=source, style=style_name,
                 style_hash=style_hash, input_hash=input_hash, params=style_params.to_dict(),
                 status=JobStatus.queued.value, attempts=0, step=0, private=private,
-                total_steps=style_params.steps, created_at=now,
+                total_steps=style_params.steps, created_at=created_at,
                 parent_id=parent_id, cancel_requested=False, delivered=False,
                 turn=await db.next_turn(session, user_id=user_id),  # under check_room's lock
                 batch_key=batch_key(photo.upright_size, style_params.to_dict()))
@@ -184,14 +187,6 @@ class JobService:
         await self._emit(JobQueued(record.id, record, position or 1, eta))
         self._dispatch.wake()
         return record
-
-    @staticmethod
-    async def _unused_id(session: AsyncSession) -> str:
-        for _ in range(20):
-            job_id = new_job_id()
-            if await db.get_job(session, job_id=job_id) is None:
-                return job_id
-        raise RuntimeError("could not find an unused job id")
 
     # -- cancelling and waiting ------------------------------------------------------------
 
@@ -300,7 +295,8 @@ class JobService:
         """1-based place in the fair order; None unless the job is queued."""
         return (await self.position_and_eta(job_id, want_eta=False))[0]
 
-    async def position_and_eta(self, job_id: str, *, want_eta: bool = True
+    async def position_and_eta(self, job_id: str, *, want_eta: bool = True,
+                               on_the_way: Callable[[], int] | None = None
                                ) -> tuple[int | None, float | None]:
         """The job's 1-based place in the fair order (None unless queued) and rough seconds
         until it is done (`queue.position_and_eta`). Raises `JobNotFound`."""
@@ -308,14 +304,15 @@ class JobService:
             job = await db.get_job(session, job_id=normalize_job_id(job_id))
             if job is None:
                 raise JobNotFound(job_id)
-            return await self._place(session, job, want_eta=want_eta)
+            return await self._place(session, job, want_eta=want_eta, on_the_way=on_the_way)
 
-    async def _place(self, session: AsyncSession, job: db.Job, *, want_eta: bool = True
+    async def _place(self, session: AsyncSession, job: db.Job, *, want_eta: bool = True,
+                     on_the_way: Callable[[], int] | None = None
                      ) -> tuple[int | None, float | None]:
         return await queue.position_and_eta(
             session, job, now=self._clock(), max_batch=self._executor.max_batch,
             workers=self._executor.capacity or self._settings.workers,
-            default_job_s=self._default_job_s, want_eta=want_eta)
+            default_job_s=self._default_job_s, want_eta=want_eta, on_the_way=on_the_way)
 
     async def read_input(self, job_id: str) -> bytes:
         record = await self.get(job_id)

@@ -106,6 +106,9 @@ class DiscordEmulator(InteractionSender):
         self.messages: dict[int, Message] = {}
         self.interactions: dict[int, Interaction] = {}
         self.files: dict[int, StoredFile] = {}
+        # Seconds the CDN takes to start sending an attachment, by file name (a slow
+        # download).
+        self.cdn_delay_s: dict[str, float] = {}
         self.dm_channels: dict[int, int] = {}  # dm channel id -> user id
         self.calls: list[Call] = []
         self.expired_tokens: set[str] = set()
@@ -443,6 +446,7 @@ class DiscordEmulator(InteractionSender):
         f = self.files.get(int(request.match_info["file_id"]))
         if f is None or f.filename != request.match_info["filename"]:
             return web.Response(status=404, text="not found")
+        await asyncio.sleep(self.cdn_delay_s.get(f.filename, 0.0))
         return web.Response(body=f.data, content_type=f.content_type or
                             "application/octet-stream")
 
@@ -696,9 +700,8 @@ class DiscordEmulator(InteractionSender):
             m.files = [f for f in m.files if f.id in keep] + files
         elif files:
             m.files = (m.files if edit else []) + files
-        if edit:
-            m.edits += 1
-            m.history.append((m.text(), [f.filename for f in m.files]))
+        m.edits += edit
+        m.history.append((m.text(), [f.filename for f in m.files]))
 
     @staticmethod
     def _check_size(files: list[StoredFile], limit: int) -> None:

@@ -92,7 +92,7 @@ class Message:
     # was made (the emulator's monotonic clock), for `enforce_nonce`.
     nonce: str | int | None = None
     created_at: float = 0.0
-    # (text, file names) after each edit, oldest first.
+    # (text, file names) as posted and after each edit, oldest first.
     history: list[tuple[str, list[str]]] = field(default_factory=list)
 
     @property

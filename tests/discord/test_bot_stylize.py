@@ -252,6 +252,39 @@ async def test_a_queued_job_s_message_shows_it_moving_up(emu: DiscordEmulator,
     await wait_delivered(app, job_id_of(behind_msg))
 
 
+async def test_the_request_that_arrived_first_is_ahead_in_the_queue_whatever_its_download(
+        emu: DiscordEmulator, app: App) -> None:
+    # Two users new to the bot (the same round of the fair order); the first to ask has a
+    # slow download, so the second's job is in the database first.
+    carol, dave = emu.add_user("carol"), emu.add_user("dave")
+    emu.cdn_delay_s["slow.png"] = 1.5
+    gate(app).open = False  # they stay queued
+    try:
+        slow = await emu.slash("stylize", carol, image=Upload("slow.png", photo_png()),
+                               style=PRESET)
+        fast = await emu.slash("stylize", dave, image=Upload("fast.png", photo_png()),
+                               style=PRESET)
+        fast_msg = await progress_message(emu, fast)
+        assert not slow.followup_ids  # still downloading when the other job was shown
+        slow_msg = await progress_message(emu, slow)
+        first = await app.service.get(job_id_of(slow_msg))
+        second = await app.service.get(job_id_of(fast_msg))
+        # First come, first served: the queue's order is the order the requests arrived,
+        # and the reply shown first already counted the request still on its way.
+        assert first.created_at < second.created_at
+        place = await app.service.queue_position(first.id)
+        assert place is not None
+        assert await app.service.queue_position(second.id) == place + 1
+        # As first posted (the queue's moves edit them later).
+        assert f"Position in the queue: **{place}**" in slow_msg.history[0][0]
+        assert f"Position in the queue: **{place + 1}**" in fast_msg.history[0][0]
+    finally:
+        emu.cdn_delay_s.clear()
+        gate(app).open = True
+    await wait_delivered(app, job_id_of(slow_msg))
+    await wait_delivered(app, job_id_of(fast_msg))
+
+
 async def test_queued_jobs_of_several_users_are_painted_together(
         emu: DiscordEmulator, app: App, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="bot.jobs.dispatch")

@@ -76,6 +76,8 @@ async def test_burst_figures_add_up_and_print(tmp_path: Path,
     assert f"{n} /stylize in one burst (interleaved)" in out
     assert "| first response (deferral or refusal) |" in out
     assert f"| accepted | {r['accepted']} |" in out
+    assert ("| started before an earlier arrival of the same round (pairs) | "
+            f"{r['started_out_of_arrival_order']} |") in out
     assert "| position | ETA shown | actual start | actual finish |" in out
 
 
@@ -87,6 +89,11 @@ def test_parsers_read_the_queued_embed() -> None:
     assert burst.parse_eta("Expected to be ready in about 7 s") == 7.0
     assert burst.parse_position("Style: `mosaic` · size 48 px") is None
     assert burst.parse_eta("Style: `mosaic` · size 48 px") is None
+    # A job a worker took (or finished) before its reply was written.
+    started = "A worker has started on it\nExpected to be ready in a moment"
+    assert (burst.parse_position(started), burst.parse_eta(started)) == (0, 0.0)
+    finished = "Finished already; the result follows"
+    assert (burst.parse_position(finished), burst.parse_eta(finished)) == (0, 0.0)
     assert burst.eta_on_time(4.0, 8.0)        # within 5 s
     assert burst.eta_on_time(26.0, 20.0)      # within 30 %
     assert not burst.eta_on_time(30.0, 20.0)

@@ -155,3 +155,23 @@ async def test_the_queue_full_refusal_says_when_a_place_frees_up() -> None:
     assert str(refused.value) == ("The queue is full (1 jobs waiting). A place should free "
                                   "up in about 42 s. Please try again then.")
     assert admission.places_held == 0
+
+
+async def test_the_places_on_their_way_ahead_of_a_job_are_earlier_arrivals_of_its_round(
+        ) -> None:
+    queue = Queue()
+    queue.jobs["a"] = 1  # a's next request is a second job: a later round
+    admission = door(queue, max_queue=10, quiet_s=0.0)
+    a2, b, c, d = (admission.arrive(u) for u in "abcd")
+    assert a2.arrived_at <= b.arrived_at <= c.arrived_at <= d.arrived_at  # the wall clock
+    # a's second job is decided once the door is quiet.
+    await asyncio.wait_for(asyncio.gather(*(admission.admit(t) for t in (a2, b, c, d))), 5)
+    assert a2.rank == 1
+    # d's job is in the database (its place given back); b and c are still downloading.
+    admission.release(d)
+    assert admission.ahead_of(d) == 2
+    assert admission.ahead_of(c) == 1   # b arrived before it
+    assert admission.ahead_of(b) == 0
+    assert admission.ahead_of(a2) == 2  # a second job: behind every first one
+    admission.release(b)
+    assert admission.ahead_of(d) == 1

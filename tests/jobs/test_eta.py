@@ -3,9 +3,13 @@ a hand-over at a size (`seconds_at`), and what a queued job is told through the 
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from jobs_helpers import FakeExecutor, ServiceFactory, TickingClock, png, until
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.jobs import queue
 from bot.jobs.scheduling import eta_queued, seconds_at
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
@@ -27,17 +31,19 @@ def test_hand_overs_go_to_the_worker_free_first() -> None:
 
 
 def test_a_hand_over_lasts_what_the_latest_jobs_of_its_size_took() -> None:
-    recent = [(64, 10.0), (64, 12.0), (128, 40.0)]
-    assert seconds_at(64, recent, 99.0) == 11.0
+    # One 64-px job was slowed (30 s): the median does not follow it.
+    recent = [(64, 10.0), (64, 12.0), (64, 30.0), (128, 40.0)]
+    assert seconds_at(64, recent, 99.0) == 12.0
     assert seconds_at(128, recent, 99.0) == 40.0
-    # No job of that size yet: the mean of all, scaled by the area.
-    mean_s, mean_size = 62.0 / 3, 256 / 3
-    assert seconds_at(256, recent, 99.0) == pytest.approx(mean_s * (256 / mean_size) ** 2)
+    # No job of that size yet: the median of all (21 s), scaled by the area from the
+    # median size (64 px).
+    assert seconds_at(256, recent, 99.0) == pytest.approx(21.0 * (256 / 64) ** 2)
     assert seconds_at(64, [], 99.0) == 99.0  # nothing to go by
 
 
 async def test_a_queued_job_is_told_the_time_of_the_jobs_ahead_and_of_its_own_size(
-        make_service: ServiceFactory, settings: Settings, clock: TickingClock) -> None:
+        make_service: ServiceFactory, settings: Settings, clock: TickingClock,
+        sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     """A fake executor with a known rate: one worker, and a job of 64 px that took 20 s.
     Then a 64-px job and a 128-px one queue behind a running 64-px one, 5 s into its run."""
     fake = FakeExecutor(workers=1)
@@ -67,5 +73,15 @@ async def test_a_queued_job_is_told_the_time_of_the_jobs_ahead_and_of_its_own_si
         # ... then four times the area, four times as long.
         assert await service.position_and_eta(large.id) == (2, pytest.approx(115.0,
                                                                                abs=0.5))
+        # The queue full: a place frees up when the running job ends, in 15 s; with a
+        # second worker free, at once.
+        free_in = functools.partial(queue.next_place_in_s, sessionmaker,
+                                    default_job_s=100.0, now=clock())
+        assert await free_in(workers=1) == pytest.approx(15.0, abs=0.5)
+        assert await free_in(workers=2) == 0.0
+        # Two requests that arrived before it are on their way to the queue (downloading):
+        # they will go ahead, as two more hand-overs of its size.
+        assert await service.position_and_eta(small.id, on_the_way=lambda: 2) == (
+            3, pytest.approx(75.0, abs=0.5))
     finally:
         await service.stop(grace_s=0)
