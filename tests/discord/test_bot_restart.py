@@ -3,6 +3,7 @@ results nobody could receive are delivered, and old buttons still work."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,9 @@ from bot.jobs.states import JobStatus
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-async def test_restart(emu: DiscordEmulator, tmp_path: Path) -> None:
+async def test_restart(emu: DiscordEmulator, tmp_path: Path,
+                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bot.discord.delivery")
     settings = make_settings(emu, tmp_path / "bot")
     await push_commands(settings)
 
@@ -66,6 +69,9 @@ async def test_restart(emu: DiscordEmulator, tmp_path: Path) -> None:
         queued_id = job_id_of(queued_msg)
         assert (await app.service.get(queued_id)).status == JobStatus.queued
 
+    # Nothing of this run was taken for a previous run's.
+    assert not [r for r in caplog.records if "previous run" in r.getMessage()]
+
     emu.refusing_channels.clear()
     emu.refuse_dms = False
     identifies = emu.identifies
@@ -81,6 +87,8 @@ async def test_restart(emu: DiscordEmulator, tmp_path: Path) -> None:
         assert reply.channel_id == emu.channel_id
         assert f"<@{emu.bob.id}>" in reply.content
         assert decode(painting(reply)).format == "PNG"
+        # The log says why it is delivered now.
+        assert f"delivering job {lost_id}, left over from a previous run" in caplog.text
 
         # A button on a message from before the restart still works.
         again = await emu.press(done_msg, f"job:again:{done_id}", emu.alice)
@@ -90,6 +98,10 @@ async def test_restart(emu: DiscordEmulator, tmp_path: Path) -> None:
         parent = await app.service.get(done_id)
         assert child.parent_id == done_id
         assert child.params["seed"] != parent.params["seed"]
+
+    # Only that one was a previous run's.
+    assert [r.getMessage() for r in caplog.records if "previous run" in r.getMessage()] == [
+        f"delivering job {lost_id}, left over from a previous run"]
 
     # Each result was delivered exactly once.
     for job_id in (done_id, lost_id, queued_id):
