@@ -27,9 +27,10 @@ Figures:
   first response within 3 s;
 - accepted, refused (by the refusal's first sentence), lost (no painting and no reason
   within --settle-s), and jobs the database still has undelivered;
-- fairness: users served at least once, twice or more; whether every user had a job
-  admitted before any user's second one (admission order: the jobs' created_at), where
-  --max-queue >= --users lets that happen; "unfair admissions": accepted 2nd+ requests
+- fairness: users served at least once, twice or more; whether every user's job started
+  painting before any user's second one did (the jobs' started_at), where --max-queue
+  >= --users lets that happen; jobs of one round (each user's r-th) started against
+  their arrival order; "unfair admissions": accepted 2nd+ requests
   while some user had every request refused; "out-of-order admissions": pairs of a
   request accepted after (in the arrival order) an earlier request refused for capacity
   (the queue full, or the per-user limit) whose user got nothing;
@@ -111,7 +112,6 @@ class Sent:
     eta_s: float | None = None       # shown there
     start_s: float | None = None     # actual, from the queued reply
     finish_s: float | None = None    # actual, from the queued reply
-    admitted_at: float | None = None  # the job's created_at (epoch seconds)
     started_at: float | None = None   # the job's started_at (epoch seconds)
 
     @property
@@ -228,7 +228,6 @@ def _record(index: int, user: int, kth: int, o: Outcome,
     received = snowflake_time(o.ix.followup_ids[0])
     job = jobs.get(o.job_id)
     if job is not None:
-        s.admitted_at = job.created_at.timestamp()
         if job.started_at is not None:
             s.started_at = job.started_at.timestamp()
             s.start_s = s.started_at - received
@@ -244,13 +243,13 @@ def figures(args: argparse.Namespace, sent: list[Sent], outcomes: list[Outcome],
     per_user = collections.Counter(s.user for s in accepted)
     starved = [u for u in range(args.users) if per_user[u] == 0]
 
-    # Admission order: the jobs' created_at. Before the first job that was its user's
-    # second, how many users had one admitted?
-    admitted = sorted((s for s in accepted if s.admitted_at is not None),
-                      key=lambda s: (s.admitted_at, s.index))
+    # Before the first job that was its user's second started, how many users had one
+    # started?
+    started = sorted((s for s in accepted if s.started_at is not None),
+                     key=lambda s: (s.started_at, s.index))
     seen: set[int] = set()
-    firsts_before_second = len({s.user for s in admitted})
-    for s in admitted:
+    firsts_before_second = len({s.user for s in started})
+    for s in started:
         if s.user in seen:
             firsts_before_second = len(seen)
             break
@@ -371,9 +370,9 @@ def report(r: dict[str, Any]) -> None:
         ("users served at least once", f"{r['served_once']} of {r['users']}"),
         ("users served twice or more", r["served_twice"]),
         ("users with every request refused", r["starved_users"]),
-        ("users with a job before the first second job",
+        ("users with a job started before the first second job",
          f"{r['firsts_before_any_second']} of {r['users']}"),
-        ("every user served once before any second job",
+        ("every user's first job started before any second job",
          "n/a (max queue < users)" if every is None else ("yes" if every else "no")),
         ("unfair admissions (2nd+ accepted while a user got nothing)",
          r["unfair_admissions"]),
