@@ -1,5 +1,6 @@
 """The composition root: settings -> logging -> database -> storage -> worker pool ->
-job service -> Discord client -> delivery -> job flow, built here and nowhere else.
+job service -> Discord client -> delivery -> job flow (and the pictures' housekeeping),
+built here and nowhere else.
 
 The Discord side is built bottom-up and handed over: the client gets the service and
 the attachment fetcher; `Delivery` gets the service and the client it sends through;
@@ -33,6 +34,7 @@ from bot.jobs import queue
 from bot.jobs.admission import Admission
 from bot.jobs.db import DatabaseUnavailable, create_engine_and_sessionmaker, upgrade_database
 from bot.jobs.executor import Executor, ExecutorStartError, LocalPoolExecutor, OfflineExecutor
+from bot.jobs.retention import Housekeeping, Privacy
 from bot.jobs.service import JobService
 from bot.jobs.storage import BlobStore, open_storage
 from bot.logging_setup import setup_logging
@@ -59,12 +61,14 @@ class App:
     executor: Executor
     service: JobService
     client: StyleBot
+    housekeeping: Housekeeping
     connection: asyncio.Task[None] | None = field(default=None)
 
     async def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Jobs first (running ones finish or go back to the queue, their results still
         delivered), then the Discord connection, then the database."""
         try:
+            await self.housekeeping.stop()
             await self.service.stop(grace_s)
         finally:
             try:
@@ -126,8 +130,11 @@ async def build(settings: Settings, *, executor: Executor | None = None,
         free_in_s=functools.partial(queue.next_place_in_s, sessionmaker,
                                     workers=max(1, settings.workers), default_job_s=60.0),
         max_jobs_per_user=settings.max_jobs_per_user, max_queue=settings.max_queue)
-    client.attach(delivery=delivery, flow=JobFlow(service, storage, delivery, admission))
-    return App(settings, engine, storage, executor, service, client)
+    client.attach(delivery=delivery, flow=JobFlow(service, storage, delivery, admission),
+                  privacy=Privacy(service, sessionmaker, storage))
+    housekeeping = Housekeeping(sessionmaker, storage, retention_days=settings.retention_days,
+                                history_days=settings.history_days)
+    return App(settings, engine, storage, executor, service, client, housekeeping)
 
 
 @contextlib.asynccontextmanager
@@ -144,6 +151,7 @@ async def running(settings: Settings, *, executor: Executor | None = None,
         # a bad token fails in a second rather than after the pool has loaded VGG19.
         await app.client.login(token.get_secret_value())
         await app.service.start()
+        app.housekeeping.start()
         app.connection = asyncio.create_task(app.client.connect(), name="discord-gateway")
         yield app
     finally:

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     attachment_hosts: Annotated[tuple[str, ...], NoDecode] = (  # STYLEBOT_ATTACHMENT_HOSTS
         "cdn.discordapp.com", "media.discordapp.net")
     log_level: str = "INFO"                          # STYLEBOT_LOG_LEVEL
+    # How long people's pictures are kept (`bot.jobs.retention`): a finished job's photo,
+    # style image and painting go this many days after it ended; the job itself stays in
+    # /history, without them, for `history_days` (0: for good). 0 keeps pictures for good.
+    retention_days: float = Field(30.0, ge=0, allow_inf_nan=False)  # STYLEBOT_RETENTION_DAYS
+    history_days: float = Field(0.0, ge=0, allow_inf_nan=False)     # STYLEBOT_HISTORY_DAYS
+    # New jobs are refused while the disk holding the pictures has less free than this.
+    min_free_mb: int = Field(512, ge=0)              # STYLEBOT_MIN_FREE_MB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

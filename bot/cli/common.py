@@ -7,11 +7,16 @@ import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs.access import Caller
 from bot.jobs.executor import Executor, OfflineExecutor
+from bot.jobs.retention import Housekeeping, Privacy
 from bot.jobs.service import JobService
+from bot.jobs.storage import BlobStore
 from bot.settings import Settings
 
 # The operator at this machine: owns the jobs it submits, may see and cancel any job.
@@ -30,10 +35,27 @@ class CliError(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What a command works with: the job service, and beneath it the database and the
+    image store (for the pictures' clean-up, `bot.jobs.retention`)."""
+    service: JobService
+    sessionmaker: async_sessionmaker[AsyncSession]
+    storage: BlobStore
+
+    def privacy(self) -> Privacy:
+        return Privacy(self.service, self.sessionmaker, self.storage)
+
+    def housekeeping(self, settings: Settings) -> Housekeeping:
+        return Housekeeping(self.sessionmaker, self.storage,
+                            retention_days=settings.retention_days,
+                            history_days=settings.history_days)
+
+
 @contextlib.asynccontextmanager
-async def job_service(settings: Settings, *, executor: Executor | None = None,
-                      own_jobs_only: bool = False, watch: bool = False
-                      ) -> AsyncIterator[JobService]:
+async def job_parts(settings: Settings, *, executor: Executor | None = None,
+                    own_jobs_only: bool = False, watch: bool = False
+                    ) -> AsyncIterator[Parts]:
     """Migrations, engine, storage and a service (not started: `stylize` and `worker`
     start it, a listing has no painting to do); all closed afterwards. Without an
     `executor` the service paints nothing: it reads and changes job records only; with
@@ -52,12 +74,22 @@ async def job_service(settings: Settings, *, executor: Executor | None = None,
                          watch=watch, lease_s=settings.lease_s,
                          poll_interval_s=settings.poll_interval_s)
     try:
-        yield service
+        yield Parts(service, sessionmaker, storage)
     finally:
         try:
             await service.stop(grace_s=5)
         finally:
             await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def job_service(settings: Settings, *, executor: Executor | None = None,
+                      own_jobs_only: bool = False, watch: bool = False
+                      ) -> AsyncIterator[JobService]:
+    """`job_parts`' service alone."""
+    async with job_parts(settings, executor=executor, own_jobs_only=own_jobs_only,
+                         watch=watch) as parts:
+        yield parts.service
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -57,8 +57,9 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
     data, png = asyncio.run(one())
     if args.output:
         if png is None:
-            raise CliError(f"job {data['id']} has no painting ({data['status']}).",
-                           EXIT_FAILED)
+            why = (f"its pictures were {data['pictures_gone']}" if data["pictures_gone"]
+                   else data["status"])
+            raise CliError(f"job {data['id']} has no painting ({why}).", EXIT_FAILED)
         write_atomically(args.output, png)
         print(f"painting of job {data['id']} written to {args.output}", file=sys.stderr)
     if args.json:

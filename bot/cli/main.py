@@ -13,6 +13,7 @@ from bot.cli.admin import cmd_db_upgrade, cmd_run, cmd_sync
 from bot.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, CliError
 from bot.cli.db import cmd_db_copy
 from bot.cli.jobs import cmd_cancel, cmd_job, cmd_jobs
+from bot.cli.pictures import cmd_forget, cmd_gc, cmd_jobs_delete
 from bot.cli.stylize import cmd_stylize
 from bot.cli.worker import DEFAULT_GRACE_S, cmd_worker
 from bot.jobs.copy import DEFAULT_BATCH_SIZE
@@ -53,10 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
                     unstated_defaults=("size",))
     p.set_defaults(func=cmd_stylize)
 
-    p = sub.add_parser("jobs", parents=[common], help="recent jobs")
+    p = sub.add_parser("jobs", parents=[common], help="recent jobs (or: jobs delete ID...)")
     p.add_argument("--limit", type=int, default=20, metavar="N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
+    jobs_sub = p.add_subparsers(dest="jobs_command", metavar="ACTION")
+    p = jobs_sub.add_parser("delete", parents=[common], help="delete jobs' pictures",
+                            description="Delete the photo, style image, painting and "
+                            "preview of each job (its line in the history stays).")
+    p.add_argument("job_ids", nargs="+", metavar="ID")
+    p.set_defaults(func=cmd_jobs_delete)
+
+    p = sub.add_parser("forget", parents=[common], help="delete one user's pictures",
+                       description="Delete the pictures of every job of one user (their "
+                       "queued and running jobs are cancelled first), as /forget does.")
+    p.add_argument("--user", required=True, metavar="ID", help="the Discord user id")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("gc", parents=[common], help="expire old pictures, remove unused ones",
+                       description="Delete the pictures of jobs older than "
+                       "STYLEBOT_RETENTION_DAYS (and jobs older than STYLEBOT_HISTORY_DAYS), "
+                       "then remove every image no job needs. The bot does this hourly.")
+    p.set_defaults(func=cmd_gc)
 
     p = sub.add_parser("job", parents=[common], help="one job in full")
     p.add_argument("job_id", metavar="ID")

@@ -3,11 +3,12 @@
 A worker is the dispatcher and the local pool of the job service, and nothing else: it
 claims fair batches from the database (`STYLEBOT_DATABASE_URL`, PostgreSQL when workers
 run on several machines), paints them, writes their progress, previews, results and
-failures back, renews its leases, and stops a job when anyone asks for it to be
-cancelled. Bots and `stylebot stylize` with `STYLEBOT_WORKERS=0` submit the jobs and
-show them. SIGINT or SIGTERM stops it: running jobs get `--grace` seconds to finish, and
-those still running then go back to the queue for another worker, attempts unchanged. A
-second SIGINT or SIGTERM ends the grace at once.
+failures back, renews its leases, stops a job when anyone asks for it to be cancelled,
+and expires old pictures as the bot does (`bot.jobs.retention`). Bots and `stylebot
+stylize` with `STYLEBOT_WORKERS=0` submit the jobs and show them. SIGINT or SIGTERM
+stops it: running jobs get `--grace` seconds to finish, and those still running then go
+back to the queue for another worker, attempts unchanged. A second SIGINT or SIGTERM ends
+the grace at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import signal
 
 from sqlalchemy.engine import make_url
 
-from bot.cli.common import EXIT_USER_ERROR, CliError, job_service
+from bot.cli.common import EXIT_USER_ERROR, CliError, job_parts
 from bot.jobs.executor import Executor, LocalPoolExecutor
 from bot.settings import Settings
 
@@ -51,8 +52,11 @@ async def _serve(settings: Settings, executor: Executor, grace_s: float) -> None
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with job_service(settings, executor=executor) as service:
+        async with job_parts(settings, executor=executor) as parts:
+            service = parts.service
             await service.start()
+            housekeeping = parts.housekeeping(settings)
+            housekeeping.start()
             url = make_url(settings.database_url)
             log.info("worker %s: %d worker process(es) painting jobs from %s",
                      service.runner_id, settings.workers,
@@ -66,6 +70,7 @@ async def _serve(settings: Settings, executor: Executor, grace_s: float) -> None
             log.info("worker %s: stopping; running jobs get %.0f s to finish (again to put "
                      "them back in the queue now)", service.runner_id, grace_s)
             stop.clear()
+            await housekeeping.stop()
             stopping = asyncio.ensure_future(service.stop(grace_s))
             hurry = asyncio.ensure_future(stop.wait())
             try:

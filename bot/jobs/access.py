@@ -3,16 +3,18 @@
 Every path that takes a job id or acts on a job asks `allowed` (through the service's
 `authorize`, `cancel` and `stats`), so the rule below is the whole rule.
 
-| who                                         | see it     | cancel it | reuse it |
-|---------------------------------------------|------------|-----------|----------|
-| the job's owner, wherever they ask from     | yes        | yes       | yes      |
-| an admin of the server the job was made in, | unless it  | yes       | no       |
-| asking from that same server                | is private |           |          |
-| anyone else (other servers' admins too)     | no         | no        | no       |
-| the operator (the `stylebot` command line)  | yes        | yes       | no       |
+| who                                         | see it     | cancel it | reuse it | delete it |
+|---------------------------------------------|------------|-----------|----------|-----------|
+| the job's owner, wherever they ask from     | yes        | yes       | yes      | yes       |
+| an admin of the server the job was made in, | unless it  | yes       | no       | no        |
+| asking from that same server                | is private |           |          |           |
+| anyone else (other servers' admins too)     | no         | no        | no       | no        |
+| the operator (the `stylebot` command line)  | yes        | yes       | no       | yes       |
 
 "See" is `/job`: the details, the photo, the preview and the painting. "Cancel" is
 `/cancel` and the Cancel button. "Reuse" is the Again / More style / Less style buttons.
+"Delete" is `/forget` and the Delete button of `/job`: the job's pictures go, its line
+in `/history` stays (`bot.jobs.retention`).
 
 - "Admin" means the Administrator or Manage Server permission, as Discord resolves it
   for the member in the channel the interaction comes from. It is a power over that
@@ -47,6 +49,7 @@ class Action(enum.StrEnum):
     see = "see"          # the job's details, its photo, preview and painting
     cancel = "cancel"    # stop it while queued or running
     reuse = "reuse"      # start a new job from its pictures (Again / More / Less style)
+    delete = "delete"    # delete its pictures (`bot.jobs.retention`)
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ def allowed(caller: Caller, job: JobLike, action: Action) -> bool:
     if caller.user_id == job.user_id:
         return True
     if caller.operator:
-        return action is not Action.reuse
+        return action is not Action.reuse  # the operator may delete, as an admin must
+
     if admin_of_jobs_server(caller, job):
         if action is Action.cancel:
             return True

@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence, Set
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence, Set
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,12 @@ class Job(Base):
         Index("ix_jobs_user_id_turn", "user_id", "turn"),
         Index("ix_jobs_turn_started", "turn", postgresql_where=text("started_at IS NOT NULL"),
               sqlite_where=text("started_at IS NOT NULL")),
+        # Whether any job still needs a blob (`bot.jobs.retention`), and the finished
+        # jobs whose pictures are due to expire.
+        Index("ix_jobs_input_hash", "input_hash"),
+        Index("ix_jobs_style_hash", "style_hash"),
+        Index("ix_jobs_output_hash", "output_hash"),
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -164,8 +170,11 @@ class Job(Base):
     # What: a preset name or "custom"; the images are blobs named by their sha256.
     style: Mapped[str] = mapped_column(String(64))
     style_hash: Mapped[str | None] = mapped_column(String(64))
-    input_hash: Mapped[str] = mapped_column(String(64))
+    input_hash: Mapped[str | None] = mapped_column(String(64))  # NULL: pictures gone
     output_hash: Mapped[str | None] = mapped_column(String(64))
+    # Why the job's pictures (photo, custom style, painting, preview) are gone: "deleted"
+    # by its owner, or "expired" (`bot.jobs.retention`); NULL while they are kept.
+    pictures_gone: Mapped[str | None] = mapped_column(String(16))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Jobs with equal keys (photo size and parameters) can be painted as one batch; see
     # stylizer.batching. NULL: painted alone.
@@ -381,6 +390,22 @@ async def get_job(session: AsyncSession, *, job_id: str, for_update: bool = Fals
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def jobs_of_user(session: AsyncSession, *, user_id: str) -> list[tuple[str, str]]:
+    """(id, status) of every job of the user's."""
+    rows = await session.execute(select(Job.id, Job.status).where(Job.user_id == user_id))
+    return [(job_id, status) for job_id, status in rows.all()]
+
+
+async def referenced_hashes(session: AsyncSession, *, digests: Collection[str]) -> set[str]:
+    """Those of `digests` that some job refers to (its photo, style or painting)."""
+    wanted = list(digests)
+    found: set[str] = set()
+    for column in (Job.input_hash, Job.style_hash, Job.output_hash):
+        found |= {h for h in (await session.scalars(
+            select(column).where(column.in_(wanted)).distinct())).all() if h}
+    return found
 
 
 async def unused_job_id(session: AsyncSession) -> str:

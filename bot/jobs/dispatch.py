@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import events, leases, notify
+from bot.jobs.errors import OutOfStorage
 from bot.jobs.events import JobEvent
 from bot.jobs.executor import Executor, ExecutorBusy
 from bot.jobs.records import JobRecord
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 LOST_CODE = leases.LOST_CODE
 TASK_EXIT_S = 5.0  # how long stop() waits for the scheduler and heartbeat to end
+UNSTORED_MESSAGE = ("The bot ran out of storage while saving your painting. Please try "
+                    "again later.")
 
 
 class Dispatcher:
@@ -204,7 +207,7 @@ class Dispatcher:
         reqs: list[pool.JobRequest] = []
         for record in records:
             try:
-                content = await self._storage.get_async(record.input_hash)
+                content = await self._storage.get_async(record.input_hash or "")
                 style = await self._storage.get_async(record.style_hash or "")
             except (BlobNotFound, ValueError):
                 log.exception("job %s: its stored images are missing", record.id)
@@ -269,7 +272,11 @@ class Dispatcher:
                 await self._emit(events.JobProgress(job_id, event.step, event.total,
                                                     event.preview_jpeg))
         elif isinstance(event, pool.JobSucceeded):
-            digest = await self._storage.put_async(event.png)
+            try:
+                digest = await self._storage.put_async(event.png)
+            except OSError as exc:
+                await self._unstored(job_id, exc)
+                return
             record = await self._end(job_id, JobStatus.succeeded, output_hash=digest)
             if record is not None:
                 await self._emit(events.JobSucceeded(record.id, record, event.png))
@@ -302,6 +309,16 @@ class Dispatcher:
             return None
         self._finalised(record)
         return record
+
+    async def _unstored(self, job_id: str, exc: OSError) -> None:
+        """The painting could not be stored (a full disk, most likely): the job fails with
+        `OutOfStorage`'s code and nothing of it is kept (the store writes atomically)."""
+        log.error("job %s: its painting could not be stored (%s); the job fails. Free some "
+                  "space for the image store (see STYLEBOT_MIN_FREE_MB)", job_id, exc)
+        record = await self._end(job_id, JobStatus.failed, error_code=OutOfStorage.code,
+                                 error_message=UNSTORED_MESSAGE)
+        if record is not None:
+            await self._emit(events.JobFailed(record.id, record))
 
     async def _abnormal_end(self, job_id: str, code: str) -> None:
         """A worker died under the job: retry it, or give up at max_attempts."""

@@ -75,5 +75,25 @@ class InvalidRequest(UserError):
         return err
 
 
+class PicturesGone(UserError):
+    """The job's pictures were deleted by its owner, or have expired."""
+
+    code = "pictures_gone"
+
+    def __init__(self, job_id: str, why: str | None) -> None:
+        what = "were deleted" if why == "deleted" else "have expired"
+        super().__init__(f"The pictures of job `{job_id}` {what}: there is nothing to "
+                         "show or paint again.")
+
+
+class OutOfStorage(UserError):
+    """The disk where pictures are kept is (nearly) full."""
+
+    code = "out_of_storage"
+
+    def __init__(self) -> None:
+        super().__init__("The bot is out of storage right now. Please try again later.")
+
+
 class IllegalTransition(RuntimeError):
     """A job status change the state machine does not allow (a bug, not a user error)."""

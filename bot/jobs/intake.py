@@ -1,26 +1,40 @@
-"""Intake: a painting request checked before anything is stored.
+"""Intake: a painting request checked before anything is stored, then its images stored.
 
 The photo's and a custom style's headers are read (in a worker thread: parsing untrusted
 bytes is CPU work), a preset is looked up and its painting read once per process, and
 the parameters are merged in order: the host's defaults, the preset's recommendation,
 the user's options. Every refusal is an `InvalidRequest` whose message is shown to the
-user as it is.
+user as it is, or `OutOfStorage` when the image store is short of space (under
+`min_free_mb`, STYLEBOT_MIN_FREE_MB, or full while the images are stored).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.jobs.errors import InvalidRequest
+from bot.jobs.errors import InvalidRequest, OutOfStorage
+from bot.jobs.storage import BlobStore
 from bot.settings import Settings
 from stylizer import images, presets
 from stylizer.errors import InvalidParams, StylizerError
 from stylizer.params import StyleParams
 
+log = logging.getLogger(__name__)
+
 CUSTOM_STYLE = "custom"
+WARN_EVERY_S = 300.0  # the operator's "out of storage" warning, at most this often
+OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def out_of_space(exc: OSError) -> bool:
+    """Whether `exc` says the disk (or the user's quota) is full."""
+    return exc.errno in OUT_OF_SPACE
 
 
 @dataclass(frozen=True)
@@ -32,14 +46,21 @@ class CheckedRequest:
 
 
 class Intake:
-    def __init__(self, settings: Settings, presets_dir: Path | None) -> None:
+    """`storage`: where the images go, whose free space is checked (not when None)."""
+
+    def __init__(self, settings: Settings, presets_dir: Path | None,
+                 storage: BlobStore | None = None) -> None:
         self.settings = settings
         self.presets_dir = presets_dir
+        self.storage = storage
         self._style_bytes: dict[str, bytes] = {}
+        self._warned_at: float | None = None
 
     async def check(self, *, content: bytes, style: str | None, style_image: bytes | None,
                     params: dict[str, Any] | None) -> CheckedRequest:
-        """Raises `InvalidRequest` for a bad image, style or parameter."""
+        """Raises `OutOfStorage` when the store has less than `min_free_mb` free, and
+        `InvalidRequest` for a bad image, style or parameter."""
+        await self.check_space()
         if (style is None) == (style_image is None):
             raise InvalidRequest("Choose one style: a preset name or a style image.")
         photo = await self.probe(content)
@@ -57,6 +78,39 @@ class Intake:
             style_name, style_bytes = CUSTOM_STYLE, style_image
         merged.update(self.user_params(params))
         return CheckedRequest(photo, style_name, style_bytes, self.validate(merged))
+
+    async def check_space(self) -> None:
+        """Raises `OutOfStorage` when the store has less than `min_free_mb` free (never
+        when it cannot tell: a database's blob table)."""
+        if self.storage is None:
+            return
+        free = await asyncio.to_thread(self.storage.free_bytes)
+        if free is not None and free < self.settings.min_free_mb * 2**20:
+            self._warn("refusing new jobs: %.0f MB free in the image store, under "
+                       "STYLEBOT_MIN_FREE_MB=%d", free / 2**20, self.settings.min_free_mb)
+            raise OutOfStorage
+
+    async def store(self, *blobs: bytes) -> list[str]:
+        """Stores the request's images; returns their digests. Raises `OutOfStorage` when
+        the disk fills up meanwhile (the store writes atomically: nothing half-written is
+        left; a whole image stored before is, unreferenced, until retention removes it).
+        Needs the `storage` given at construction."""
+        assert self.storage is not None
+        try:
+            return [await self.storage.put_async(data) for data in blobs]
+        except OSError as exc:
+            if not out_of_space(exc):
+                raise
+            self._warn("refusing a new job: the image store is full (%s)", exc)
+            raise OutOfStorage from exc
+
+    def _warn(self, message: str, *args: object) -> None:
+        """The operator's warning, at most once every `WARN_EVERY_S` (a burst of refused
+        requests logs one line)."""
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(message, *args)
 
     async def probe(self, data: bytes) -> images.ImageInfo:
         """The image's header, read in a worker thread: parsing untrusted bytes is CPU

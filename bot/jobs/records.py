@@ -48,7 +48,7 @@ class JobRecord:
     source: str
     style: str                      # preset name, or "custom" for an uploaded style image
     style_hash: str | None
-    input_hash: str
+    input_hash: str | None  # None once its pictures are gone (`pictures_gone`)
     output_hash: str | None
     params: dict[str, Any]
     status: JobStatus
@@ -73,6 +73,7 @@ class JobRecord:
     batch_key: str | None = None  # see stylizer.batching
     runner: str | None = None  # the process running it, or that ran it last
     version: int = 0  # one more at each change readers may show
+    pictures_gone: str | None = None  # "deleted" or "expired" (`bot.jobs.retention`)
 
     @property
     def seconds(self) -> float | None:
@@ -114,7 +115,7 @@ class JobRecord:
             application_id=job.application_id, progress_message_id=job.progress_message_id,
             result_message_id=job.result_message_id, result_channel_id=job.result_channel_id,
             delivered=job.delivered, batch_key=job.batch_key, runner=job.runner,
-            version=job.version or 0)
+            version=job.version or 0, pictures_gone=job.pictures_gone)
 
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.jobs import access, db, leases, notify, queue
 from bot.jobs.access import Action, Caller
 from bot.jobs.dispatch import Dispatcher
-from bot.jobs.errors import JobNotFound, UserError
+from bot.jobs.errors import JobNotFound, PicturesGone, UserError
 from bot.jobs.events import Fanout, JobCancelled, JobEvent, JobQueued, Listener
 from bot.jobs.executor import Executor
 from bot.jobs.ids import normalize_job_id
@@ -63,7 +63,7 @@ class JobService:
         self._cancel_wait_s = cancel_wait_s
         self._poll_s = poll_interval_s
         self._fanout = Fanout()
-        self._intake = Intake(settings, presets_dir)
+        self._intake = Intake(settings, presets_dir, storage)
         engine = sessionmaker.kw.get("bind")
         if listener is None and engine is not None:
             listener = notify.Listener(engine)
@@ -132,15 +132,14 @@ class JobService:
         """Validates and queues a job (see the contract in the module docstring).
 
         `arrived_at`, when the request arrived (before its download), is the job's
-        created_at and so its place in its round: first come, first served, whichever
-        request's download ends first.
+        created_at and its place in its round: first come, first served.
 
         `on_committed(job_id)` is called the moment the job is in the database, before
-        anything else can run on the event loop (the dispatcher may start the job at the
-        next await).
+        anything else runs on the loop (the dispatcher may start it at the next await).
 
         Raises `InvalidRequest` for a bad image, style or parameter, `LimitExceeded`
-        when this user or the whole queue is full, `JobNotFound` for a bad parent.
+        when this user or the whole queue is full, `JobNotFound` for a bad parent,
+        `OutOfStorage` when the disk is (nearly) full.
         """
         request = await self._intake.check(content=content, style=style,
                                            style_image=style_image, params=params)
@@ -148,8 +147,7 @@ class JobService:
         style_params = request.params
         # The blobs go first: a row never points at bytes that are not there. If the
         # insert fails, an unreferenced blob is left behind, which is harmless.
-        input_hash = await self._storage.put_async(content)
-        style_hash = await self._storage.put_async(style_bytes)
+        input_hash, style_hash = await self._intake.store(content, style_bytes)
         now = self._clock()
         created_at = min(now, arrived_at) if arrived_at is not None else now
         async with self._sm.begin() as session:
@@ -185,6 +183,9 @@ class JobService:
         if self._watcher is not None:
             self._watcher.track(record)
         await self._emit(JobQueued(record.id, record, position or 1, eta))
+        # A blob shared with a job forgotten meanwhile may just have gone: store it again.
+        with contextlib.suppress(UserError):  # the disk full: the job fails, told why
+            await self._intake.store(content, style_bytes)
         self._dispatch.wake()
         return record
 
@@ -316,6 +317,8 @@ class JobService:
 
     async def read_input(self, job_id: str) -> bytes:
         record = await self.get(job_id)
+        if record.input_hash is None:
+            raise PicturesGone(record.id, record.pictures_gone)
         return await self._storage.get_async(record.input_hash)
 
     async def read_output(self, job_id: str) -> bytes | None:

@@ -6,21 +6,28 @@ so a crash never leaves a half-written blob under a real name, and writing the s
 bytes twice is harmless. `DatabaseBlobStorage` keeps them in the database's `blobs`
 table, so that every machine sharing a PostgreSQL database reads the same images;
 `open_storage` picks one for a database. Either way the job rows hold only the hashes.
+
+A blob is removed when no job needs it any more (`bot.jobs.retention`): `list_async`
+gives each blob's last use (storing the same bytes again counts as a use), so that the
+collector can leave alone what a job about to be inserted has just stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -47,6 +54,13 @@ class BlobNotFound(FileNotFoundError):
     pass
 
 
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int             # bytes
+    used_at: datetime     # stored, or stored again, last (UTC)
+
+
 class BlobStore(Protocol):
     """Where the job layer keeps image bytes, named by their sha256 hex digest."""
 
@@ -60,6 +74,23 @@ class BlobStore(Protocol):
 
     async def exists_async(self, digest: str) -> bool:
         """Whether the bytes are there; `ValueError` for a bad digest."""
+        ...
+
+    async def delete_async(self, digest: str) -> bool:
+        """Removes the bytes; False if there were none. `ValueError` for a bad digest."""
+        ...
+
+    async def list_async(self) -> list[BlobInfo]:
+        """Every blob, in no particular order."""
+        ...
+
+    async def usage_async(self) -> tuple[int, int]:
+        """(blobs, bytes) stored."""
+        ...
+
+    def free_bytes(self) -> int | None:
+        """Bytes free where new blobs go; None where this process cannot tell (a
+        database server's disk)."""
         ...
 
 
@@ -90,7 +121,10 @@ class BlobStorage:
         digest = sha256_hex(data)
         path = self.path_for(digest)
         if path.exists() and path.stat().st_size == len(data):
-            return digest
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)  # a use: the collector leaves it alone for a while
+            if path.exists():
+                return digest
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
@@ -118,6 +152,58 @@ class BlobStorage:
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).exists()
 
+    def delete(self, digest: str) -> bool:
+        try:
+            self.path_for(digest).unlink()
+        except FileNotFoundError:
+            return False
+        log.debug("removed blob %s", digest[:12])
+        return True
+
+    def list_blobs(self) -> list[BlobInfo]:
+        """Every blob file (temporary files of writes in progress are not blobs)."""
+        found: list[BlobInfo] = []
+        if not self.root.is_dir():
+            return found
+        for shard in os.scandir(self.root):
+            if not shard.is_dir() or len(shard.name) != 2:
+                continue
+            for entry in os.scandir(shard.path):
+                if not _HASH_RE.match(entry.name):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                found.append(BlobInfo(entry.name, st.st_size,
+                                      datetime.fromtimestamp(st.st_mtime, UTC)))
+        return found
+
+    def remove_stale_temp_files(self, *, older_than: datetime) -> int:
+        """Removes the temporary files of writes that a crash interrupted, last touched
+        before `older_than`; returns how many."""
+        removed = 0
+        if not self.root.is_dir():
+            return removed
+        for shard in os.scandir(self.root):
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard.path):
+                if not entry.name.startswith(".tmp-"):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if datetime.fromtimestamp(entry.stat().st_mtime, UTC) < older_than:
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    def free_bytes(self) -> int | None:
+        """Bytes free on the file system of the store (of its nearest existing parent)."""
+        path = self.root
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        return shutil.disk_usage(path).free
+
     async def put_async(self, data: bytes) -> str:
         return await asyncio.to_thread(self.put, data)
 
@@ -127,6 +213,16 @@ class BlobStorage:
     async def exists_async(self, digest: str) -> bool:
         """`exists` in a worker thread."""
         return await asyncio.to_thread(self.exists, digest)
+
+    async def delete_async(self, digest: str) -> bool:
+        return await asyncio.to_thread(self.delete, digest)
+
+    async def list_async(self) -> list[BlobInfo]:
+        return await asyncio.to_thread(self.list_blobs)
+
+    async def usage_async(self) -> tuple[int, int]:
+        blobs = await self.list_async()
+        return len(blobs), sum(b.size for b in blobs)
 
 
 class DatabaseBlobStorage:
@@ -141,9 +237,12 @@ class DatabaseBlobStorage:
     async def put_async(self, data: bytes) -> str:
         """Stores `data` unless a row has it already; returns its sha256 hex digest."""
         digest = sha256_hex(data)
-        if await self.exists_async(digest):
-            return digest
         async with self._sm.begin() as session:
+            # A use of bytes already there: the collector leaves them alone for a while.
+            touched = await session.execute(update(Blob).where(Blob.sha256 == digest)
+                                            .values(created_at=datetime.now(UTC)))
+            if touched.rowcount:  # type: ignore[attr-defined]
+                return digest
             dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             await session.execute(
@@ -168,6 +267,27 @@ class DatabaseBlobStorage:
         async with self._sm() as session:
             found = await session.scalar(select(Blob.sha256).where(Blob.sha256 == digest))
         return found is not None
+
+    async def delete_async(self, digest: str) -> bool:
+        check_digest(digest)
+        async with self._sm.begin() as session:
+            result = await session.execute(delete(Blob).where(Blob.sha256 == digest))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def list_async(self) -> list[BlobInfo]:
+        async with self._sm() as session:
+            rows = (await session.execute(
+                select(Blob.sha256, Blob.size, Blob.created_at))).all()
+        return [BlobInfo(digest, size, used_at) for digest, size, used_at in rows]
+
+    async def usage_async(self) -> tuple[int, int]:
+        async with self._sm() as session:
+            count, total = (await session.execute(
+                select(func.count(), func.coalesce(func.sum(Blob.size), 0)))).one()
+        return int(count), int(total)
+
+    def free_bytes(self) -> int | None:
+        return None  # the database server's disk
 
 
 def _fsync_dir(path: Path) -> None:

@@ -10,7 +10,7 @@ from jobs_helpers import ServiceFactory, png
 from bot.jobs.access import Action, Caller, allowed, stats_scope
 from bot.jobs.errors import JobNotFound, NotAllowed
 
-SEE, CANCEL, REUSE = Action.see, Action.cancel, Action.reuse
+SEE, CANCEL, REUSE, DELETE = Action.see, Action.cancel, Action.reuse, Action.delete
 STYLE = png(99)
 
 
@@ -31,12 +31,12 @@ ANN_IN_DM = Caller("ann")  # an admin of A, asking from a DM
 
 @pytest.mark.parametrize(("caller", "job", "expected"), [
     # The owner may do everything, from anywhere.
-    (OWNER, Job("alice", "A"), {SEE, CANCEL, REUSE}),
-    (OWNER, Job("alice", "A", private=True), {SEE, CANCEL, REUSE}),
-    (OWNER_IN_DM, Job("alice", "A", private=True), {SEE, CANCEL, REUSE}),
-    (Caller("alice", guild_id="B"), Job("alice", None), {SEE, CANCEL, REUSE}),
+    (OWNER, Job("alice", "A"), {SEE, CANCEL, REUSE, DELETE}),
+    (OWNER, Job("alice", "A", private=True), {SEE, CANCEL, REUSE, DELETE}),
+    (OWNER_IN_DM, Job("alice", "A", private=True), {SEE, CANCEL, REUSE, DELETE}),
+    (Caller("alice", guild_id="B"), Job("alice", None), {SEE, CANCEL, REUSE, DELETE}),
     # An admin of the job's own server, asking from there: sees it unless private,
-    # cancels it, never reuses it.
+    # cancels it, never reuses it nor deletes its pictures.
     (ADMIN_A, Job("alice", "A"), {SEE, CANCEL}),
     (ADMIN_A, Job("alice", "A", private=True), {CANCEL}),
     # The same admin asking from a DM, or about a job of another server or a DM: nothing.
@@ -51,8 +51,9 @@ ANN_IN_DM = Caller("ann")  # an admin of A, asking from a DM
     (MEMBER_A, Job("alice", "A"), set()),
     # A caller that says it is an admin but comes from no server.
     (Caller("mallory", guild_admin=True), Job("alice", None), set()),
-    # The operator at the command line: sees and cancels anything, paints nobody's photo.
-    (Caller.cli(), Job("alice", "A", private=True), {SEE, CANCEL}),
+    # The operator at the command line: sees, cancels and deletes anything (a user's
+    # request, passed on), paints nobody's photo.
+    (Caller.cli(), Job("alice", "A", private=True), {SEE, CANCEL, DELETE}),
 ])
 def test_who_may_do_what(caller: Caller, job: Job, expected: set[Action]) -> None:
     assert {a for a in Action if allowed(caller, job, a)} == expected
