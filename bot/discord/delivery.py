@@ -211,7 +211,7 @@ class Delivery:
         `release`. Synchronous, so that it can be called the moment the job is committed,
         before the event loop runs anything else (a fast painter could otherwise finish
         the job and deliver it before its progress message exists)."""
-        self._holds[job_id] = asyncio.Event()
+        self._holds.setdefault(job_id, asyncio.Event())  # one gate, however many holds
 
     def release(self, job_id: str) -> None:
         gate = self._holds.pop(job_id, None)
@@ -448,6 +448,16 @@ class Delivery:
         if not self.owns(job):
             log.info("job %s: delivering another shard's result (its owner has not, within "
                      "%.0f s)", job.id, self.takeover_s)
+        if job.pictures_gone:
+            # Its owner deleted its pictures before it was shown: say so in its own
+            # message if that can still be edited, and post nothing anywhere else.
+            message = await self._via_interaction(job, None)
+            await self.service.mark_delivered(
+                job.id, result_message_id=str(message.id) if message else None,
+                result_channel_id=str(message.channel.id) if message else None)
+            self._forget(job.id)
+            log.info("job %s: its pictures were deleted before it was shown", job.id)
+            return True
         message = None
         try:
             message = await self._send_result(job, png, again=again)
@@ -482,7 +492,8 @@ class Delivery:
                        ) -> dict[str, Any]:
         """Message fields for the finished job; the painting shrunk to `limit` bytes."""
         if png is None:
-            return {"embed": embeds.failed(job), "attachments": [], "view": None}
+            embed = embeds.gone(job) if job.pictures_gone else embeds.failed(job)
+            return {"embed": embed, "attachments": [], "view": None}
         fitted = await asyncio.to_thread(pictures.fit_to_limit, png, limit)
         filename = f"{RESULT_FILE_PREFIX}{job.id}.{fitted.ext}"
         embed = embeds.result(job, filename=filename, width=fitted.width, height=fitted.height,

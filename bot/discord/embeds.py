@@ -13,6 +13,7 @@ from bot.jobs.states import JobStatus
 
 if TYPE_CHECKING:
     from bot.jobs.records import JobRecord
+    from bot.jobs.retention import Removed
     from stylizer.presets import Preset
 
 COLOURS = {
@@ -50,6 +51,59 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
+def pictures_gone(job: JobRecord, *, retention_days: float) -> str | None:
+    """Why the job has no pictures any more ("Pictures deleted by you", "Pictures expired
+    (kept for 30 days)"), or None while it has them."""
+    if job.pictures_gone is None:
+        return None
+    if job.pictures_gone == "deleted":
+        return "Pictures deleted by you"
+    if retention_days <= 0:
+        return "Pictures expired"
+    unit = "day" if retention_days == 1 else "days"
+    return f"Pictures expired (kept for {retention_days:g} {unit})"
+
+
+def forget_question(jobs: Sequence[JobRecord]) -> str:
+    """`/forget`'s question, about the caller's `jobs` that still have pictures."""
+    count = f"{len(jobs)} job" if len(jobs) == 1 else f"{len(jobs)} jobs"
+    lines = [f"Delete the pictures of your {count}: your photos, style images, paintings "
+             "and previews? This cannot be undone. Your jobs stay listed in `/history`, "
+             "without pictures."]
+    active = sum(JobStatus(job.status).is_active for job in jobs)
+    if active:
+        lines.append(f"{active} of them {'is' if active == 1 else 'are'} queued or painting "
+                     "and will be cancelled.")
+    return "\n".join(lines)
+
+
+def forgotten(removed: Removed) -> str:
+    """What `/forget` did, in words."""
+    if not removed.jobs and not removed.active:
+        return "You have no pictures left to delete."
+    lines = []
+    if removed.jobs:
+        jobs = "job" if removed.jobs == 1 else "jobs"
+        lines.append(f"Deleted the pictures of {removed.jobs} {jobs}. They stay in "
+                     "`/history`, without pictures.")
+    if removed.active:
+        jobs = "job is" if removed.active == 1 else "jobs are"
+        lines.append(f"{removed.active} {jobs} still painting and could not be stopped yet, "
+                     "so their pictures are still here: try `/forget` again in a minute.")
+    return "\n".join(lines)
+
+
+def forgotten_job(job_id: str, removed: Removed) -> str:
+    """What a job's Delete button did, in words."""
+    if removed.jobs:
+        return (f"Deleted the pictures of job `{job_id}`. It stays in `/history`, without "
+                "pictures.")
+    if removed.active:
+        return (f"Job `{job_id}` is still painting and could not be stopped yet: try again "
+                "in a minute.")
+    return f"The pictures of job `{job_id}` were already gone."
+
+
 def result_link(job: JobRecord) -> str | None:
     """A link to the message that carries the job's result (in its channel, or a DM)."""
     if not job.result_channel_id or not job.result_message_id:
@@ -61,7 +115,9 @@ def result_link(job: JobRecord) -> str | None:
 
 def _base(job: JobRecord, title: str) -> discord.Embed:
     embed = discord.Embed(title=title, colour=COLOURS[JobStatus(job.status)])
-    embed.set_footer(text=f"job {job.id} · {job.user_name}")
+    # A job whose pictures are gone has forgotten its user's name too.
+    embed.set_footer(text=f"job {job.id} · {job.user_name}" if job.user_name
+                     else f"job {job.id}")
     return embed
 
 
@@ -119,6 +175,14 @@ def cancelled(job: JobRecord) -> discord.Embed:
     return embed
 
 
+def gone(job: JobRecord) -> discord.Embed:
+    """A finished job whose pictures went before its result was shown."""
+    embed = _base(job, "Pictures deleted")
+    embed.description = (f"{pictures_gone(job, retention_days=0)}: there is no painting to "
+                         "show.")
+    return embed
+
+
 def history(jobs: Sequence[JobRecord], *, page: int, pages: int, total: int) -> discord.Embed:
     embed = discord.Embed(title="Your paintings", colour=discord.Colour.blurple())
     if not jobs:
@@ -129,13 +193,16 @@ def history(jobs: Sequence[JobRecord], *, page: int, pages: int, total: int) -> 
                  f"{when(job.created_at)} · {duration(job.seconds)}")
         if link:
             value += f" · [result]({link})"
+        if job.pictures_gone:
+            value += f" · pictures {job.pictures_gone}"
         embed.add_field(name=f"`{job.id}`", value=value, inline=False)
     embed.set_footer(text=f"page {page + 1} of {max(pages, 1)} · {total} job(s)")
     return embed
 
 
-def job_detail(job: JobRecord, *, input_name: str | None, output_name: str | None
-               ) -> discord.Embed:
+def job_detail(job: JobRecord, *, input_name: str | None, output_name: str | None,
+               retention_days: float = 0) -> discord.Embed:
+    """`retention_days`: how long pictures are kept, for a job whose pictures expired."""
     embed = _base(job, f"Job {job.id}: {STATUS_WORDS[JobStatus(job.status)]}")
     embed.add_field(name="Style", value=style_label(job))
     embed.add_field(name="Created", value=when(job.created_at))
@@ -154,6 +221,9 @@ def job_detail(job: JobRecord, *, input_name: str | None, output_name: str | Non
     link = result_link(job)
     if link:
         embed.add_field(name="Result", value=f"[jump to the message]({link})", inline=False)
+    gone = pictures_gone(job, retention_days=retention_days)
+    if gone:
+        embed.add_field(name="Pictures", value=gone, inline=False)
     if input_name:
         embed.set_thumbnail(url=f"attachment://{input_name}")
     if output_name:
@@ -172,10 +242,11 @@ def preset(p: Preset, *, index: int, count: int, thumbnail: str | None) -> disco
 
 
 def stats(data: Mapping[str, Any]) -> discord.Embed:
-    """`data` from `JobService.stats`: one server's jobs, and the shared worker pool."""
+    """`data` from `JobService.stats`: one server's jobs, and the shared worker pool; with
+    the shared image store's `store_blobs`, `store_bytes` and `free_bytes` (None: unknown)."""
     embed = discord.Embed(title="stylebot stats", colour=discord.Colour.blurple(),
-                          description="Jobs made in this server; the workers paint for "
-                                      "every server the bot is in.")
+                          description="Jobs made in this server; the workers and the image "
+                                      "store serve every server the bot is in.")
     labels = [("queue_depth", "Queued"), ("running", "Running"), ("workers", "Workers"),
               ("busy", "Busy"), ("idle", "Idle"), ("batch_limit", "Batch limit"),
               ("jobs_today", "Jobs today")]
@@ -183,4 +254,10 @@ def stats(data: Mapping[str, Any]) -> discord.Embed:
         embed.add_field(name=label, value=str(data.get(key, "—")))
     avg = data.get("avg_seconds_today")
     embed.add_field(name="Average today", value=duration(avg) if avg is not None else "—")
+    if "store_bytes" in data:
+        embed.add_field(name="Image store", value=f"{data['store_blobs']} images, "
+                                                  f"{data['store_bytes'] / 2**20:.1f} MB")
+    free = data.get("free_bytes")
+    embed.add_field(name="Free space", value=f"{free / 2**20:.0f} MB" if free is not None
+                    else "—")
     return embed

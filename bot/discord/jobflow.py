@@ -27,6 +27,7 @@ from bot.discord import embeds, validation, views
 from bot.discord.callers import caller_of
 from bot.jobs import access
 from bot.jobs.access import Action
+from bot.jobs.errors import PicturesGone
 from bot.jobs.records import token_expiry
 
 if TYPE_CHECKING:
@@ -129,9 +130,18 @@ class JobFlow:
             await self.service.cancel(job_id, caller=caller)
             await interaction.edit_original_response(content=f"Job `{job_id}` is cancelled.")
             return
+        if action == "delete":
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            # The privacy service checks the rule (only the owner may delete).
+            removed = await interaction.client.privacy.forget_job(job_id, caller=caller)
+            await interaction.edit_original_response(
+                content=embeds.forgotten_job(job_id, removed))
+            return
         async with self.place(interaction) as ticket:
             # The job id comes from the button's custom id: the rule is checked on the job.
             job = await self.service.authorize(job_id, caller=caller, action=Action.reuse)
+            if job.pictures_gone is not None:
+                raise PicturesGone(job.id, job.pictures_gone)
             params = validation.derive_params(job.params, action,
                                               new_seed=secrets.randbelow(2**31))
             await interaction.response.defer(ephemeral=True, thinking=True)

@@ -7,8 +7,8 @@ without any view being kept in memory. A press goes to the job flow the client h
 them is decided from the job, not from the message (`bot.jobs.access`): its owner, and
 for "Cancel" an admin of the job's own server.
 
-`OwnedView` is the other kind: a command's own menu (`Pager`, `PresetPicker`), which
-only the user who ran the command may use.
+`OwnedView` is the other kind: a command's own menu (`Pager`, `PresetPicker`,
+`Confirm`), which only the user who ran the command may use.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ ACTION_LABELS = {
     "more": ("More style", "➕", discord.ButtonStyle.secondary),
     "less": ("Less style", "➖", discord.ButtonStyle.secondary),
     "cancel": ("Cancel", "✖️", discord.ButtonStyle.danger),
+    "delete": ("Delete pictures", "🗑️", discord.ButtonStyle.danger),
 }
+# Every action's button matches, also one sent before a restart.
+JOB_BUTTON_ID = rf"job:(?P<action>{'|'.join(ACTION_LABELS)}):(?P<job_id>[0-9a-z]{{1,16}})"
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
-                template=r"job:(?P<action>again|more|less|cancel):(?P<job_id>[0-9a-z]{1,16})"):
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUTTON_ID):
     def __init__(self, action: str, job_id: str) -> None:
         label, emoji, style = ACTION_LABELS[action]
         super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style,
@@ -58,17 +60,20 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
             await report_error(interaction, exc, job_id=None)
 
 
-def progress_view(job_id: str) -> discord.ui.View:
+def job_view(job_id: str, actions: Sequence[str]) -> discord.ui.View:
+    """The job's buttons for `actions` (keys of `ACTION_LABELS`), in that order."""
     view = discord.ui.View(timeout=None)
-    view.add_item(JobButton("cancel", job_id))
+    for action in actions:
+        view.add_item(JobButton(action, job_id))
     return view
+
+
+def progress_view(job_id: str) -> discord.ui.View:
+    return job_view(job_id, ["cancel"])
 
 
 def result_view(job_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    for action in ("again", "more", "less"):
-        view.add_item(JobButton(action, job_id))
-    return view
+    return job_view(job_id, ["again", "more", "less"])
 
 
 class OwnedView(discord.ui.View):
@@ -150,3 +155,42 @@ class PresetPicker(OwnedView):
     async def _picked(self, interaction: discord.Interaction[Any]) -> None:
         self.stop()
         await self.on_pick(interaction, self.select.values[0])
+
+
+class Confirm(OwnedView):
+    """A yes-or-no question on a private reply: "yes" runs `on_yes` and shows the text it
+    returns; "no", or `timeout` seconds without an answer, shows `no_text`. Either way the
+    buttons go. Set `origin` to the command's interaction once the question is shown, so
+    that a timeout can edit it."""
+
+    not_yours = "These buttons belong to someone else's command."
+
+    def __init__(self, *, owner_id: int, yes_label: str, no_label: str, no_text: str,
+                 on_yes: Callable[[], Awaitable[str]], timeout: float = 120) -> None:
+        super().__init__(owner_id=owner_id, timeout=timeout)
+        self.yes.label = yes_label
+        self.no.label = no_label
+        self.no_text = no_text
+        self.on_yes = on_yes
+        self.origin: discord.Interaction[Any] | None = None
+
+    @discord.ui.button(label="Yes", style=discord.ButtonStyle.danger)
+    async def yes(self, interaction: discord.Interaction[Any],
+                  button: discord.ui.Button[Any]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content="Working on it…", view=None)
+        await interaction.edit_original_response(content=await self.on_yes())
+
+    @discord.ui.button(label="No", style=discord.ButtonStyle.secondary)
+    async def no(self, interaction: discord.Interaction[Any],
+                 button: discord.ui.Button[Any]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content=self.no_text, view=None)
+
+    async def on_timeout(self) -> None:
+        if self.origin is None:
+            return
+        try:
+            await self.origin.edit_original_response(content=self.no_text, view=None)
+        except discord.HTTPException as exc:
+            log.warning("could not close a question after its timeout: %s", exc)

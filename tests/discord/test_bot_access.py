@@ -113,7 +113,7 @@ async def test_job_shows_a_job_to_its_owner_anywhere(emu: DiscordEmulator,
             assert job_id in detail.text()
             assert sorted(f.filename for f in detail.files) == ["input.jpg", "output.jpg"]
             assert detail.custom_ids() == [f"job:again:{job_id}", f"job:more:{job_id}",
-                                           f"job:less:{job_id}"]
+                                           f"job:less:{job_id}", f"job:delete:{job_id}"]
 
 
 async def test_job_shows_a_servers_admin_its_public_jobs_only(emu: DiscordEmulator,

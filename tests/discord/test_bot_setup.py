@@ -33,7 +33,8 @@ async def test_global_sync_sends_every_command_with_ranges_from_style_params(
     synced = await push_commands(make_settings(emu, tmp_path))
     commands = by_name(emu.global_commands)
     assert set(commands) == {("stylize", 1), ("styles", 1), ("history", 1), ("job", 1),
-                             ("cancel", 1), ("stylebot", 1), ("Stylize image", 3)}
+                             ("cancel", 1), ("stylebot", 1), ("forget", 1),
+                             ("Stylize image", 3)}
     assert len(synced) == len(commands)
 
     options = {o["name"]: o for o in commands[("stylize", 1)]["options"]}

@@ -326,7 +326,7 @@ async def test_history_and_job(emu: DiscordEmulator, app: App) -> None:
     assert PRESET in detail.text()
     assert sorted(f.filename for f in detail.files) == ["input.jpg", "output.jpg"]
     assert detail.custom_ids() == [f"job:again:{done.id}", f"job:more:{done.id}",
-                                   f"job:less:{done.id}"]
+                                   f"job:less:{done.id}", f"job:delete:{done.id}"]
 
     ix = await emu.slash("job", emu.bob, id=done.id)
     assert f"No job of yours has the id `{done.id}`" in await emu.wait_for(

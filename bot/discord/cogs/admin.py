@@ -1,7 +1,9 @@
-"""`/stylebot stats` for a server's admins: its jobs and the workers at a glance."""
+"""`/stylebot stats` for a server's admins: its jobs, the workers and the image store at a
+glance."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import discord
@@ -25,11 +27,15 @@ class Admin(commands.GroupCog, group_name="stylebot",
 
     @app_commands.command(name="stats")
     async def stats(self, interaction: discord.Interaction[StyleBot]) -> None:
-        """This server's queued and running jobs, jobs and average time today, and the
-        workers."""
+        """This server's queued and running jobs, jobs and average time today, the
+        workers, and the image store's size and free space."""
         # Discord hides the command from others by default; a server may change that, so
         # the service checks too, and counts only this server's jobs.
         data = await self.bot.service.stats(caller=caller_of(interaction))
+        storage = self.bot.flow.storage
+        blobs, size = await storage.usage_async()
+        free = await asyncio.to_thread(storage.free_bytes)
+        data = {**data, "store_blobs": blobs, "store_bytes": size, "free_bytes": free}
         await interaction.response.send_message(embed=embeds.stats(data), ephemeral=True)
 
 

@@ -14,11 +14,12 @@ from discord.ext import commands
 from bot.discord import embeds, pictures, views
 from bot.discord.callers import caller_of
 from bot.discord.views import Page, Pager
-from bot.jobs.access import Action, allowed
+from bot.jobs.access import Action, Caller, allowed
 from bot.jobs.states import JobStatus
 
 if TYPE_CHECKING:
     from bot.discord.client import StyleBot
+    from bot.jobs.records import JobRecord
 
 PAGE_SIZE = 5
 
@@ -59,21 +60,38 @@ class History(commands.Cog):
         caller = caller_of(interaction)
         job = await service.authorize(job_id, caller=caller, action=Action.see)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        files = [discord.File(io.BytesIO(await asyncio.to_thread(
-            pictures.thumbnail, await service.read_input(job.id))), "input.jpg")]
-        output = await service.read_output(job.id)
-        if output is not None:
+        files: list[discord.File] = []
+        output = None
+        if job.pictures_gone is None:
             files.append(discord.File(io.BytesIO(await asyncio.to_thread(
-                pictures.thumbnail, output, 512)), "output.jpg"))
-        embed = embeds.job_detail(job, input_name="input.jpg",
-                                  output_name="output.jpg" if output is not None else None)
-        status = JobStatus(job.status)
-        # Whoever may see a job may cancel it; only its owner may paint it again.
-        view = (views.progress_view(job.id) if status.is_active
-                else views.result_view(job.id) if status == JobStatus.succeeded
-                and allowed(caller, job, Action.reuse)
-                else discord.utils.MISSING)
-        await interaction.edit_original_response(embed=embed, attachments=files, view=view)
+                pictures.thumbnail, await service.read_input(job.id))), "input.jpg"))
+            output = await service.read_output(job.id)
+            if output is not None:
+                files.append(discord.File(io.BytesIO(await asyncio.to_thread(
+                    pictures.thumbnail, output, 512)), "output.jpg"))
+        embed = embeds.job_detail(job, input_name="input.jpg" if files else None,
+                                  output_name="output.jpg" if output is not None else None,
+                                  retention_days=self.bot.settings.retention_days)
+        view = views.job_view(job.id, detail_actions(job, caller))
+        await interaction.edit_original_response(embed=embed, attachments=files,
+                                                 view=view if view.children
+                                                 else discord.utils.MISSING)
+
+
+def detail_actions(job: JobRecord, caller: Caller) -> list[str]:
+    """The buttons `/job` shows this caller: whoever may see a job may cancel it; only its
+    owner may paint it again, or delete its pictures once it has ended."""
+    status = JobStatus(job.status)
+    if status.is_active:
+        return ["cancel"]
+    if job.pictures_gone is not None:
+        return []
+    actions = []
+    if status == JobStatus.succeeded and allowed(caller, job, Action.reuse):
+        actions += ["again", "more", "less"]
+    if allowed(caller, job, Action.delete):
+        actions.append("delete")
+    return actions
 
 
 async def setup(bot: StyleBot) -> None:
