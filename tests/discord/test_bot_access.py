@@ -255,9 +255,9 @@ async def test_stats_show_an_admin_their_own_servers_jobs(emu: DiscordEmulator,
                                                          app: App) -> None:
     async def stats(user: User, **where: Any) -> dict[str, str]:
         ix = await emu.slash("stylebot", user, subcommand="stats", **where)
-        answer = await emu.response(ix)
-        assert answer["data"]["flags"] & 64
-        return {f["name"]: f["value"] for f in answer["data"]["embeds"][0]["fields"]}
+        answer = await answered(emu, ix)
+        assert answer.ephemeral
+        return {f["name"]: f["value"] for f in answer.embeds[0]["fields"]}
 
     made_in: dict[str | None, int] = {}
     for job in await app.service.list_all(limit=1000):

@@ -67,7 +67,7 @@ async def test_a_dropped_gateway_connection_is_resumed(emu: DiscordEmulator,
     await emu.wait_for(lambda: emu.resumes == 1, 30)
     assert emu.identifies == 1  # resumed, not a new session
     ix = await emu.slash("stylebot", emu.admin, subcommand="stats")
-    assert (await emu.response(ix))["type"] == 4
+    assert (await emu.response(ix))["type"] == 5
 
 
 async def test_stylize_with_a_preset_delivers_a_png(emu: DiscordEmulator, app: App) -> None:
@@ -492,12 +492,17 @@ async def test_an_oversized_result_is_shrunk_to_fit(emu: DiscordEmulator, app: A
 async def test_stats_are_for_admins(emu: DiscordEmulator, app: App) -> None:
     ix = await emu.slash("stylebot", emu.admin, subcommand="stats")
     answer = await emu.response(ix)
-    assert answer["type"] == 4
+    assert answer["type"] == 5  # "thinking…", privately, while the store is sized
     assert answer["data"]["flags"] & 64
-    fields = {f["name"]: f["value"] for f in answer["data"]["embeds"][0]["fields"]}
+    shown = await emu.wait_for(lambda: (m := emu.original(ix)) and not m.loading and m)
+    fields = {f["name"]: f["value"] for f in shown.embeds[0]["fields"]}
     assert fields["Workers"] == "1"
     assert fields["Batch limit"] == "3"
     assert int(fields["Jobs today"]) >= 5
+    blobs, size = await app.storage.usage_async()
+    assert blobs > 0
+    assert fields["Image store"] == f"{blobs} images, {size / 2**20:.1f} MB"
+    assert fields["Free space"].endswith(" MB")
 
     ix = await emu.slash("stylebot", emu.alice, subcommand="stats")
     assert "Only server admins" in await emu.wait_for(lambda: ephemeral_text(emu, ix))

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-from datetime import timedelta
+import os
+from datetime import datetime, timedelta
 
 import pytest
-from jobs_helpers import FakeExecutor, ServiceFactory, TickingClock, png
+from jobs_helpers import FakeExecutor, ServiceFactory, TickingClock, png, until
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -201,12 +202,9 @@ async def test_the_collector_removes_what_a_crash_left_and_nothing_a_job_needs(
 
 
 async def _age(storage: BlobStore, sessionmaker: async_sessionmaker[AsyncSession],
-               digest: str, *, to: object) -> None:
-    """Makes the blob look used at `to`, i.e. as new as the collector's `now`."""
-    from datetime import datetime
-    assert isinstance(to, datetime)
+               digest: str, *, to: datetime) -> None:
+    """Makes the blob look last used at `to`."""
     if isinstance(storage, BlobStorage):
-        import os
         os.utime(storage.path_for(digest), (to.timestamp(), to.timestamp()))
     else:
         async with sessionmaker.begin() as session:
@@ -239,3 +237,22 @@ async def test_forget_jobs_leaves_active_jobs_alone(
                                 why=retention.DELETED)
     assert (removed.jobs, removed.active, removed.blobs) == (0, 1, 0)
     assert await kept(storage, job.input_hash) == [True]
+
+
+async def test_housekeeping_runs_in_the_background_until_stopped(
+        service: JobService, storage: BlobStore, clock: TickingClock,
+        sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    job = await painted(service, ALICE, png(1))
+    clock.advance(timedelta(days=2).total_seconds())
+    housekeeping = Housekeeping(sessionmaker, storage, retention_days=1, history_days=0,
+                                first_s=0.0, interval_s=0.05, clock=clock)
+    housekeeping.start()
+    try:
+        await until(lambda: _gone(service, job.id))
+    finally:
+        await housekeeping.stop()
+    assert await kept(storage, job.input_hash, job.output_hash) == [False, False]
+
+
+async def _gone(service: JobService, job_id: str) -> bool:
+    return (await service.get(job_id)).pictures_gone == retention.EXPIRED

@@ -32,11 +32,13 @@ class Admin(commands.GroupCog, group_name="stylebot",
         # Discord hides the command from others by default; a server may change that, so
         # the service checks too, and counts only this server's jobs.
         data = await self.bot.service.stats(caller=caller_of(interaction))
+        # Sizing a large store takes a while: answer "thinking…" within Discord's 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         storage = self.bot.flow.storage
         blobs, size = await storage.usage_async()
         free = await asyncio.to_thread(storage.free_bytes)
         data = {**data, "store_blobs": blobs, "store_bytes": size, "free_bytes": free}
-        await interaction.response.send_message(embed=embeds.stats(data), ephemeral=True)
+        await interaction.edit_original_response(embed=embeds.stats(data))
 
 
 async def setup(bot: StyleBot) -> None:
