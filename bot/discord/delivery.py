@@ -46,7 +46,7 @@ import functools
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -432,6 +432,24 @@ class Delivery:
             if exc.code in DEAD_TOKEN_CODES or exc.status == 401:
                 self._dead_tokens.add(job.id)
             log.info("could not update the progress message of job %s: %s", job.id, exc)
+
+    async def retract(self, jobs: Iterable[JobRecord]) -> int:
+        """Deletes the messages this bot posted with the jobs' results (in a channel or a
+        DM; a private reply is its owner's to dismiss); returns how many went. One that is
+        gone already, or where the bot can no longer reach, is left."""
+        removed = 0
+        for job in jobs:
+            if not job.result_message_id or not job.result_channel_id:
+                continue
+            try:
+                await self.client.http.delete_message(int(job.result_channel_id),
+                                                      int(job.result_message_id))
+                removed += 1
+            except discord.NotFound:
+                pass
+            except discord.HTTPException as exc:
+                log.info("could not delete the result message of job %s: %s", job.id, exc)
+        return removed
 
     # ---- results ---------------------------------------------------------------------
     async def _deliver(self, job_id: str, png: bytes | None, *, again: bool = False) -> bool:

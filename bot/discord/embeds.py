@@ -68,8 +68,8 @@ def forget_question(jobs: Sequence[JobRecord]) -> str:
     """`/forget`'s question, about the caller's `jobs` that still have pictures."""
     count = f"{len(jobs)} job" if len(jobs) == 1 else f"{len(jobs)} jobs"
     lines = [f"Delete the pictures of your {count}: your photos, style images, paintings "
-             "and previews? This cannot be undone. Your jobs stay listed in `/history`, "
-             "without pictures."]
+             "and previews, and the messages I posted your paintings in? This cannot be "
+             "undone. Your jobs stay listed in `/history`, without pictures."]
     active = sum(JobStatus(job.status).is_active for job in jobs)
     if active:
         lines.append(f"{active} of them {'is' if active == 1 else 'are'} queued or painting "
@@ -77,15 +77,22 @@ def forget_question(jobs: Sequence[JobRecord]) -> str:
     return "\n".join(lines)
 
 
-def forgotten(removed: Removed) -> str:
-    """What `/forget` did, in words."""
+def _posts(posts: int) -> str:
+    if not posts:
+        return ""
+    return " and the message I posted it in" if posts == 1 else \
+        f" and the {posts} messages I posted them in"
+
+
+def forgotten(removed: Removed, *, posts: int = 0) -> str:
+    """What `/forget` did, in words; `posts`: messages with paintings deleted."""
     if not removed.jobs and not removed.active:
         return "You have no pictures left to delete."
     lines = []
     if removed.jobs:
         jobs = "job" if removed.jobs == 1 else "jobs"
-        lines.append(f"Deleted the pictures of {removed.jobs} {jobs}. They stay in "
-                     "`/history`, without pictures.")
+        lines.append(f"Deleted the pictures of {removed.jobs} {jobs}{_posts(posts)}. They "
+                     "stay in `/history`, without pictures.")
     if removed.active:
         jobs = "job is" if removed.active == 1 else "jobs are"
         lines.append(f"{removed.active} {jobs} still painting and could not be stopped yet, "
@@ -93,11 +100,12 @@ def forgotten(removed: Removed) -> str:
     return "\n".join(lines)
 
 
-def forgotten_job(job_id: str, removed: Removed) -> str:
-    """What a job's Delete button did, in words."""
+def forgotten_job(job_id: str, removed: Removed, *, posts: int = 0) -> str:
+    """What a job's Delete button did, in words; `posts`: messages with its painting
+    deleted."""
     if removed.jobs:
-        return (f"Deleted the pictures of job `{job_id}`. It stays in `/history`, without "
-                "pictures.")
+        return (f"Deleted the pictures of job `{job_id}`{_posts(posts)}. It stays in "
+                "`/history`, without pictures.")
     if removed.active:
         return (f"Job `{job_id}` is still painting and could not be stopped yet: try again "
                 "in a minute.")

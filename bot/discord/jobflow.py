@@ -134,8 +134,10 @@ class JobFlow:
             await interaction.response.defer(ephemeral=True, thinking=True)
             # The privacy service checks the rule (only the owner may delete).
             removed = await interaction.client.privacy.forget_job(job_id, caller=caller)
+            job = await self.service.get(job_id)
+            posts = await self.delivery.retract([job]) if job.pictures_gone else 0
             await interaction.edit_original_response(
-                content=embeds.forgotten_job(job_id, removed))
+                content=embeds.forgotten_job(job_id, removed, posts=posts))
             return
         async with self.place(interaction) as ticket:
             # The job id comes from the button's custom id: the rule is checked on the job.

@@ -574,6 +574,13 @@ class DiscordEmulator(InteractionSender):
             self._check_size(files, self.guild_filesize_limit)
             self._apply(msg, body, files, edit=True)
             return 200, self.message_payload(msg)
+        if method == "DELETE":
+            # The bot may delete its own messages anywhere; others' need Manage Messages,
+            # which it is not given here.
+            if msg.author.get("id") != self.bot_user["id"]:
+                raise ApiError(403, 50013, "Missing Permissions")
+            msg.deleted = True
+            return 204, None
         raise ApiError(405, 0, "405: Method Not Allowed")
 
     def _same_nonce(self, author_id: str, nonce: str | int) -> Message | None:

@@ -143,7 +143,9 @@ async def test_forget_deletes_the_callers_pictures_only(emu: DiscordEmulator, ap
         assert "1 of them is queued or painting and will be cancelled" in question.text()
         press = await emu.press(question, delete, emu.alice)
         assert (await emu.response(press))["type"] == 7
-        await emu.wait_for(lambda: "Deleted the pictures of 3 jobs" in question.text(), 30)
+        # Its two paintings' messages (the queued job has none).
+        await emu.wait_for(lambda: "Deleted the pictures of 3 jobs and the 2 messages I "
+                           "posted them in." in question.text(), 30)
         assert "stay in `/history`" in question.text()
         assert question.custom_ids() == []
     finally:
@@ -164,6 +166,10 @@ async def test_forget_deletes_the_callers_pictures_only(emu: DiscordEmulator, ap
         assert not await app.storage.exists_async(digest)
     for digest in hashes(bob):  # the photo alice painted too among them
         assert await app.storage.exists_async(digest)
+    # The messages the bot posted alice's paintings in are gone; bob's stays.
+    for job in (painted["alice"], painted["alice_custom"]):
+        assert emu.messages[int(str(job.result_message_id))].deleted
+    assert not emu.messages[int(str(bob.result_message_id))].deleted
 
     # Bob still sees his pictures, and may delete them.
     detail = await answered(emu, await emu.slash("job", emu.bob, id=bob.id))
@@ -194,19 +200,6 @@ async def test_history_and_job_show_that_the_pictures_are_gone(
     assert "thumbnail" not in detail.embeds[0]
 
 
-async def test_the_buttons_of_an_old_result_say_the_pictures_are_gone(
-        emu: DiscordEmulator, app: App, painted: dict[str, JobRecord]) -> None:
-    job = painted["alice"]
-    result = emu.messages[int(str(job.result_message_id))]
-    before = await app.service.count_for_user(str(emu.alice.id))
-    for action in ("again", "more", "less"):
-        press = await emu.press(result, f"job:{action}:{job.id}", emu.alice)
-        text = await emu.wait_for(lambda p=press: ephemeral_text(emu, p))  # type: ignore[misc]
-        assert text == (f"The pictures of job `{job.id}` were deleted: there is nothing "
-                        "to show or paint again.")
-    assert await app.service.count_for_user(str(emu.alice.id)) == before
-
-
 async def test_the_delete_button_of_job(emu: DiscordEmulator, app: App,
                                         painted: dict[str, JobRecord]) -> None:
     bob = painted["bob"]
@@ -221,7 +214,9 @@ async def test_the_delete_button_of_job(emu: DiscordEmulator, app: App,
 
     press = await emu.press(detail, button, emu.bob)
     text = await emu.wait_for(lambda: ephemeral_text(emu, press))
-    assert text.startswith(f"Deleted the pictures of job `{bob.id}`.")
+    assert text.startswith(f"Deleted the pictures of job `{bob.id}` and the message I "
+                           "posted it in.")
+    assert emu.messages[int(str(bob.result_message_id))].deleted
     assert (await app.service.get(bob.id)).pictures_gone == "deleted"
     for digest in hashes(bob):  # the photo alice shared goes with its last job
         assert not await app.storage.exists_async(digest)
@@ -249,6 +244,16 @@ async def test_expired_pictures(emu: DiscordEmulator, app: App) -> None:
     assert (detail.files, detail.custom_ids()) == ([], [])
     page = await answered(emu, await emu.slash("history", carol))
     assert page.embeds[0]["fields"][0]["value"].endswith("· pictures expired")
+
+    # Its result message stays, and its buttons say why they cannot paint again.
+    result = emu.messages[int(str(job.result_message_id))]
+    before = await app.service.count_for_user(str(carol.id))
+    for action in ("again", "more", "less"):
+        press = await emu.press(result, f"job:{action}:{job.id}", carol)
+        text = await emu.wait_for(lambda p=press: ephemeral_text(emu, p))  # type: ignore[misc]
+        assert text == (f"The pictures of job `{job.id}` have expired: there is nothing "
+                        "to show or paint again.")
+    assert await app.service.count_for_user(str(carol.id)) == before
 
 
 async def test_a_painting_whose_pictures_went_before_it_was_shown(
