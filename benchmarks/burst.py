@@ -343,7 +343,7 @@ def report(r: dict[str, Any]) -> None:
         return f"| {name} | {s['p50']:.3f} | {s['p95']:.3f} | {s['max']:.3f} |"
 
     def secs(v: float | None) -> str:
-        return "—" if v is None else f"{v:.1f}"
+        return "—" if v is None else f"{v + 0.0:.1f}".replace("-0.0", "0.0")
 
     print(f"\n{r['requests']} /stylize in one burst ({r['order']}): {r['users']} users × "
           f"{r['per_user']}, sent in {r['burst_sent_in_s'] * 1000:.0f} ms; limits "
@@ -391,6 +391,11 @@ def report(r: dict[str, Any]) -> None:
     ]
     for name, value in rows:
         print(f"| {name} | {value} |")
+    print("\n\"out-of-order admissions\": pairs of a request refused for room (its user got "
+          "nothing) and a later one accepted; \"started before an earlier arrival\": pairs of "
+          "one round's jobs (each user's r-th) that started against their arrival order, "
+          "when a free worker took a job while an earlier request was still downloading; "
+          "position 0: a worker had the job before its reply was written.")
 
     print(f"\nevery {SAMPLE_EVERY}th job by the position its queued reply showed (seconds "
           "from that reply)\n")

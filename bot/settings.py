@@ -105,10 +105,13 @@ class Settings(BaseSettings):
     # How long people's pictures are kept (`bot.jobs.retention`): a finished job's photo,
     # style image and painting go this many days after it ended; the job itself stays in
     # /history, without them, for `history_days` (0: for good). 0 keeps pictures for good.
-    retention_days: float = Field(30.0, ge=0, allow_inf_nan=False)  # STYLEBOT_RETENTION_DAYS
-    history_days: float = Field(0.0, ge=0, allow_inf_nan=False)     # STYLEBOT_HISTORY_DAYS
+    # At most 100 years (a cut-off must stay within the calendar); "for good" is 0.
+    retention_days: float = Field(30.0, ge=0, le=36500,  # STYLEBOT_RETENTION_DAYS
+                                  allow_inf_nan=False)
+    history_days: float = Field(0.0, ge=0, le=36500,     # STYLEBOT_HISTORY_DAYS
+                                allow_inf_nan=False)
     # New jobs are refused while the disk holding the pictures has less free than this.
-    min_free_mb: int = Field(512, ge=0)              # STYLEBOT_MIN_FREE_MB
+    min_free_mb: int = Field(512, ge=0, le=2**40)    # STYLEBOT_MIN_FREE_MB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

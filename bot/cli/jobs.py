@@ -30,8 +30,10 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         print("No jobs yet. Try: stylebot stylize PHOTO -s mosaic")
         return 0
     rows = [("ID", "WHEN", "USER", "STYLE", "SIZE", "STATUS", "SECONDS")]
-    rows += [(v.id, _when(v.created_at), v.user_name, v.style, str(v.size or "-"),
-              v.status.value, _seconds(v)) for v in records]
+    rows += [(v.id, _when(v.created_at), v.user_name or v.user_id, v.style,
+              str(v.size or "-"),
+              v.status.value + (f" (pictures {v.pictures_gone})" if v.pictures_gone else ""),
+              _seconds(v)) for v in records]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         cells = [c.rjust(w) if i in (4, 6) else c.ljust(w)

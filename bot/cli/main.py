@@ -54,11 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                     unstated_defaults=("size",))
     p.set_defaults(func=cmd_stylize)
 
-    p = sub.add_parser("jobs", parents=[common], help="recent jobs (or: jobs delete ID...)")
-    p.add_argument("--limit", type=int, default=20, metavar="N")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("jobs", parents=[common], help="recent jobs (or: jobs delete ID...)",
+                       usage="stylebot jobs [--limit N] [--json] | stylebot jobs delete ID...")
+    p.add_argument("--limit", type=int, default=20, metavar="N",
+                   help="how many of the latest jobs (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="as JSON, every field")
     p.set_defaults(func=cmd_jobs)
-    jobs_sub = p.add_subparsers(dest="jobs_command", metavar="ACTION")
+    jobs_sub = p.add_subparsers(dest="jobs_command", metavar="delete")
     p = jobs_sub.add_parser("delete", parents=[common], help="delete jobs' pictures",
                             description="Delete the photo, style image, painting and "
                             "preview of each job (its line in the history stays).")
@@ -68,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", parents=[common], help="delete one user's pictures",
                        description="Delete the pictures of every job of one user (their "
                        "queued and running jobs are cancelled first), as /forget does.")
-    p.add_argument("--user", required=True, metavar="ID", help="the Discord user id")
+    p.add_argument("--user", required=True, metavar="ID",
+                   help="the Discord user id (`stylebot job ID` shows it as user_id; this "
+                   "command line's own jobs are user 'cli')")
     p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("gc", parents=[common], help="expire old pictures, remove unused ones",

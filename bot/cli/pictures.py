@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bot.cli.common import OPERATOR, job_parts
-from bot.jobs.access import Caller
+from bot.cli.common import EXIT_FAILED, OPERATOR, CliError, job_parts
+from bot.jobs.access import Action, Caller
 from bot.jobs.retention import Removed
 from bot.settings import Settings
 
@@ -16,22 +16,30 @@ from bot.settings import Settings
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     """Deletes the pictures of every job of user `--user` (a Discord user id), cancelling
     their queued and running jobs first."""
-    async def forget() -> Removed:
+    async def forget() -> tuple[int, Removed]:
         async with job_parts(settings) as parts:
+            jobs = await parts.service.count_for_user(args.user)
             # The operator acting as that user: their jobs, and the rights of their owner.
-            return await parts.privacy().forget_user(
+            return jobs, await parts.privacy().forget_user(
                 caller=Caller(user_id=args.user, operator=True))
 
-    print(_said(asyncio.run(forget()), f"user {args.user}"))
+    jobs, removed = asyncio.run(forget())
+    if not jobs:
+        raise CliError(f"user {args.user!r} has no jobs here (the id is the one "
+                       "`stylebot job ID` shows as user_id; jobs from this command line "
+                       "are user 'cli').", EXIT_FAILED)
+    print(_said(removed, f"user {args.user}"))
     return 0
 
 
 def cmd_jobs_delete(args: argparse.Namespace, settings: Settings) -> int:
     """Deletes the pictures of the jobs `job_ids`. Raises `JobNotFound` for an unknown
-    id (the ones before it are deleted)."""
+    id, before deleting anything."""
     async def delete() -> Removed:
         removed = Removed()
         async with job_parts(settings) as parts:
+            for job_id in args.job_ids:  # every id first: a typo deletes nothing
+                await parts.service.authorize(job_id, caller=OPERATOR, action=Action.delete)
             privacy = parts.privacy()
             for job_id in args.job_ids:
                 removed += await privacy.forget_job(job_id, caller=OPERATOR)

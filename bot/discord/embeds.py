@@ -52,12 +52,12 @@ def duration(seconds: float | None) -> str:
 
 
 def pictures_gone(job: JobRecord, *, retention_days: float) -> str | None:
-    """Why the job has no pictures any more ("Pictures deleted by you", "Pictures expired
-    (kept for 30 days)"), or None while it has them."""
+    """Why the job has no pictures any more ("Pictures deleted at its owner's request",
+    "Pictures expired (kept for 30 days)"), or None while it has them."""
     if job.pictures_gone is None:
         return None
     if job.pictures_gone == "deleted":
-        return "Pictures deleted by you"
+        return "Pictures deleted at its owner's request"
     if retention_days <= 0:
         return "Pictures expired"
     unit = "day" if retention_days == 1 else "days"
@@ -185,7 +185,8 @@ def cancelled(job: JobRecord) -> discord.Embed:
 
 def gone(job: JobRecord) -> discord.Embed:
     """A finished job whose pictures went before its result was shown."""
-    embed = _base(job, "Pictures deleted")
+    embed = _base(job, "Pictures deleted" if job.pictures_gone == "deleted"
+                  else "Pictures expired")
     embed.description = (f"{pictures_gone(job, retention_days=0)}: there is no painting to "
                          "show.")
     return embed

@@ -179,7 +179,14 @@ class Confirm(OwnedView):
                   button: discord.ui.Button[Any]) -> None:
         self.stop()
         await interaction.response.edit_message(content="Working on it…", view=None)
-        await interaction.edit_original_response(content=await self.on_yes())
+        try:
+            answer = await self.on_yes()
+        except Exception:
+            # Said in the question itself, not left at "Working on it…"; the error
+            # handler logs it and tells the user what went wrong.
+            await interaction.edit_original_response(content="That did not work.")
+            raise
+        await interaction.edit_original_response(content=answer)
 
     @discord.ui.button(label="No", style=discord.ButtonStyle.secondary)
     async def no(self, interaction: discord.Interaction[Any],

@@ -19,7 +19,12 @@ cancels a user's active jobs before forgetting them.
 
 `expire` applies the operator's retention settings (`STYLEBOT_RETENTION_DAYS`,
 `STYLEBOT_HISTORY_DAYS`); `Housekeeping` runs it and the collector every hour in the bot
-process, and `stylebot db prune` once.
+and in each `stylebot worker`, and `stylebot gc` once.
+
+Between the check that no job needs a blob and its removal, a new job may store the same
+bytes and commit: `JobService.submit` therefore stores its blobs again after its commit,
+which puts back one removed meanwhile (at worst a worker that claimed the job in that
+instant finds its photo missing, and the job fails saying so).
 """
 
 from __future__ import annotations
@@ -210,7 +215,7 @@ class Privacy:
 class Housekeeping:
     """`expire` and `collect_garbage` every `interval_s` (the first `first_s` after
     start), in the background. Several processes sharing a database may each run it:
-    every step is safe to repeat and to run at once."""
+    every step is safe to repeat, and two at once remove each blob once."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], storage: BlobStore, *,
                  retention_days: float, history_days: float, interval_s: float = 3600.0,

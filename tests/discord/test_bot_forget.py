@@ -193,7 +193,7 @@ async def test_history_and_job_show_that_the_pictures_are_gone(
     job_id = painted["alice"].id
     detail = await answered(emu, await emu.slash("job", emu.alice, id=job_id))
     assert job_id in detail.text()
-    assert "Pictures deleted by you" in detail.text()
+    assert "Pictures deleted at its owner's request" in detail.text()
     assert detail.files == []
     assert detail.custom_ids() == []
     assert "image" not in detail.embeds[0]
@@ -225,7 +225,7 @@ async def test_the_delete_button_of_job(emu: DiscordEmulator, app: App,
     assert await emu.wait_for(lambda: ephemeral_text(emu, press)) == (
         f"The pictures of job `{bob.id}` were already gone.")
     detail = await answered(emu, await emu.slash("job", emu.bob, id=bob.id))
-    assert "Pictures deleted by you" in detail.text()
+    assert "Pictures deleted at its owner's request" in detail.text()
     assert (detail.files, detail.custom_ids()) == ([], [])
 
 
@@ -278,7 +278,7 @@ async def test_a_painting_whose_pictures_went_before_it_was_shown(
     finally:
         app.client.delivery.release(job_id)
     job = await wait_delivered(app, job_id)
-    assert "Pictures deleted by you" in progress.text()
+    assert "Pictures deleted at its owner's request" in progress.text()
     assert not painting(progress)
     # Nothing else was posted for it, and no painting anywhere.
     assert [m.id for m in emu.messages.values()

@@ -56,7 +56,13 @@ def test_the_operator_deletes_pictures_and_cleans_the_store(
     assert cli.main(["gc"]) == 0
     assert f"the store keeps {after} image(s)" in capsys.readouterr().out
 
-    assert cli.main(["jobs", "delete", "zzzzzz"]) == 2
+    # A typo among the ids deletes nothing; a user with no jobs is said to have none.
+    assert cli.main(["jobs", "delete", b1.id, "zzzzzz"]) == 2
     assert "There is no job 'zzzzzz'" in capsys.readouterr().err
+    assert asyncio.run(_state(settings, ids))[0] == ["deleted", "deleted", None]
+    assert cli.main(["forget", "--user", "333"]) == 1
+    assert "user '333' has no jobs here" in capsys.readouterr().err
+    assert cli.main(["jobs"]) == 0
+    assert capsys.readouterr().out.count("succeeded (pictures deleted)") == 2
     assert cli.main(["job", a1.id, "-o", "out.png"]) == 1
     assert "its pictures were deleted" in capsys.readouterr().err
