@@ -131,13 +131,16 @@ class JobFlow:
             await interaction.edit_original_response(content=f"Job `{job_id}` is cancelled.")
             return
         if action == "delete":
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            # The privacy service checks the rule (only the owner may delete).
+            # Only the owner may (refused privately, before anything is touched); then the
+            # `/job` reply the button is on becomes the answer, its pictures gone with them.
+            await self.service.authorize(job_id, caller=caller, action=Action.delete)
+            await interaction.response.defer()  # an update of that reply, to come
             removed = await interaction.client.privacy.forget_job(job_id, caller=caller)
             job = await self.service.get(job_id)
             posts = await self.delivery.retract([job]) if job.pictures_gone else 0
             await interaction.edit_original_response(
-                content=embeds.forgotten_job(job_id, removed, posts=posts))
+                content=embeds.forgotten_job(job_id, removed, posts=posts), embed=None,
+                attachments=[], view=None)
             return
         async with self.place(interaction) as ticket:
             # The job id comes from the button's custom id: the rule is checked on the job.

@@ -204,6 +204,7 @@ async def test_the_delete_button_of_job(emu: DiscordEmulator, app: App,
                                         painted: dict[str, JobRecord]) -> None:
     bob = painted["bob"]
     detail = await answered(emu, await emu.slash("job", emu.bob, id=bob.id))
+    earlier = await answered(emu, await emu.slash("job", emu.bob, id=bob.id))
     button = f"job:delete:{bob.id}"
 
     # The rule is checked on the job, not on who sees the message.
@@ -213,17 +214,20 @@ async def test_the_delete_button_of_job(emu: DiscordEmulator, app: App,
     assert (await app.service.get(bob.id)).pictures_gone is None
 
     press = await emu.press(detail, button, emu.bob)
-    text = await emu.wait_for(lambda: ephemeral_text(emu, press))
-    assert text.startswith(f"Deleted the pictures of job `{bob.id}` and the message I "
-                           "posted it in.")
+    # The /job reply itself becomes the answer: its pictures and buttons go.
+    assert (await emu.response(press))["type"] == 6
+    await emu.wait_for(lambda: detail.text().startswith(
+        f"Deleted the pictures of job `{bob.id}` and the message I posted it in."))
+    assert (detail.files, detail.embeds, detail.custom_ids()) == ([], [], [])
     assert emu.messages[int(str(bob.result_message_id))].deleted
     assert (await app.service.get(bob.id)).pictures_gone == "deleted"
     for digest in hashes(bob):  # the photo alice shared goes with its last job
         assert not await app.storage.exists_async(digest)
 
-    press = await emu.press(detail, button, emu.bob)
-    assert await emu.wait_for(lambda: ephemeral_text(emu, press)) == (
-        f"The pictures of job `{bob.id}` were already gone.")
+    # The same button on another /job reply shown before: nothing left to delete.
+    await emu.press(earlier, button, emu.bob)
+    await emu.wait_for(lambda: earlier.text() == (
+        f"The pictures of job `{bob.id}` were already gone."))
     detail = await answered(emu, await emu.slash("job", emu.bob, id=bob.id))
     assert "Pictures deleted at its owner's request" in detail.text()
     assert (detail.files, detail.custom_ids()) == ([], [])
