@@ -378,6 +378,14 @@ def decode(data: bytes | None) -> Image.Image:
 
 
 # ---- waiting -------------------------------------------------------------------------
+async def answered(emu: DiscordEmulator, ix: Interaction) -> Message:
+    """The interaction's answer (its "@original"), once it is final (not "thinking…")."""
+    await emu.response(ix)
+    message: Message = await emu.wait_for(
+        lambda: (m := emu.original(ix)) and not m.loading and m)
+    return message
+
+
 async def progress_message(emu: DiscordEmulator, ix: Interaction) -> Message:
     """The public message a job posts as the interaction's follow-up."""
     await emu.wait_for(lambda: ix.followup_ids, 20)

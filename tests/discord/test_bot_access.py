@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from bot_helpers import (
     PRESET,
+    answered,
     bot_running,
     ephemeral_text,
     gate,
@@ -44,14 +45,6 @@ async def app(emu: DiscordEmulator, tmp_path_factory: pytest.TempPathFactory
     await push_commands(settings)
     async with bot_running(settings, gate=True) as running_app:
         yield running_app
-
-
-async def answered(emu: DiscordEmulator, ix: Interaction) -> Message:
-    """The interaction's private answer, once it is final (not "thinking…")."""
-    await emu.response(ix)
-    message: Message = await emu.wait_for(
-        lambda: (m := emu.original(ix)) and not m.loading and m)
-    return message
 
 
 async def refused(emu: DiscordEmulator, ix: Interaction, job_id: str) -> str:

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from bot_helpers import (
     PRESET,
+    answered,
     bot_running,
     ephemeral_text,
     gate,
@@ -26,7 +27,7 @@ from bot_helpers import (
     wait_job,
     wait_painting,
 )
-from emulator import DiscordEmulator, Interaction, Message, Upload, User
+from emulator import DiscordEmulator, Message, Upload, User
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.app import App, push_commands
@@ -47,15 +48,6 @@ async def app(emu: DiscordEmulator, tmp_path_factory: pytest.TempPathFactory
     await push_commands(settings)  # the emulator types interaction options from this
     async with bot_running(settings, gate=True) as running_app:
         yield running_app
-
-
-async def answered(emu: DiscordEmulator, ix: Interaction) -> Message:
-    """The interaction's private answer, once it is final (not "thinking…")."""
-    await emu.response(ix)
-    message: Message = await emu.wait_for(
-        lambda: (m := emu.original(ix)) and not m.loading and m)
-    assert message.ephemeral
-    return message
 
 
 async def paint(emu: DiscordEmulator, app: App, user: User, photo: bytes, **options: Any
@@ -91,6 +83,7 @@ async def painted(emu: DiscordEmulator, app: App) -> dict[str, JobRecord]:
 async def ask_to_forget(emu: DiscordEmulator, user: User) -> tuple[Message, str, str]:
     """`/forget`'s question, and its buttons' custom ids: delete, keep."""
     question = await answered(emu, await emu.slash("forget", user))
+    assert question.ephemeral
     labels = [c["label"] for row in question.components for c in row["components"]]
     assert labels == ["Delete my pictures", "Keep them"]
     delete, keep = question.custom_ids()
