@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -29,6 +30,7 @@ from typing import Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs.db import Blob
@@ -36,6 +38,7 @@ from bot.jobs.db import Blob
 log = logging.getLogger(__name__)
 
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+DISK_FULL = "53100"  # PostgreSQL's SQLSTATE disk_full ("could not extend file")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -235,7 +238,17 @@ class DatabaseBlobStorage:
         self._sm = sessionmaker
 
     async def put_async(self, data: bytes) -> str:
-        """Stores `data` unless a row has it already; returns its sha256 hex digest."""
+        """Stores `data` unless a row has it already; returns its sha256 hex digest.
+        Raises `OSError(ENOSPC)` when the database's disk is full (SQLSTATE 53100,
+        disk_full), as the file store does."""
+        try:
+            return await self._put(data)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != DISK_FULL:
+                raise
+            raise OSError(errno.ENOSPC, "the database's disk is full") from exc
+
+    async def _put(self, data: bytes) -> str:
         digest = sha256_hex(data)
         async with self._sm.begin() as session:
             # A use of bytes already there: the collector leaves them alone for a while.
