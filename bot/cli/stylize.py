@@ -202,7 +202,8 @@ async def _finish(args: argparse.Namespace, service: JobService, final: JobRecor
         await service.mark_delivered(final.id)  # the error below is its delivery
         if final.status is JobStatus.cancelled:
             raise CliError(f"job {final.id} was cancelled", EXIT_FAILED)
-        why = final.error_message or f"the job ended {final.status}"
+        why = (f"its pictures were {final.pictures_gone}" if final.pictures_gone
+               else final.error_message or f"the job ended {final.status}")
         raise CliError(f"job {final.id} failed: {why}", EXIT_FAILED)
     style = final.style if final.style != "custom" else Path(args.style_image).stem
     out = args.output or Path(f"{args.photo.stem}-{style}.png")

@@ -47,7 +47,7 @@ class JobProgress:
 class JobSucceeded:
     job_id: str
     job: JobRecord
-    png: bytes = field(repr=False)
+    png: bytes | None = field(repr=False)  # None: its pictures were deleted meanwhile
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,9 @@ class JobWatcher:
             if record.step > 0 and (new_run or before is None or record.step != before.step):
                 await self._emit(JobProgress(record.id, record.step, record.total_steps,
                                              await self._preview(record)))
+        elif status is JobStatus.succeeded and record.pictures_gone:
+            # Deleted before this process saw it end: its message says so (delivery).
+            await self._emit(JobSucceeded(record.id, record, None))
         elif status is JobStatus.succeeded:
             try:
                 png = await self._storage.get_async(record.output_hash or "")
