@@ -206,7 +206,10 @@ class Privacy:
         for job_id in active:
             with contextlib.suppress(UserError):  # it ended meanwhile
                 await self._service.cancel(job_id, caller=caller)
-        removed = await forget_jobs(self._sm, self._storage, job_ids=job_ids, why=DELETED)
+        removed = Removed()
+        for start in range(0, len(job_ids), BATCH):  # a transaction per batch
+            removed += await forget_jobs(self._sm, self._storage,
+                                         job_ids=job_ids[start:start + BATCH], why=DELETED)
         log.info("forgot the pictures of %d job(s) of user %s (%d blob(s) removed, %d still "
                  "running)", removed.jobs, caller.user_id, removed.blobs, removed.active)
         return removed

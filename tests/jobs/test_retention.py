@@ -67,8 +67,9 @@ async def kept(storage: BlobStore, *digests: str | None) -> list[bool]:
 async def test_forgetting_removes_exactly_the_user_s_pictures(
         service: JobService, storage: BlobStore,
         sessionmaker: async_sessionmaker[AsyncSession],
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.DEBUG, logger="bot")
+    monkeypatch.setattr(retention, "BATCH", 1)  # a user's jobs in several transactions
     privacy = Privacy(service, sessionmaker, storage)
     shared_photo = png(1)
     mine = await painted(service, ALICE, shared_photo)
