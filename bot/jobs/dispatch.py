@@ -322,22 +322,24 @@ class Dispatcher:
 
     async def _abnormal_end(self, job_id: str, code: str) -> None:
         """A worker died under the job: retry it, or give up at max_attempts."""
+        # Forgotten before it goes back to the queue: from then on this process may claim
+        # it again at once (a notification wakes the scheduler), and that run must stay.
+        self.running.discard(job_id)
+        self._cancel_sent.discard(job_id)
         record = await self._leases.end_abnormally(job_id, code)
         if record is None:
             await self._lost(job_id, stop=False)
             return
         await self._after_abnormal_end(record)
 
-    async def _after_abnormal_end(self, record: JobRecord, *, ours: bool = True) -> None:
-        """Reports a run that ended abnormally, this process's (`ours`) or one recovered
-        from another runner. A recovered job was never in `running`, and may be again by
-        now: this process can claim it while the recovered batch is being reported, so
-        only its own run is forgotten here (else its lease would go unrenewed)."""
+    async def _after_abnormal_end(self, record: JobRecord) -> None:
+        """Reports a run that ended abnormally, this process's or one recovered from
+        another runner. That run is not in `running` (this process's was forgotten before
+        it was put back; a recovered one never was), but the job may be again by now: this
+        process can claim it while the ended run is being reported, and that new run must
+        stay there (else its lease would go unrenewed and its events ignored)."""
         if record.status is JobStatus.queued:
-            if ours:
-                self._done(record.id)
-            else:
-                self.wake()
+            self.wake()  # ours was forgotten before it was put back (`_abnormal_end`)
             log.warning("job %s: its run ended abnormally; back in the queue (attempt %d "
                         "of %d)", record.id, record.attempts + 1, self._settings.max_attempts)
             await self._requeued(record)
@@ -391,5 +393,5 @@ class Dispatcher:
         """Recovers orphaned running jobs (`leases.recover`); returns how many."""
         records = await self._leases.recover(self.running)
         for record in records:
-            await self._after_abnormal_end(record, ours=False)
+            await self._after_abnormal_end(record)
         return len(records)

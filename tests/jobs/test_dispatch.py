@@ -105,6 +105,35 @@ async def test_a_worker_death_is_retried_then_the_job_is_dead(
     assert len(fake.submitted) == 3
 
 
+async def test_a_job_taken_again_while_its_ended_run_is_reported_keeps_its_new_run(
+        make_service: ServiceFactory) -> None:
+    """The run that died is put back in the queue; this process may claim the job again
+    before it has finished reporting that (at once on PostgreSQL, woken by the queue's
+    notification). The new run must stay this process's: its events count."""
+    fake = FakeExecutor()
+    service = make_service(fake)
+    await service.start()
+    leases = service._dispatch._leases  # the seam: where the run ends in the database
+    end_abnormally = leases.end_abnormally
+
+    async def taken_again_meanwhile(job_id: str, code: str):  # type: ignore[no-untyped-def]
+        record = await end_abnormally(job_id, code)
+        await until(lambda: len(fake.submitted) == 2)  # claimed and handed over again
+        return record
+
+    leases.end_abnormally = taken_again_meanwhile  # type: ignore[method-assign]
+    view = await _submit(service)
+    await until(lambda: fake.submitted)
+    fake.emit(JobFailed(view.id, "worker_died", "The painter stopped.", retryable=True))
+    await until(lambda: len(fake.submitted) == 2)
+    assert fake.submitted[-1].attempt == 2
+    await asyncio.sleep(0.1)  # the ended run's report finishes
+    assert view.id in service._dispatch.running
+    fake.emit(JobSucceeded(view.id, png(7), {}))
+    done = await service.wait(view.id, timeout_s=5)
+    assert (done.status, done.attempts) == (JobStatus.succeeded, 2)
+
+
 async def test_bad_input_fails_without_retry(make_service: ServiceFactory) -> None:
     fake = FakeExecutor()
     service = make_service(fake)
