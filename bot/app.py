@@ -130,10 +130,9 @@ async def build(settings: Settings, *, executor: Executor | None = None,
         free_in_s=functools.partial(queue.next_place_in_s, sessionmaker,
                                     workers=max(1, settings.workers), default_job_s=60.0),
         max_jobs_per_user=settings.max_jobs_per_user, max_queue=settings.max_queue)
-    client.attach(delivery=delivery, flow=JobFlow(service, storage, delivery, admission),
-                  privacy=Privacy(service, sessionmaker, storage))
-    housekeeping = Housekeeping(sessionmaker, storage, retention_days=settings.retention_days,
-                                history_days=settings.history_days)
+    client.attach(delivery=delivery, flow=JobFlow(service, storage, delivery, admission,
+                                                  Privacy(service, sessionmaker, storage)))
+    housekeeping = Housekeeping.from_settings(sessionmaker, storage, settings)
     return App(settings, engine, storage, executor, service, client, housekeeping)
 
 

@@ -47,9 +47,7 @@ class Parts:
         return Privacy(self.service, self.sessionmaker, self.storage)
 
     def housekeeping(self, settings: Settings) -> Housekeeping:
-        return Housekeeping(self.sessionmaker, self.storage,
-                            retention_days=settings.retention_days,
-                            history_days=settings.history_days)
+        return Housekeeping.from_settings(self.sessionmaker, self.storage, settings)
 
 
 @contextlib.asynccontextmanager

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from bot.discord.delivery import Delivery
     from bot.discord.downloads import AttachmentFetcher
     from bot.discord.jobflow import JobFlow
-    from bot.jobs.retention import Privacy
     from bot.jobs.service import JobService
     from bot.settings import Settings
 
@@ -97,10 +96,9 @@ class StyleBot(commands.AutoShardedBot):
         self._logging_in = True
         await super().login(token)
 
-    def attach(self, *, delivery: Delivery, flow: JobFlow, privacy: Privacy) -> None:
+    def attach(self, *, delivery: Delivery, flow: JobFlow) -> None:
         self.delivery = delivery
         self.flow = flow
-        self.privacy = privacy
 
     async def setup_hook(self) -> None:
         await self.fetcher.open()

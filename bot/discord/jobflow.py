@@ -32,8 +32,10 @@ from bot.jobs.records import token_expiry
 
 if TYPE_CHECKING:
     from bot.discord.delivery import Delivery
+    from bot.jobs.access import Caller
     from bot.jobs.admission import Admission, Ticket
     from bot.jobs.records import JobRecord
+    from bot.jobs.retention import Privacy, Removed
     from bot.jobs.service import JobService
     from bot.jobs.storage import BlobStore
 
@@ -42,11 +44,12 @@ log = logging.getLogger(__name__)
 
 class JobFlow:
     def __init__(self, service: JobService, storage: BlobStore, delivery: Delivery,
-                 admission: Admission) -> None:
+                 admission: Admission, privacy: Privacy) -> None:
         self.service = service
         self.storage = storage
         self.delivery = delivery
         self.admission = admission
+        self.privacy = privacy
 
     @contextlib.asynccontextmanager
     async def place(self, interaction: discord.Interaction[Any]) -> AsyncIterator[Ticket]:
@@ -135,9 +138,7 @@ class JobFlow:
             # `/job` reply the button is on becomes the answer, its pictures gone with them.
             await self.service.authorize(job_id, caller=caller, action=Action.delete)
             await interaction.response.defer()  # an update of that reply, to come
-            removed = await interaction.client.privacy.forget_job(job_id, caller=caller)
-            job = await self.service.get(job_id)
-            posts = await self.delivery.retract([job]) if job.pictures_gone else 0
+            removed, posts = await self.forget(caller, job_id)
             await interaction.edit_original_response(
                 content=embeds.forgotten_job(job_id, removed, posts=posts), embed=None,
                 attachments=[], view=None)
@@ -159,6 +160,21 @@ class JobFlow:
                                  style=None if style_image is not None else job.style,
                                  style_image=style_image, params=params, private=job.private,
                                  source="button", parent_id=job.id, ticket=ticket)
+
+
+    async def forget(self, caller: Caller, job_id: str | None = None) -> tuple[Removed, int]:
+        """Deletes the pictures of one of the caller's jobs, or of all their jobs
+        (`Privacy`), then the messages the bot posted the paintings in
+        (`Delivery.retract`): (what went from the store, messages deleted). Raises
+        `JobNotFound` for a job the caller may not delete."""
+        if job_id is None:
+            removed = await self.privacy.forget_user(caller=caller)
+            jobs = await self.service.list_for_user(
+                caller.user_id, limit=await self.service.count_for_user(caller.user_id))
+        else:
+            removed = await self.privacy.forget_job(job_id, caller=caller)
+            jobs = [await self.service.get(job_id)]
+        return removed, await self.delivery.retract(j for j in jobs if j.pictures_gone)
 
 
 async def _private_placeholder(interaction: discord.Interaction[Any], job: JobRecord,

@@ -76,7 +76,6 @@ class Admission:
         self._deferred: dict[int, Ticket] = {}   # second jobs waiting for a quiet door
         self._held: collections.Counter[str] = collections.Counter()
         self._holding: dict[int, Ticket] = {}   # holding places, in arrival order
-        self._held_total = 0
         self._last_first = float("-inf")
         self._lock = asyncio.Lock()              # one decision at a time
         self._timer: asyncio.TimerHandle | None = None
@@ -84,7 +83,7 @@ class Admission:
     @property
     def places_held(self) -> int:
         """Places held by requests not yet in the database."""
-        return self._held_total
+        return len(self._holding)
 
     def arrive(self, user_id: str) -> Ticket:
         """Takes a number for a request that has just arrived. Synchronous: call it first
@@ -142,7 +141,6 @@ class Admission:
             self._held[ticket.user_id] -= 1
             if self._held[ticket.user_id] <= 0:
                 del self._held[ticket.user_id]
-            self._held_total -= 1
         self._advance()
 
     # -- inside --------------------------------------------------------------------------
@@ -190,7 +188,7 @@ class Admission:
         """The rule: refused when the user (`mine`: their jobs and places) or the queue
         (`queued` in the database and the places held) is full, else a place."""
         ticket.decided = True
-        waiting = queued + self._held_total
+        waiting = queued + len(self._holding)
         if mine >= self.max_jobs_per_user:
             ticket.refusal = LimitExceeded.user_full(mine, self._held[ticket.user_id])
         elif waiting >= self.max_queue:
@@ -199,7 +197,6 @@ class Admission:
             ticket.holds_place = True
             self._holding[ticket.seq] = ticket
             self._held[ticket.user_id] += 1
-            self._held_total += 1
         ticket.turn.set()
 
     def _free_in_once(self) -> Callable[[], Awaitable[float | None]]:

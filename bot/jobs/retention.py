@@ -46,6 +46,7 @@ from bot.jobs.errors import UserError
 from bot.jobs.records import utcnow
 from bot.jobs.states import ACTIVE, FINAL, JobStatus
 from bot.jobs.storage import BlobStorage, BlobStore
+from bot.settings import Settings
 
 if TYPE_CHECKING:
     from bot.jobs.service import JobService
@@ -231,6 +232,13 @@ class Housekeeping:
         self.first_s = first_s
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, sessionmaker: async_sessionmaker[AsyncSession],
+                      storage: BlobStore, settings: Settings) -> Housekeeping:
+        """With the operator's STYLEBOT_RETENTION_DAYS and STYLEBOT_HISTORY_DAYS."""
+        return cls(sessionmaker, storage, retention_days=settings.retention_days,
+                   history_days=settings.history_days)
 
     async def run_once(self) -> Removed:
         now = self._clock()

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,41 +164,35 @@ class BlobStorage:
         log.debug("removed blob %s", digest[:12])
         return True
 
-    def list_blobs(self) -> list[BlobInfo]:
-        """Every blob file (temporary files of writes in progress are not blobs)."""
-        found: list[BlobInfo] = []
+    def _files(self) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+        """Every file in the store's folders (blobs and temporary files), with its stat;
+        one removed meanwhile is skipped."""
         if not self.root.is_dir():
-            return found
+            return
         for shard in os.scandir(self.root):
             if not shard.is_dir() or len(shard.name) != 2:
                 continue
             for entry in os.scandir(shard.path):
-                if not _HASH_RE.match(entry.name):
-                    continue
                 try:
-                    st = entry.stat()
+                    yield entry, entry.stat()
                 except FileNotFoundError:
-                    continue  # removed meanwhile
-                found.append(BlobInfo(entry.name, st.st_size,
-                                      datetime.fromtimestamp(st.st_mtime, UTC)))
-        return found
+                    continue
+
+    def list_blobs(self) -> list[BlobInfo]:
+        """Every blob file (temporary files of writes in progress are not blobs)."""
+        return [BlobInfo(entry.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+                for entry, st in self._files() if _HASH_RE.match(entry.name)]
 
     def remove_stale_temp_files(self, *, older_than: datetime) -> int:
         """Removes the temporary files of writes that a crash interrupted, last touched
         before `older_than`; returns how many."""
         removed = 0
-        if not self.root.is_dir():
-            return removed
-        for shard in os.scandir(self.root):
-            if not shard.is_dir():
-                continue
-            for entry in os.scandir(shard.path):
-                if not entry.name.startswith(".tmp-"):
-                    continue
+        for entry, st in self._files():
+            if (entry.name.startswith(".tmp-")
+                    and datetime.fromtimestamp(st.st_mtime, UTC) < older_than):
                 with contextlib.suppress(FileNotFoundError):
-                    if datetime.fromtimestamp(entry.stat().st_mtime, UTC) < older_than:
-                        os.unlink(entry.path)
-                        removed += 1
+                    os.unlink(entry.path)
+                    removed += 1
         return removed
 
     def free_bytes(self) -> int | None:

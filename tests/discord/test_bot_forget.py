@@ -270,7 +270,7 @@ async def test_a_painting_whose_pictures_went_before_it_was_shown(
         gate(app).open = True
     try:
         await wait_job(app, job_id, lambda j: j.status == JobStatus.succeeded)
-        removed = await app.client.privacy.forget_job(job_id, caller=Caller(str(carol.id)))
+        removed = await app.client.flow.privacy.forget_job(job_id, caller=Caller(str(carol.id)))
         assert removed.jobs == 1
     finally:
         app.client.delivery.release(job_id)

@@ -1,8 +1,8 @@
 """`/forget`: delete the pictures of all your jobs, once you have confirmed it.
 
-The work is the privacy service's (`bot.jobs.retention.Privacy`): it cancels the caller's
-queued and running jobs, then deletes their jobs' pictures; the jobs stay in /history.
-Then the messages the bot posted with their paintings are deleted (`Delivery.retract`).
+The work is `JobFlow.forget`'s: the caller's queued and running jobs are cancelled, their
+jobs' pictures deleted (the jobs stay in /history), then the messages the bot posted the
+paintings in.
 """
 
 from __future__ import annotations
@@ -41,11 +41,8 @@ class Forget(commands.Cog):
         caller = caller_of(interaction)
 
         async def forget_all() -> str:
-            removed = await self.bot.privacy.forget_user(caller=caller)
-            # And the paintings the bot posted for them, wherever it still can.
-            gone = [job for job in await service.list_for_user(
-                user_id, limit=await service.count_for_user(user_id)) if job.pictures_gone]
-            return embeds.forgotten(removed, posts=await self.bot.delivery.retract(gone))
+            removed, posts = await self.bot.flow.forget(caller)
+            return embeds.forgotten(removed, posts=posts)
 
         view = Confirm(owner_id=interaction.user.id, yes_label="Delete my pictures",
                        no_label="Keep them", no_text="Nothing was deleted.",
