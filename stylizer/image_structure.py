@@ -5,9 +5,10 @@ Pillow's PNG, JPEG and GIF readers walk a file's framing in Python, one chunk, s
 or block at a time, before the pixel data goes to C. A file of a million tiny metadata
 blocks would keep them busy for seconds; these walks count the blocks in one pass over
 the bytes, with nothing but `struct` and slicing, and refuse such a file in milliseconds
-with `ImageTooLarge`. Real files stay far below every limit here. They parse nothing
-else: a file these walks pass may still be refused by Pillow (`stylizer.images` does the
-reading and turns its errors into ours).
+with `ImageTooLarge`. `count_gif_frames` walks a whole GIF the same way, to count its
+frames without Pillow's walk over every sub-block of every frame. Real files stay far
+below every limit here. They parse nothing else: a file these walks pass may still be
+refused by Pillow (`stylizer.images` does the reading and turns its errors into ours).
 
 WebP (RIFF) and BMP have no walk: Pillow hands a WebP file whole to libwebp, whose C
 demuxer walks its RIFF chunks, and a BMP has a fixed header; their cost is bounded by
@@ -17,6 +18,7 @@ the pixel caps in `stylizer.images` instead.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from stylizer.errors import CorruptImage, ImageTooLarge
 
@@ -33,6 +35,15 @@ MAX_EXIF_SEGMENTS = 8
 MAX_PNG_METADATA_CHUNKS = 64  # every chunk but pixel data; photos have a dozen
 MAX_PNG_COMPRESSED_CHUNKS = 8  # iCCP, zTXt, iTXt: Pillow inflates each up to 1 MB
 MAX_PNG_DATA_CHUNKS = 20_000  # IDAT, fdAT, fcTL: 25 MB in chunks of 1.3 KB or more
+# Frames in one animated file. An APNG frame takes two pixel-data chunks (fcTL and fdAT), so
+# MAX_PNG_DATA_CHUNKS allows no more; 10,000 frames are over three minutes at 50 fps.
+# Pillow steps from frame to frame in Python: 10,000 tiny GIF frames take 0.2 s to decode.
+MAX_SOURCE_FRAMES = 10_000
+# Blocks of a whole GIF: extensions, image descriptors and every data sub-block of every
+# frame (to reach frame n, Pillow reads frame n-1's LZW data in Python, one 255-byte
+# sub-block per read). A 25 MB GIF written in full sub-blocks, as every encoder writes
+# them, has 100,000 of them; 10,000 frames add a few each.
+MAX_GIF_BLOCKS = 250_000
 
 
 def _flood(what: str, limit: int) -> ImageTooLarge:
@@ -179,6 +190,90 @@ def check_gif_blocks(data: bytes) -> None:
                 read += 1
         if steps > MAX_STEPS:
             raise _flood("blocks before its picture", MAX_STEPS)
+
+
+@dataclass(frozen=True)
+class GifFrames:
+    """What `count_gif_frames` finds: the frames of a GIF and the canvas they need."""
+
+    count: int  # image descriptors, as Pillow's reader finds them one frame after another
+    width: int  # pixels: the logical screen, grown to hold every frame as Pillow grows it
+    height: int
+
+
+_GIF_SCREEN = struct.Struct("<HH")
+_GIF_DESCRIPTOR = struct.Struct("<HHHHB")  # left, top, width, height, packed fields
+
+
+def _frame_flood(limit: int) -> ImageTooLarge:
+    return ImageTooLarge(f"The animation has more than {limit:,} frames, the limit: send a "
+                         "shorter one.")
+
+
+def count_gif_frames(data: bytes, limit: int = MAX_SOURCE_FRAMES) -> GifFrames:
+    """Counts a GIF's frames (image descriptors) in one pass over its blocks, without
+    decoding any; Pillow's `n_frames` would walk every data sub-block in Python (seconds
+    for a 25 MB file of tiny frames).
+
+    Follows the GIF89a specification (CompuServe, 1990), as Pillow's reader reads it:
+    after the header, logical screen descriptor and global colour table (see
+    `check_gif_blocks`), a sequence of extensions (0x21, a label, data sub-blocks up to a
+    zero-length one), image descriptors (0x2C; left, top, width and height as 16-bit
+    little-endian pixels; a packed byte whose top bit announces a local colour table of
+    3 x 2^(n+1) bytes; the LZW minimum code size; data sub-blocks up to a zero-length one)
+    and stray bytes, which Pillow steps over, ending at the trailer (0x3B) or the end of
+    `data`. Where Pillow reads a sub-block whatever its length (an extension's first, a
+    NETSCAPE2.0 block's second) this walk does too, so that both count the same frames.
+    `data` is the whole file, from its header; a file that ends early counts the frames
+    begun before its end (decoding them fails later). The canvas is the logical screen
+    grown to the right and bottom edge of every frame, as Pillow grows it.
+
+    Raises `ImageTooLarge` past `limit` frames, or past MAX_GIF_BLOCKS blocks and
+    sub-blocks.
+    """
+    if len(data) < 13:
+        return GifFrames(0, 0, 0)
+    width, height = _GIF_SCREEN.unpack_from(data, 6)
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global palette
+    end, frames, blocks = len(data), 0, 0
+    while pos < end and data[pos] != 0x3B:  # the trailer
+        blocks += 1
+        if blocks > MAX_GIF_BLOCKS:
+            raise _flood("blocks", MAX_GIF_BLOCKS)
+        intro = data[pos]
+        if intro == 0x2C:  # image descriptor
+            frames += 1
+            if frames > limit:
+                raise _frame_flood(limit)
+            if pos + 11 > end:
+                break
+            left, top, w, h, packed = _GIF_DESCRIPTOR.unpack_from(data, pos + 1)
+            width, height = max(width, left + w), max(height, top + h)
+            # the descriptor, its local palette, the LZW minimum code size
+            pos += 10 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0) + 1
+        elif intro == 0x21:  # extension
+            if pos + 2 >= end:
+                break
+            label, first = data[pos + 1], data[pos + 2]
+            pos += 3 + first  # Pillow reads the first sub-block whatever its length
+            if label == 0xFE and first == 0:
+                continue  # an empty comment: that was its terminator
+            if (label == 0xFF and frames == 0 and first
+                    and data.startswith(b"NETSCAPE2.0", pos - first)):
+                pos += 1 + (data[pos] if pos < end else 0)  # the loop count, ditto
+        else:
+            pos += 1  # a stray byte
+            continue
+        while pos < end:  # data sub-blocks, up to a zero-length one
+            size = data[pos]
+            pos += 1 + size
+            if size == 0:
+                break
+            blocks += 1
+            if blocks > MAX_GIF_BLOCKS:
+                raise _flood("blocks", MAX_GIF_BLOCKS)
+    return GifFrames(frames, width, height)
 
 
 def check_structure(data: bytes) -> None:

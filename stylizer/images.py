@@ -7,12 +7,18 @@ at a time: a file of a million tiny metadata blocks is refused in milliseconds i
 parsed for seconds. A file of
 another format is named from its signature, by no parser. Format and pixel count come
 from the header *before* any pixel data is decoded, so a decompression bomb is refused
-without allocating its pixels, and `probe` never decodes pixels at all. `decode`
+without allocating its pixels, and `probe` never decodes pixels at all (it counts an
+animation's frames from its framing: `image_structure.count_gif_frames`, libwebp's
+demuxer, APNG's acTL chunk). `decode`
 shrinks early (JPEG's DCT scaling; otherwise at most one full-size conversion, then
 Pillow's integer reduce) and never makes float copies: a picture at the pixel cap takes
 well under a second and a few hundred MB (`benchmarks/decode.py`). Whatever the bytes,
 `probe` and `decode` return, or raise `CorruptImage`, `UnsupportedImage` or
 `ImageTooLarge`.
+
+Long because every way from untrusted bytes to pixels passes through here (the checks,
+the frame count, the mode conversions; `stylizer.animation` opens and converts with these
+same functions): whoever asks what a hostile file can make us do reads one file.
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ from PIL import (  # noqa: F401
 )
 
 from stylizer.errors import CorruptImage, ImageTooLarge, StylizerError, UnsupportedImage
-from stylizer.image_structure import check_structure
+from stylizer.image_structure import MAX_SOURCE_FRAMES, check_structure, count_gif_frames
 
-# Pillow format names we accept. APNG is reported as "PNG"; GIF and APNG give frame one.
+# Pillow format names we accept. APNG is reported as "PNG"; `decode` gives frame one of
+# an animated GIF, WebP or APNG (`stylizer.animation` decodes them all).
 ALLOWED_FORMATS: dict[str, str] = {
     "JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP",
     # Many phone cameras write JPEGs with a second (depth or HDR) picture: Pillow calls
@@ -82,6 +89,7 @@ class ImageInfo:
     width: int  # pixels, as stored
     height: int
     rotated: bool = False  # EXIF says it is shown turned by 90 degrees
+    frames: int = 1  # frames of its animation (GIF, WebP, APNG); 1 for a still
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -103,11 +111,12 @@ def _not_readable() -> CorruptImage:
 
 
 @contextmanager
-def _pillow(failure: CorruptImage, max_pixels: int = MAX_PIXELS) -> Iterator[None]:
-    """Pillow's errors as ours. Its readers raise whatever their parsing meets (OSError,
-    SyntaxError, ValueError, EOFError, struct.error, IndexError, NotImplementedError,
-    AssertionError, MemoryError, ...), and its own fuzzers accept any Exception: so do
-    we, around Pillow calls only."""
+def pillow_errors(failure: CorruptImage, max_pixels: int = MAX_PIXELS) -> Iterator[None]:
+    """Pillow's errors as `failure` (a decompression bomb as `ImageTooLarge`, naming
+    `max_pixels`), its warnings silenced; ours pass as they are. Its readers raise
+    whatever their parsing meets (OSError, SyntaxError, ValueError, EOFError,
+    struct.error, IndexError, NotImplementedError, AssertionError, MemoryError, ...), and
+    its own fuzzers accept any Exception: so do we, around Pillow calls only."""
     try:
         with warnings.catch_warnings():
             # DecompressionBombWarning (our pixel cap is lower), damaged-EXIF warnings.
@@ -143,7 +152,11 @@ def _foreign_format(prefix: bytes) -> str | None:
     return None
 
 
-def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, *, max_bytes: int = MAX_BYTES,
+               max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Untrusted bytes opened by the reader of their format after `decode`'s checks (size,
+    framing, format, pixel count), the header read and no pixel decoded; the caller
+    closes it, and decodes inside `pillow_errors`. Raises what `probe` raises."""
     if len(data) == 0:
         raise CorruptImage("The file is empty; send the picture again.")
     if len(data) > max_bytes:
@@ -151,7 +164,7 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
                             f"{max_bytes / 2**20:.0f} MB: send a smaller one.")
     check_structure(data)
     try:
-        with _pillow(_not_readable(), max_pixels):
+        with pillow_errors(_not_readable(), max_pixels):
             img = Image.open(io.BytesIO(data), formats=_READERS)
     except CorruptImage as exc:
         if isinstance(exc.__cause__, UnidentifiedImageError):
@@ -188,10 +201,11 @@ _TRANSPOSE = {
 }
 
 
-def _orientation(img: Image.Image) -> int:
-    """The EXIF (or XMP) orientation, 1-8, from the metadata read with the header; 1 when
-    there is none or it is damaged. A PNG's eXIf chunk after the pixel data is not seen
-    (Pillow would decode the whole picture to find it); `probe` and `decode` agree."""
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF (or XMP) orientation, 1-8 (EXIF 2.3 tag 0x0112), from the metadata read
+    with the header of an opened image; 1 when there is none or it is damaged. A PNG's
+    eXIf chunk after the pixel data is not seen (Pillow would decode the whole picture to
+    find it); `probe` and `decode` agree."""
     info = img.info
     exif = info.get("exif")
     if isinstance(exif, bytes) and len(exif) > MAX_EXIF_BYTES:
@@ -212,12 +226,49 @@ def _orientation(img: Image.Image) -> int:
 
 def probe(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     """Checks bytes the way `decode` will, reading only the header, and says what they
-    are (sizes in pixels). Raises `CorruptImage`, `UnsupportedImage` or `ImageTooLarge`
-    (`max_bytes` in bytes, `max_pixels` in pixels)."""
-    img = _open(data, max_bytes, max_pixels)
+    are (sizes in pixels) and how many frames they animate (see `frame_layout`). Raises
+    `CorruptImage`, `UnsupportedImage` or `ImageTooLarge` (`max_bytes` in bytes,
+    `max_pixels` in pixels; `ImageTooLarge` too for an animation of more than
+    MAX_SOURCE_FRAMES frames)."""
+    img = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
     with img:
-        rotated = _orientation(img) in (5, 6, 7, 8)  # turned by 90 degrees
-        return ImageInfo(str(img.format), img.size[0], img.size[1], rotated)
+        rotated = exif_orientation(img) in (5, 6, 7, 8)  # turned by 90 degrees
+        frames = frame_layout(img, data).count
+        return ImageInfo(str(img.format), img.size[0], img.size[1], rotated, frames)
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Where the animation of an opened file lies among the frames its Pillow reader gives
+    (`frame_layout`)."""
+
+    first: int  # Pillow's index of its first frame: 1 for an APNG whose default image is apart
+    count: int  # its frames; 1 for a still
+    canvas: tuple[int, int]  # (width, height) in pixels that Pillow decodes every frame on
+
+
+def frame_layout(img: Image.Image, data: bytes) -> FrameLayout:
+    """The frames of `img`, opened by `open_image` from `data`, counted without decoding
+    pixels: a GIF's by `image_structure.count_gif_frames` (its canvas grows with frames
+    that reach past the logical screen, as Pillow's does), a WebP's by libwebp's demuxer
+    (WebP container specification: the ANMF chunks), an APNG's from its acTL chunk (APNG
+    specification, W3C PNG 3rd edition: num_frames; an IDAT image without an fcTL before
+    it is a default image, not part of the animation). JPEG (MPO too) and BMP: one frame.
+
+    Raises `ImageTooLarge` for more than MAX_SOURCE_FRAMES frames; no other error.
+    """
+    if img.format == "GIF":
+        gif = count_gif_frames(data, MAX_SOURCE_FRAMES)
+        return FrameLayout(0, max(1, gif.count), (gif.width, gif.height))
+    first, count = 0, 1
+    if img.format in ("WEBP", "PNG"):
+        count = int(getattr(img, "n_frames", 1))
+        if img.format == "PNG" and count > 1 and getattr(img, "default_image", False):
+            first, count = 1, count - 1
+    if count > MAX_SOURCE_FRAMES:
+        raise ImageTooLarge(f"The animation has {count:,} frames; the limit is "
+                            f"{MAX_SOURCE_FRAMES:,}: send a shorter one.")
+    return FrameLayout(first, count, img.size)
 
 
 def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -290,6 +341,18 @@ def resize_to_fit(img: Image.Image, max_side: int) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
 
 
+def upright_rgb(img: Image.Image, size: tuple[int, int], orientation: int) -> Image.Image:
+    """A loaded image (any mode our readers give) as RGB of `size` pixels as stored, then
+    turned upright by the EXIF `orientation` (1-8); transparency on white. A palette image
+    with transparency is changed in place: pass a copy of one still in use."""
+    pic = _resizable(img)
+    if pic.size != size:
+        pic = pic.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    if orientation != 1:
+        pic = pic.transpose(_TRANSPOSE[orientation])
+    return _to_rgb(pic)
+
+
 def decode(data: bytes, *, max_side: int | None = None, max_bytes: int = MAX_BYTES,
            max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Untrusted bytes to an upright RGB image, at most `max_side` pixels on its long side
@@ -298,11 +361,12 @@ def decode(data: bytes, *, max_side: int | None = None, max_bytes: int = MAX_BYT
     Raises `CorruptImage`, `UnsupportedImage` or `ImageTooLarge` (`max_bytes` in bytes,
     `max_pixels` in pixels).
     """
-    img = _open(data, max_bytes, max_pixels)
+    img = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
     rgb = None
     try:
-        with _pillow(CorruptImage("The image is damaged or cut short; try saving it again.")):
-            orientation = _orientation(img)
+        damaged = CorruptImage("The image is damaged or cut short; try saving it again.")
+        with pillow_errors(damaged):
+            orientation = exif_orientation(img)
             # As stored; the long side is the same either way up.
             target = fitted_size(*img.size, max_side) if max_side is not None else img.size
             if img.format in ("JPEG", "MPO") and target != img.size:
@@ -310,12 +374,7 @@ def decode(data: bytes, *, max_side: int | None = None, max_bytes: int = MAX_BYT
                 # far less time and memory for big photos.
                 img.draft(img.mode, target)
             img.load()  # frame one of a GIF or APNG
-            pic = _resizable(img)
-            if pic.size != target:
-                pic = pic.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
-            if orientation != 1:
-                pic = pic.transpose(_TRANSPOSE[orientation])
-            rgb = _to_rgb(pic)
+            rgb = upright_rgb(img, target, orientation)
             return rgb
     finally:
         if rgb is not img:

@@ -1,5 +1,6 @@
-"""A seeded mutation fuzzer over the decoder: whatever the bytes, `probe` and `decode` give
-a picture or a typed error, in bounded time and memory.
+"""A seeded mutation fuzzer over the decoders: whatever the bytes, `probe`, `decode` and
+`animation.decode_animation` give a picture (or frames) or a typed error, in bounded time
+and memory.
 
 The seeds are small files from each allowed format's encoder (several modes each) and
 the known faults of `image_faults.py`; each input is a seed with one to three mutations:
@@ -31,12 +32,13 @@ import image_faults as faults
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from stylizer import images
+from stylizer import animation, images
 from stylizer.errors import CorruptImage, ImageTooLarge, UnsupportedImage
 
 SEED = 20_261_201
 COUNT = 4000  # 5-10 s of CPU; under a minute on a loaded 2-core CPU
 MAX_SIDE = 64  # decode as a small job would: the draft and reduce paths run too
+MAX_FRAMES = 4  # an animation's frames kept: some are dropped, their time lent
 TYPED = (CorruptImage, UnsupportedImage, ImageTooLarge)
 # Generous: a call takes milliseconds, and a 40-megapixel header edit up to a few hundred;
 # these catch the seconds-long stalls that the metadata floods took.
@@ -67,6 +69,7 @@ def seeds() -> dict[str, bytes]:
     info.add_text("Comment", "hello")
     info.add_itxt("XML:com.adobe.xmp", '<x tiff:Orientation="3"/>', zip=True)
     frames = [rgb, rgb.transpose(Image.Transpose.ROTATE_180)]
+    moving = [rgba.rotate(i * 40) for i in range(6)]  # transparent corners
     out = {
         "jpeg": _save(rgb, "JPEG"),
         "jpeg-progressive": _save(rgb, "JPEG", progressive=True),
@@ -86,6 +89,11 @@ def seeds() -> dict[str, bytes]:
         "gif-animated": _save(frames[0], "GIF", save_all=True, append_images=frames[1:],
                               loop=0, comment=b"made by a test"),
         "gif-transparent": _save(pal, "GIF", transparency=2),
+        "gif-disposal": _save(moving[0], "GIF", save_all=True, append_images=moving[1:],
+                              disposal=[1, 2, 3, 1, 2, 1], duration=[0, 10, 30, 40, 50, 60]),
+        "apng-dispose-blend": _save(moving[0], "PNG", save_all=True, append_images=moving[1:],
+                                    disposal=[0, 1, 2, 0, 1, 2], blend=[0, 1, 1, 0, 1, 0],
+                                    duration=40, loop=2),
         "bmp": _save(rgb, "BMP"),
         "bmp-palette": _save(pal, "BMP"),
         "bmp-1bit": _save(grey.convert("1"), "BMP"),
@@ -94,6 +102,8 @@ def seeds() -> dict[str, bytes]:
         "webp": _save(rgb, "WEBP", quality=50),
         "webp-lossless-alpha": _save(rgba, "WEBP", lossless=True),
         "webp-animated": _save(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
+        "webp-animated-alpha": _save(moving[0], "WEBP", save_all=True, append_images=moving[1:],
+                                     duration=[20, 40, 60, 80, 100, 120], quality=40),
         "webp-exif": _save(rgb, "WEBP", exif=exif),
     }
     # The known faults, at sizes that keep each input small.
@@ -276,12 +286,15 @@ def campaign(seed: int, count: int, out: Path) -> dict[str, Any]:
     failures: list[str] = []
     slowest = (0.0, "")
     outcomes: dict[str, int] = {}
+    animation_outcomes: dict[str, int] = {}
     started = time.perf_counter()
     for index, (label, data) in enumerate(inputs(seed, count)):
         current.write_bytes(data)  # left behind if a C decoder takes the process down
         results: list[BaseException | object] = []
         for name, call in (("probe", images.probe),
-                           ("decode", lambda d: images.decode(d, max_side=MAX_SIDE))):
+                           ("decode", lambda d: images.decode(d, max_side=MAX_SIDE)),
+                           ("decode_animation", lambda d: animation.decode_animation(
+                               d, max_side=MAX_SIDE, max_frames=MAX_FRAMES))):
             t0 = time.perf_counter()
             try:
                 result: BaseException | object = call(data)
@@ -297,10 +310,13 @@ def campaign(seed: int, count: int, out: Path) -> dict[str, Any]:
             if took > MAX_CALL_S:
                 failures.append(f"#{index} {label}: {name} took {took:.2f} s")
             results.append(result)
-        probed, decoded = results
+        probed, decoded, animated = results
         key = " / ".join("picture" if isinstance(r, Image.Image) else type(r).__name__
-                         for r in results)
+                         for r in results[:2])
         outcomes[key] = outcomes.get(key, 0) + 1
+        kind = type(animated).__name__
+        animation_outcomes[kind] = animation_outcomes.get(kind, 0) + 1
+        failures += _animation_failures(f"#{index} {label}", probed, decoded, animated)
         if isinstance(probed, images.ImageInfo) and isinstance(decoded, Image.Image):
             want = images.fitted_size(*probed.upright_size, MAX_SIDE)
             if decoded.size != want or decoded.mode != "RGB":
@@ -312,7 +328,33 @@ def campaign(seed: int, count: int, out: Path) -> dict[str, Any]:
     current.unlink()
     return {"inputs": count, "seconds": time.perf_counter() - started, "peak_mb": _peak_mb(),
             "slowest_s": slowest[0], "slowest": slowest[1], "failures": failures,
-            "outcomes": outcomes}
+            "outcomes": outcomes, "animation_outcomes": animation_outcomes}
+
+
+def _animation_failures(label: str, probed: object, decoded: object,
+                        animated: object) -> list[str]:
+    """What is wrong with `decode_animation`'s result, given `probe`'s and `decode`'s: it
+    opens a file as they do, so it refuses what they refuse (a damaged later frame may
+    make it refuse more), and its frames are the size `decode` gives."""
+    if isinstance(probed, TYPED):
+        if type(animated) is not type(probed):
+            return [f"{label}: probe raised {probed!r} but decode_animation gave {animated!r}"]
+        return []
+    if not isinstance(probed, images.ImageInfo) or not isinstance(animated,
+                                                                  animation.Animation):
+        return []
+    want = images.fitted_size(*probed.upright_size, MAX_SIDE)
+    frames = animated.frames
+    if not 1 <= len(frames) <= MAX_FRAMES or animated.source_frames != probed.frames \
+            or len(animated.durations_ms) != len(frames) \
+            or any(f.size != want or f.mode != "RGB" for f in frames):
+        return [f"{label}: decode_animation gave {len(frames)} frames of "
+                f"{sorted({(f.size, f.mode) for f in frames})} of {animated.source_frames}; "
+                f"probe says {want}, {probed.frames} frames"]
+    if isinstance(decoded, Image.Image) and probed.frames == 1 \
+            and frames[0].tobytes() != decoded.tobytes():
+        return [f"{label}: decode_animation's still differs from decode's"]
+    return []
 
 
 def main() -> None:
@@ -348,6 +390,7 @@ def test_mutated_files_give_a_picture_or_a_typed_error_in_bounded_time_and_memor
     assert report["peak_mb"] < MAX_PEAK_MB
     # Every kind of outcome turns up: the mutants reach past the parsers' first checks.
     assert report["outcomes"].get("ImageInfo / picture", 0) > COUNT // 10
+    assert report["animation_outcomes"].get("Animation", 0) > COUNT // 10
 
 
 def test_the_mutants_are_the_same_for_a_seed() -> None:
