@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property, partial
+from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from PIL import Image
@@ -27,8 +27,9 @@ from stylizer.config import EngineConfig
 from stylizer.errors import Cancelled
 from stylizer.levels import level_sizes, split_steps
 from stylizer.loop import GRAPH_WARMUP, LevelOptimiser
-from stylizer.objective import Objective, level_objective
+from stylizer.objective import TEMPORAL_WEIGHT, Objective, Temporal, level_objective
 from stylizer.params import StyleParams
+from stylizer.runs import AnimationResult, Progress, Result, RunOptions
 from stylizer.targets import FEATURE_LAYERS, StyleCache, Targets, build_targets
 from stylizer.tensors import (
     batch_tensor,
@@ -41,69 +42,8 @@ from stylizer.tensors import (
 )
 from stylizer.vgg import VGGFeatures, load_vgg
 
-
-@dataclass(frozen=True)
-class Progress:
-    """One image's state after a step. Losses as in `Result` (pastiche's objective with the
-    job's own weights, times the schedule's weight on style at that step). `preview` is
-    rendered on first access, from a copy of the pixels taken at that step: reports that
-    nobody looks at cost no device transfer."""
-
-    step: int  # 1-based, counted across the coarse-to-fine levels
-    total: int  # steps in the whole run
-    content_loss: float
-    style_loss: float
-    total_loss: float
-    render: Callable[[], Image.Image] | None = field(default=None, repr=False, compare=False)
-
-    @cached_property
-    def preview(self) -> Image.Image | None:
-        """The picture at this step, RGB, at most `RunOptions.preview_size` pixels on its
-        long side; None when no preview was due."""
-        return self.render() if self.render is not None else None
-
-
-@dataclass(frozen=True)
-class Result:
-    """A finished painting: the image (RGB, `params.size` on its long side), the steps
-    taken, the run's wall-clock seconds, and its losses (unweighted content and style; the
-    total with the params' content weight and the job's style weight, not the balance)."""
-
-    image: Image.Image
-    steps: int
-    seconds: float
-    # The objective evaluated on the image as saved (rounded to 8 bits), with the same
-    # network precision as the optimisation (bf16 convolutions on a GPU or a CPU with
-    # native bf16, fp32 elsewhere); `Stylizer.evaluate` is the fp32 judge.
-    content_loss: float
-    style_loss: float
-    total_loss: float
-    bf16: bool = False  # whether the network ran bf16 convolutions
-
-    def stats(self) -> dict[str, float | int]:
-        """The numbers above, and the image's width and height, as plain JSON values."""
-        return {"steps": self.steps, "seconds": round(self.seconds, 3),
-                "content_loss": self.content_loss, "style_loss": self.style_loss,
-                "total_loss": self.total_loss, "width": self.image.width,
-                "height": self.image.height, "bf16": int(self.bf16)}
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """How a run reports and stops (`Stylizer.run`, `run_batch` and the pool's workers).
-
-    on_progress: called every `progress_every` steps (and on the last one) with one
-        `Progress` per image, in the order of the photos (one for `run`).
-    should_stop: polled before every step; when it returns True the run raises `Cancelled`.
-    preview_every: render a preview every this many steps (and on the last); 0: none.
-    preview_size: the previews' long side, in pixels.
-    """
-
-    on_progress: Callable[[Sequence[Progress]], None] | None = None
-    should_stop: Callable[[], bool] | None = None
-    progress_every: int = 10
-    preview_every: int = 0
-    preview_size: int = 256
+# What a run reports and returns lives in `stylizer.runs`; callers may take it from here.
+__all__ = ["AnimationResult", "Progress", "Result", "RunOptions", "Stylizer"]
 
 
 @dataclass
@@ -118,9 +58,10 @@ class _Run:
 
 
 class Stylizer:
-    """Holds VGG19 on a device, as `config` says; paints with `run` and `run_batch`. One run
-    at a time. On a GPU, sets torch's process-wide cuDNN autotuning (`config.autotune`)
-    and allows TF32 matrix products."""
+    """Holds VGG19 on a device, as `config` says; paints with `run`, `run_batch` and
+    `run_animation`. One run at a time. On a GPU, sets torch's process-wide cuDNN
+    switches (autotuning as `config.autotune` says, deterministic kernels) and allows
+    TF32 matrix products."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         """Loads VGG19 (max pooling; average pooling on first use). Raises
@@ -136,6 +77,11 @@ class Stylizer:
         self._cuda_graphs = self.config.cuda_graphs  # off for good after a failed capture
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.config.autotune
+            # Same seed, same bytes (`StyleParams.seed`): cuDNN may otherwise pick
+            # convolution kernels that sum in a varying order. On an H200 a 512-px job
+            # repeated gave other bytes without this; with it, the same bytes, and
+            # 0.224 s instead of 0.210 s for 40 steps (2026-11-30).
+            torch.backends.cudnn.deterministic = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self._models: dict[str, VGGFeatures] = {"max": self._load("max")}
@@ -217,6 +163,71 @@ class Stylizer:
         style weights that are not one per photo; `InvalidParams` for a style weight out of
         range or a blend that does not fit; `Cancelled` when `options.should_stop` says so.
         """
+        return self._paint(contents, styles, params, options, style_keys=style_keys,
+                           style_weights=style_weights)[0]
+
+    def run_animation(self, frames: Sequence[Image.Image], styles: Sequence[Image.Image],
+                      params: StyleParams, options: RunOptions = RunOptions(), *,
+                      style_keys: Sequence[str] | None = None, batch: int | None = None,
+                      follow_steps: int | None = None,
+                      temporal_weight: float = TEMPORAL_WEIGHT) -> AnimationResult:
+        """Paints the frames of an animation (photos of one size) so that the painting
+        stays steady from frame to frame (see `stylizer.temporal`).
+
+        The first frame is painted as a still with `params`. The others follow in
+        batches of `batch` consecutive frames (default: 16 on a GPU, 4 on a CPU), each
+        frame starting from the last painted frame moved along the optical flow to it
+        and held there by a temporal loss of `temporal_weight` where the motion is
+        reliable; `follow_steps` (default `temporal.following_steps(params.steps)`) steps at
+        the painting's size, one level. `options.on_progress` gets one `Progress` per
+        call, counting steps over the whole animation, with `frame` frames finished of
+        `frames`, and a preview of the latest frame being painted.
+
+        Raises ValueError for no frames or frames of different sizes, and what `run`
+        raises.
+        """
+        from stylizer import temporal  # cv2 is imported only where animations are painted
+
+        return temporal.paint_animation(self, frames, styles, params, options,
+                                        style_keys=style_keys, batch=batch,
+                                        follow_steps=follow_steps,
+                                        temporal_weight=temporal_weight)
+
+    def paint_frames(self, contents: Sequence[Image.Image],
+                     styles: Sequence[Sequence[Image.Image]], params: StyleParams,
+                     options: RunOptions, *, style_keys: Sequence[Sequence[str] | None] | None,
+                     start: torch.Tensor | None, temporal: Temporal | None,
+                     ) -> tuple[list[Result], torch.Tensor]:
+        """`run_batch` from given starting pictures, with a temporal term: what
+        `stylizer.temporal` paints an animation's frames with. `start`: (B, 3, h, w) in
+        0-255 at the photos' painted size, or None for `params.init`'s; `temporal`: the
+        target pictures, their reliability masks and the term's weight. Returns the
+        results and the pictures as optimised (B, 3, h, w) on the device, before colour
+        preservation and rounding, for the next frames to start from."""
+        return self._paint(contents, styles, params, options, style_keys=style_keys,
+                           style_weights=None, start=start, temporal=temporal)
+
+    def first_canvas(self, contents: Sequence[Image.Image], styles: Sequence[Image.Image],
+                     params: StyleParams, *, style_keys: Sequence[str] | None = None,
+                     ) -> torch.Tensor:
+        """The pictures `params.init` starts `contents` (photos of one size) from at their
+        own size, (B, 3, h, w) in 0-255 on the device: where an animation's frames are
+        painted afresh, where no earlier painting can be moved to."""
+        frame = Frame.around(*contents[0].size)
+        photo = frame.pad(batch_tensor(list(contents), self.device))
+        work = luma_rgb(photo) if params.preserve_colors else photo
+        targets = self.targets(work, [styles] * len(contents), params,
+                               [style_keys] * len(contents) if style_keys else None)
+        gen = torch.Generator().manual_seed(params.seed)
+        return frame.crop(self._first_canvas(work, params, gen, targets))
+
+    def _paint(self, contents: Sequence[Image.Image], styles: Sequence[Sequence[Image.Image]],
+               params: StyleParams, options: RunOptions, *,
+               style_keys: Sequence[Sequence[str] | None] | None,
+               style_weights: Sequence[float] | None, start: torch.Tensor | None = None,
+               temporal: Temporal | None = None) -> tuple[list[Result], torch.Tensor]:
+        """`run_batch`'s work; with `start` or `temporal` (see `paint_frames`), a single
+        level at the painting's size."""
         if any(not s for s in styles) or len(styles) != len(contents):
             raise ValueError("each photo needs at least one style image")
         weights = list(style_weights or [params.style_weight] * len(contents))
@@ -226,9 +237,10 @@ class Stylizer:
             params.replace(style_weight=weight)  # the same range check as a job's own
         if len({c.size for c in contents}) != 1:
             raise ValueError("a batch needs photos of one size")
-        start = time.perf_counter()
+        start_time = time.perf_counter()
         gen = torch.Generator().manual_seed(params.seed)
-        levels = level_sizes(*contents[0].size, params.size, params.scales)
+        scales = 1 if start is not None or temporal is not None else params.scales
+        levels = level_sizes(*contents[0].size, params.size, scales)
         steps_per_level = split_steps(params.steps, len(levels))
         run = _Run(params, options, weights, sum(steps_per_level))
         preserve = params.preserve_colors
@@ -243,8 +255,13 @@ class Stylizer:
                                            self.device))  # (B, 3, H, W)
             work = luma_rgb(photo) if preserve else photo
             targets = self.targets(work, styles, params, style_keys)
-            objective = level_objective(self.features, work, targets, params, style_w, gen)
-            if painted is None:
+            held = None if temporal is None else Temporal(
+                frame.pad(temporal.target), frame.pad(temporal.mask), temporal.weight)
+            objective = level_objective(self.features, work, targets, params, style_w, gen,
+                                        held)
+            if start is not None:
+                img = frame.pad(start)
+            elif painted is None:
                 img = self._first_canvas(work, params, gen, targets)
             else:
                 img = frame.pad(torch.nn.functional.interpolate(
@@ -253,19 +270,21 @@ class Stylizer:
                 objective, img, n_steps, channels_last=self.channels_last,
                 cuda_graphs=self._cuda_graphs), frame, photo)
             painted = frame.crop(img)
+        assert painted is not None
         # `img`, `photo`, `frame` and `objective` are the last level's: there is always one.
         final = (with_chroma_of(img, photo) if preserve else img).round()
         # Score the images as they will be saved (rounded to 8 bits) against the last
         # level's targets: one batched forward, no targets recomputed. A framed picture
         # is scored with its margins, as it was optimised: cropped, the network could
-        # not see it.
+        # not see it. The temporal term is left out: the scores are a still's.
+        scoring = replace(objective, temporal=None)
         with torch.no_grad():
-            _, c_loss, s_loss = objective(luma_rgb(final) if preserve else final)
+            _, c_loss, s_loss = scoring(luma_rgb(final) if preserve else final)
             c_vals, s_vals = c_loss.tolist(), s_loss.tolist()
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start_time
         scored_images = zip(to_images(frame.crop(final)), c_vals, s_vals, weights, strict=True)
         return [Result(image, run.total, seconds, c, s, params.content_weight * c + sw * s,
-                       self.bf16) for image, c, s, sw in scored_images]
+                       self.bf16) for image, c, s, sw in scored_images], painted
 
     def evaluate(self, image: Image.Image, content: Image.Image, styles: Sequence[Image.Image],
                  params: StyleParams) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """The objective a batch of pictures is optimised on: Gatys, Ecker & Bethge 2016 ("Image
 style transfer using convolutional neural networks", CVPR), eq. 7, α·content + β·style,
-plus optional total-variation smoothing (Mahendran & Vedaldi 2015), with per-image
-weights so that jobs of different strengths share a batch.
+plus optional total-variation smoothing (Mahendran & Vedaldi 2015) and, for the frames of
+an animation, a temporal term (Ruder, Dosovitskiy & Brox 2016), with per-image weights so
+that jobs of different strengths share a batch.
 
 The loss terms themselves, and where their normalisation departs from the paper, are in
 `stylizer.losses`.
@@ -20,6 +21,24 @@ from stylizer.targets import CONTENT_POS, STYLE_POS, Features, Targets
 # With params.balance: the style term's weight against the content term's when both are
 # measured from their reference points (see `level_objective`), at strength 1.
 BALANCE = 5.0
+# The temporal term's weight for an animation's frames, in the balanced objective's units
+# (see `Temporal`), measured with benchmarks/flicker.py (README, "Animations").
+TEMPORAL_WEIGHT = 200.0
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """Ruder et al. 2016's short-term temporal loss (eq. 3) for a batch of animation
+    frames: `weight` * mean over pixels of `mask` * ((picture - `target`) / 255)^2.
+
+    `target` (B, 3, H, W) in 0-255 is an earlier frame's painting moved along the motion
+    to this frame (`stylizer.motion.warp`); `mask` (B, 1, H, W) in [0, 1] says where that
+    motion is reliable. Unlike the paper's sum over pixels, a mean over the picture, so
+    that `weight` means the same at every size."""
+
+    target: torch.Tensor
+    mask: torch.Tensor
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -37,23 +56,29 @@ class Objective:
     params: StyleParams  # pooling and tv_weight
     content_weight: torch.Tensor | float
     style_weight: torch.Tensor | float
+    temporal: Temporal | None = None
 
     def __call__(self, img: torch.Tensor, style_mult: float = 1.0,
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, content, style), each (B,): the content and style losses unweighted,
-        the total weighted, with the style weight times `style_mult` (a schedule's)."""
+        the total weighted, with the style weight times `style_mult` (a schedule's) and the
+        temporal term, if any, in the total alone."""
         feats = self.features(img, self.params.pooling)
         c = losses.content_loss(feats[CONTENT_POS], self.targets.content)
         s = losses.style_loss([feats[p] for p in STYLE_POS], self.targets.grams)
         total = self.content_weight * c + self.style_weight * style_mult * s
         if self.params.tv_weight > 0:
             total = total + self.params.tv_weight * losses.TV_SCALE * losses.tv_loss(img)
+        if self.temporal is not None:
+            t = self.temporal
+            moved = (img - t.target).div(255.0).square() * t.mask  # (B, 3, H, W)
+            total = total + t.weight * moved.mean(dim=(1, 2, 3))
         return total, c, s
 
 
 def level_objective(features: Features, content: torch.Tensor, targets: Targets,
                     params: StyleParams, style_weight: torch.Tensor,
-                    gen: torch.Generator) -> Objective:
+                    gen: torch.Generator, temporal: Temporal | None = None) -> Objective:
     """The objective a (B, 3, H, W) photo batch `content` (0-255) is painted with at one
     level, given each job's `style_weight` (B,).
 
@@ -65,12 +90,13 @@ def level_objective(features: Features, content: torch.Tensor, targets: Targets,
     between photo and painting then no longer depends on the picture's size or on how
     strong the painting's and the photo's features happen to be, and `style_weight`
     (strength) scales `BALANCE`, measured on the quality benchmark (README, "Choosing
-    defaults"). A departure from the paper, whose weights are fixed numbers.
+    defaults"). A departure from the paper, whose weights are fixed numbers. `temporal`,
+    for an animation's frames, is added as it is.
     """
     b = content.shape[0]
     cw = torch.full((b,), params.content_weight, device=content.device)
     if not params.balance:
-        return Objective(features, targets, params, cw, style_weight)
+        return Objective(features, targets, params, cw, style_weight, temporal)
     with torch.no_grad():
         # One noise picture for every image: each job's weights are those it would
         # have alone, whatever batch it is painted in.
@@ -84,4 +110,4 @@ def level_objective(features: Features, content: torch.Tensor, targets: Targets,
                                    targets.grams)
         s_ref = torch.maximum(s_ref, 1e-6 * energy)
     return Objective(features, targets, params, cw / c_ref.clamp_min(1e-12),
-                     style_weight * BALANCE / s_ref)
+                     style_weight * BALANCE / s_ref, temporal)

@@ -85,6 +85,11 @@ class StyleParams:
     pooling: Pooling = _f("max", "VGG pooling", choices=("max", "avg"))
     # Same seed, inputs and device -> the same bytes.
     seed: int = _f(0, "random seed", 0, 2**31 - 1)
+    # An animated photo (GIF, WebP, APNG): at most this many of its frames are painted,
+    # evenly spaced, each shown for as long as the frames it stands for (see
+    # `stylizer.animation`); 1 paints its first frame as a still.
+    max_frames: int = _f(48, "most frames of an animation painted (more are dropped evenly)",
+                         1, 480)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
