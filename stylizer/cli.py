@@ -1,4 +1,8 @@
-"""`python -m stylizer`: paint one photo from the command line, no bot and no database."""
+"""`python -m stylizer`: paint one photo from the command line, no bot and no database.
+
+An animated GIF, WebP or APNG is painted frame by frame (`Stylizer.run_animation`) into an
+animated GIF, or WebP for a WebP photo; `--max-frames 1` paints its first frame as a still.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
 
 from stylizer import images, presets
+from stylizer.animation import Animation, decode_animation, encode_animation
 from stylizer.errors import StylizerError
 from stylizer.flags import (
     add_engine_flags,
@@ -18,11 +25,20 @@ from stylizer.flags import (
     engine_config_from_args,
     params_from_args,
 )
+from stylizer.params import StyleParams
 from stylizer.terminal import ProgressDisplay
+
+if TYPE_CHECKING:
+    from stylizer.engine import Stylizer
 
 log = logging.getLogger(__name__)
 
 _OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
+
+
+class _Refused(Exception):
+    """A request that cannot be met, said in one line (exit 2)."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -33,8 +49,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("content", nargs="?", help="the photo to paint")
     p.add_argument("-s", "--style", action="append", default=[], metavar="NAME_OR_PATH",
                    help="a preset name (see --list-styles) or an image file; repeat to blend")
-    p.add_argument("-o", "--output", help="where to write the painting (.png or .jpg; "
-                   "default: <photo>-<style>.png)")
+    p.add_argument("-o", "--output", help="where to write the painting (.png, .jpg or .webp; "
+                   "an animation .gif or .webp; default: <photo>-<style>.png, or .gif for an "
+                   "animation, .webp for an animated WebP)")
     add_engine_flags(p)
     p.add_argument("--styles-dir", default=os.environ.get("STYLEBOT_STYLES_DIR"),
                    help="style-pack directory with the paintings (env STYLEBOT_STYLES_DIR)")
@@ -69,6 +86,67 @@ def _check_output(out: Path) -> str | None:
     return None
 
 
+def _output(args: argparse.Namespace, names: Sequence[str], animation: str | None,
+            ) -> tuple[Path, str]:
+    """Where the painting goes and its format (Pillow's name), from `-o` or the names of
+    the photo and styles. `animation`: the photo's format when it is painted as an
+    animation, None for a still. Raises `_Refused` for a file that cannot hold it or
+    cannot be written."""
+    if animation is None:
+        default, formats, allowed = ".png", _OUTPUT_FORMATS, "use .png, .jpg or .webp"
+    else:
+        default = ".webp" if animation == "WEBP" else ".gif"
+        formats, allowed = _ANIMATION_FORMATS, ("an animation is written as .gif or .webp "
+                                                "(--max-frames 1 paints its first frame)")
+    out = Path(args.output or f"{Path(args.content).stem}-{'+'.join(names)}{default}")
+    fmt = formats.get(out.suffix.lower())
+    if fmt is None:
+        raise _Refused(f"cannot write {out.suffix or 'files without an extension'}; {allowed}")
+    problem = _check_output(out)
+    if problem is not None:
+        raise _Refused(problem)
+    return out, fmt
+
+
+def _paint_still(stylizer: Stylizer, content: Image.Image, styles: Sequence[Image.Image],
+                 params: StyleParams, fmt: str, display: ProgressDisplay) -> tuple[bytes, str]:
+    """The painting's bytes in `fmt`, and what to say of it."""
+    from stylizer.engine import Progress, RunOptions
+
+    def show(batch: Sequence[Progress]) -> None:  # one photo: one Progress
+        display.update(batch[0].step, batch[0].total)
+
+    result = stylizer.run(content, styles, params, RunOptions(on_progress=show,
+                                                              progress_every=1))
+    return (images.encode(result.image, fmt),
+            f"{result.image.width}x{result.image.height}, {result.steps} steps, "
+            f"{result.seconds:.1f}s on {stylizer.device}")
+
+
+def _paint_animation(stylizer: Stylizer, anim: Animation, styles: Sequence[Image.Image],
+                     params: StyleParams, fmt: str, display: ProgressDisplay,
+                     ) -> tuple[bytes, str]:
+    """The painted animation's bytes in `fmt` ("GIF" or "WEBP", with the photo's timing
+    and loop), and what to say of it. The bar counts the steps of every frame."""
+    from stylizer.engine import Progress, RunOptions
+
+    n = len(anim.frames)
+    if display.enabled:
+        display.message(f"painting {n} frames" if not anim.dropped else
+                        f"painting {n} of the {anim.source_frames} frames, evenly spaced "
+                        "(--max-frames)")
+
+    def show(batch: Sequence[Progress]) -> None:  # the animation's one Progress
+        display.update(batch[0].step, batch[0].total)
+
+    result = stylizer.run_animation(anim.frames, styles, params,
+                                    RunOptions(on_progress=show, progress_every=1))
+    first = result.frames[0]
+    return (encode_animation(result.frames, anim.durations_ms, anim.loop, fmt),
+            f"{n} frames, {first.width}x{first.height}, {result.steps} steps, "
+            f"{result.seconds:.1f}s on {stylizer.device}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m stylizer`. Exits 0 when the painting is written; 2 for anything wrong
     with the request (a bad path, image, style or value: one line on stderr, before any
@@ -88,41 +166,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.content or not args.style:
         parser.error("a photo and at least one --style are needed")
     names = [Path(s).stem if Path(s).is_file() else presets.normalise(s) for s in args.style]
-    out = Path(args.output or f"{Path(args.content).stem}-{'+'.join(names)}.png")
-    fmt = _OUTPUT_FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        print(f"error: cannot write {out.suffix or 'files without an extension'}; "
-              "use .png, .jpg or .webp", file=sys.stderr)
-        return 2
-    problem = _check_output(out)
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     try:
         if Path(args.content).is_dir():
-            print(f"error: {args.content} is a directory; give a photo", file=sys.stderr)
-            return 2
+            raise _Refused(f"{args.content} is a directory; give a photo")
         photo = images.read_path(args.content)
-        images.probe(photo)  # a bad photo is refused before the styles are read
+        info = images.probe(photo)  # a bad photo is refused before the styles are read
         loaded = [_load_style(s, args.styles_dir) for s in args.style]
+        styles = [img for _, img, _ in loaded]
         base: dict[str, Any] = {}
         for _, _, recommended in loaded:
             base.update(recommended)
         params = params_from_args(args, base)
-        content = images.decode_photo(photo, params.size)
+        animated = info.frames > 1 and params.max_frames > 1
+        out, fmt = _output(args, names, info.format if animated else None)
+        picture = (decode_animation(photo, max_side=params.size, max_frames=params.max_frames)
+                   if animated else images.decode_photo(photo, params.size))
         config = engine_config_from_args(args)
         # torch loads here, after the input is checked.
-        from stylizer.engine import Progress, RunOptions, Stylizer
+        from stylizer.engine import Stylizer
 
         stylizer = Stylizer(config)
         with ProgressDisplay(enabled=not args.quiet) as display:
-
-            def show(batch: Sequence[Progress]) -> None:  # one photo: one Progress
-                display.update(batch[0].step, batch[0].total)
-
-            result = stylizer.run(content, [img for _, img, _ in loaded], params,
-                                  RunOptions(on_progress=show, progress_every=1))
-        out.write_bytes(images.encode(result.image, fmt))
+            if isinstance(picture, Animation):
+                data, summary = _paint_animation(stylizer, picture, styles, params, fmt,
+                                                 display)
+            else:
+                data, summary = _paint_still(stylizer, picture, styles, params, fmt, display)
+        out.write_bytes(data)
+    except _Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except StylizerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -135,8 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncancelled", file=sys.stderr)
         return 130
-    print(f"wrote {out} ({result.image.width}x{result.image.height}, {result.steps} steps, "
-          f"{result.seconds:.1f}s on {stylizer.device})")
+    print(f"wrote {out} ({summary})")
     return 0
 
 

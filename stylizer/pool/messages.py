@@ -23,6 +23,9 @@ class JobRequest:
     style_keys: tuple[str, ...]  # a stable key per style (sha256 hex) for caching its targets
     params: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
+    # How many stills' worth of painting it is (an animation is more): its time limit is
+    # the pool's per-job limit times this.
+    work: float = 1.0
 
     def __repr__(self) -> str:
         # The default repr would print megabytes of image bytes into a log line.
@@ -42,7 +45,9 @@ class JobStarted:
 @dataclass(frozen=True)
 class JobProgress:
     """After `step` of `total` optimiser steps: the two loss terms as the engine weighs
-    them, and now and then a small JPEG of the canvas (`preview_jpeg`)."""
+    them, and now and then a small JPEG of the canvas (`preview_jpeg`). For an animation,
+    `frame` frames are finished of `frames` (0 for a still), the steps count over all of
+    them, and the preview shows the latest frame."""
 
     job_id: str
     step: int
@@ -50,21 +55,25 @@ class JobProgress:
     content_loss: float
     style_loss: float
     preview_jpeg: bytes | None = None
+    frame: int = 0
+    frames: int = 0
 
     def __repr__(self) -> str:
         preview = f"<{len(self.preview_jpeg)} bytes>" if self.preview_jpeg else None
         return (f"JobProgress(job_id={self.job_id!r}, step={self.step}, total={self.total}, "
-                f"preview_jpeg={preview})")
+                f"frame={self.frame}, frames={self.frames}, preview_jpeg={preview})")
 
 
 @dataclass(frozen=True)
 class JobSucceeded:
-    """The painting, as PNG bytes, and figures about its run."""
+    """The painting's encoded bytes (`png`: a PNG for a still; for an animation an
+    animated GIF, or an animated WebP for a WebP photo), and figures about its run
+    (an animation's stats add "frames", "source_frames" and "format")."""
 
     job_id: str
     png: bytes
     # steps, seconds, content_loss, style_loss, total_loss, width, height, size
-    stats: dict[str, float | int]
+    stats: dict[str, float | int | str]
 
     def __repr__(self) -> str:
         return (f"JobSucceeded(job_id={self.job_id!r}, png=<{len(self.png)} bytes>, "

@@ -62,6 +62,11 @@ class ProgressLike(Protocol):
     def style_loss(self) -> float: ...
     @property
     def preview(self) -> Image.Image | None: ...
+    # An animation's frames finished, and its frames in all (both 0 for a still).
+    @property
+    def frame(self) -> int: ...
+    @property
+    def frames(self) -> int: ...
 
 
 class ResultLike(Protocol):
@@ -69,6 +74,14 @@ class ResultLike(Protocol):
 
     @property
     def image(self) -> Image.Image: ...
+    def stats(self) -> dict[str, float | int]: ...
+
+
+class AnimationResultLike(Protocol):
+    """What a worker reads of `stylizer.engine.AnimationResult`."""
+
+    @property
+    def frames(self) -> Sequence[Image.Image]: ...
     def stats(self) -> dict[str, float | int]: ...
 
 
@@ -82,3 +95,8 @@ class Engine(Protocol):
                   style_weights: Sequence[float] | None = None,
                   ) -> Sequence[ResultLike]:
         """Paints one batch; see `Stylizer.run_batch`."""
+
+    def run_animation(self, frames: Sequence[Image.Image], styles: Sequence[Image.Image],
+                      params: StyleParams, options: RunOptions, *,
+                      style_keys: Sequence[str] | None = None) -> AnimationResultLike:
+        """Paints an animation's frames steadily; see `Stylizer.run_animation`."""

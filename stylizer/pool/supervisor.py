@@ -137,7 +137,8 @@ class WorkerPool:
                  start_method: str | None = None) -> None:
         """`engine`: every worker's engine settings (None: `EngineConfig()`'s defaults).
         `max_batch`: the most compatible jobs one worker paints at once (None: 16 on a GPU,
-        1 on a CPU). `job_timeout_s` is per job: a batch of n gets n times as long."""
+        1 on a CPU). `job_timeout_s` is per job: a batch of n gets n times as long, an animation
+        its `JobRequest.work` times as long."""
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         if max_batch is not None and not 1 <= max_batch <= MAX_BATCH:
@@ -247,7 +248,7 @@ class WorkerPool:
             w.jobs[req.job_id] = job
             self._jobs[req.job_id] = w
             batch.append((job.seq, req))
-        w.deadline = time.monotonic() + self._job_timeout_s * len(reqs)
+        w.deadline = time.monotonic() + self._job_timeout_s * sum(r.work for r in reqs)
         w.sending = True
         try:
             # A pipe write blocks until the worker has read big images; keep it off the loop.

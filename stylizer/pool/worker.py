@@ -10,7 +10,8 @@ because the supervisor imports it for `worker_main`.
 
 Long because a batch's life in the worker (decoding, the engine run, cancel checks,
 out-of-memory retries at smaller sizes, and exactly one final event per job) is one
-sequence, read top to bottom.
+sequence, read top to bottom. An animated photo is painted as a job of its own, its frames
+the batch (what differs from a still is in `stylizer.pool.animated`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from stylizer import images
+from stylizer.animation import Animation
 from stylizer.batching import shared_digest
 from stylizer.errors import Cancelled, InvalidParams, StylizerError
 from stylizer.params import StyleParams
+from stylizer.pool import animated
+from stylizer.pool.animated import Stats
 from stylizer.pool.messages import (
     JobCancelled,
     JobFailed,
@@ -47,9 +50,6 @@ from stylizer.pool.messages import (
 )
 from stylizer.pool.progress import PREVIEW_SIDE, ProgressReporter
 from stylizer.pool.spec import Engine, ProgressLike, WorkerSpec
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class Task:
     req: JobRequest
     report: ProgressReporter
     params: StyleParams | None = None
-    content: Image.Image | None = None
+    content: Image.Image | None = None  # a still's photo
+    animation: Animation | None = None  # an animation's frames and timing, instead
     styles: list[Image.Image] = field(default_factory=list)
     keys: list[str] | None = None
     open: bool = True  # no final event sent yet
@@ -273,9 +274,12 @@ class Worker:
                 log.info("job %s: refused (%s): %s", task.job_id, exc.code, exc)
                 self.finish(task, JobFailed(task.job_id, exc.code, str(exc), retryable=False))
                 continue
-            assert task.content is not None
             assert task.params is not None
-            key = (task.content.size, shared_digest(task.params.to_dict()))
+            if task.animation is not None:  # its frames are its batch
+                key: tuple[object, ...] = ("animation", task.seq)
+            else:
+                assert task.content is not None
+                key = (task.content.size, shared_digest(task.params.to_dict()))
             groups.setdefault(key, []).append(task)
         return list(groups.values())
 
@@ -309,7 +313,12 @@ class Worker:
         if params.style_blend and len(params.style_blend) != len(req.styles):
             raise InvalidParams("Give one style weight per style image.")
         task.params = params
-        task.content = images.decode_photo(req.content, params.size)
+        task.animation = animated.decode_job(req.content, params)
+        if task.animation is None:
+            task.content = images.decode_photo(req.content, params.size)
+        else:
+            log.info("job %s: an animation, %d of its %d frames painted", task.job_id,
+                     len(task.animation.frames), task.animation.source_frames)
         task.keys = list(req.style_keys) if len(req.style_keys) == len(req.styles) else None
         task.styles = [self.style_image(data, task.keys[i] if task.keys else None)
                        for i, data in enumerate(req.styles)]
@@ -344,7 +353,7 @@ class Worker:
                 log.info("job %s: done in %.1f s", task.job_id, stats.get("seconds", 0.0))
                 self.finish(task, JobSucceeded(task.job_id, png, stats))
 
-    def paint(self, tasks: list[Task]) -> dict[str, tuple[bytes, dict[str, float | int]]]:
+    def paint(self, tasks: list[Task]) -> dict[str, tuple[bytes, Stats]]:
         """Runs the engine; after an out-of-memory error a batch is split in halves, and a
         single job is tried again smaller (OOM_SCALES)."""
         for factor in OOM_SCALES:
@@ -362,10 +371,10 @@ class Worker:
                 return {**self.paint(tasks[:mid]), **self.paint(tasks[mid:])}
         raise OutOfMemory
 
-    def run_engine(self, tasks: list[Task], factor: float,
-                   ) -> dict[str, tuple[bytes, dict[str, float | int]]]:
+    def run_engine(self, tasks: list[Task], factor: float) -> dict[str, tuple[bytes, Stats]]:
         """Paints the open jobs of `tasks` as one batch at `factor` times their size: job id
-        -> (PNG bytes, stats). Raises what the engine raises."""
+        -> (PNG bytes, or an animation's, see `animated.paint`; stats). Raises what the
+        engine raises."""
         # Here, not at the top: importing this module must not import torch.
         from stylizer.engine import RunOptions
 
@@ -377,24 +386,31 @@ class Worker:
         assert params is not None
         size = max(32, round(params.size * factor))
         attempt = params.replace(size=size)
-        contents, weights = [], []
-        for task in live:
-            assert task.content is not None
-            assert task.params is not None
-            contents.append(images.resize_to_fit(task.content, size))
-            weights.append(task.params.style_weight)
         # Enough progress calls for a smooth bar; previews are only rendered when sent.
         every = max(1, min(10, params.steps // 20))
 
         def on_progress(batch: Sequence[ProgressLike]) -> None:
+            # One report per photo of a batch; an animation's one, counting its frames.
             for task, progress in zip(live, batch, strict=True):
                 if task.open:
-                    task.report(progress)
+                    task.report(progress, frame=progress.frame, frames=progress.frames)
 
         options = RunOptions(on_progress=on_progress, should_stop=self.stop_check(live),
                              progress_every=every, preview_every=every,
                              preview_size=PREVIEW_SIDE)
         try:
+            anim = live[0].animation
+            if anim is not None:
+                (task,) = live  # grouped alone
+                done = animated.paint(self.engine, anim, task.styles, task.keys, attempt,
+                                      options, self.threads)
+                return {task.job_id: done} if task.open else {}
+            contents, weights = [], []
+            for task in live:
+                assert task.content is not None
+                assert task.params is not None
+                contents.append(images.resize_to_fit(task.content, size))
+                weights.append(task.params.style_weight)
             results = self.engine.run_batch(
                 contents, [t.styles for t in live], attempt, options,
                 style_keys=[t.keys for t in live], style_weights=weights)
@@ -406,9 +422,9 @@ class Worker:
         pngs = self.threads.map(
             lambda r: images.encode(r.image, "PNG", compress_level=RESULT_PNG_LEVEL),
             [result for _, result in kept])
-        out: dict[str, tuple[bytes, dict[str, float | int]]] = {}
+        out: dict[str, tuple[bytes, Stats]] = {}
         for (task, result), png in zip(kept, pngs, strict=True):
-            stats = dict(result.stats())
+            stats: Stats = dict(result.stats())
             stats.update(width=result.image.width, height=result.image.height, size=size,
                          batch=len(live))
             out[task.job_id] = (png, stats)
