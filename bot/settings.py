@@ -30,11 +30,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from stylizer import presets
 from stylizer.config import EngineConfig
 from stylizer.errors import InvalidParams
+from stylizer.params import limits
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Counts that make no sense below one.
 _AT_LEAST_ONE = ("max_jobs_per_user", "max_queue", "max_attempts", "default_size",
-                 "max_size", "max_upload_bytes", "max_pixels")
+                 "max_size", "animation_size", "max_upload_bytes", "max_pixels")
 
 
 class SettingsError(ValueError):
@@ -78,6 +79,12 @@ class Settings(BaseSettings):
     max_batch: int | None = None                     # STYLEBOT_MAX_BATCH
     default_size: int = 512                          # STYLEBOT_DEFAULT_SIZE
     max_size: int = 1024                             # STYLEBOT_MAX_SIZE
+    # An animated photo (GIF, WebP, APNG): at most this many of its frames are painted,
+    # evenly spaced (users cannot ask for more); 1 paints its first frame as a still.
+    max_frames: int = 48                             # STYLEBOT_MAX_FRAMES
+    # Its painting size when the user picks none: every frame is a painting, so smaller
+    # than a still's by default; never above `max_size` (see `animation_default_size`).
+    animation_size: int = 256                        # STYLEBOT_ANIMATION_SIZE
     # Steps per job; None keeps StyleParams' default. Lower it on a CPU-only host.
     default_steps: int | None = None                 # STYLEBOT_DEFAULT_STEPS
     max_upload_bytes: int = 25 * 1024 * 1024         # STYLEBOT_MAX_UPLOAD_BYTES
@@ -154,6 +161,11 @@ class Settings(BaseSettings):
         """The workers' engine settings, as the stylizer takes them."""
         return EngineConfig(device=self.device, weights=self.weights, precision=self.precision,
                             autotune=self.autotune)
+
+    @property
+    def animation_default_size(self) -> int:
+        """An animation's painting size when the user picks none (within `max_size`)."""
+        return min(self.animation_size, self.max_size)
 
     @property
     def blobs_dir(self) -> Path:
@@ -249,6 +261,10 @@ class Settings(BaseSettings):
             raise ValueError("STYLEBOT_MAX_BATCH must be between 1 and 64.")
         if self.default_steps is not None and self.default_steps < 1:
             raise ValueError("STYLEBOT_DEFAULT_STEPS must be at least 1.")
+        frames = limits()["max_frames"]  # StyleParams' own range
+        low, high = int(frames.min or 1), int(frames.max or self.max_frames)
+        if not low <= self.max_frames <= high:
+            raise ValueError(f"STYLEBOT_MAX_FRAMES must be between {low} and {high}.")
         self._check_shards()
         if self.default_size > self.max_size:
             raise ValueError("STYLEBOT_DEFAULT_SIZE must not exceed STYLEBOT_MAX_SIZE.")

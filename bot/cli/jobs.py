@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.cli.common import EXIT_FAILED, OPERATOR, CliError, job_service, write_atomically
+from bot.cli.stylize import painting_path
 from bot.jobs.access import Action
 from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
@@ -43,7 +44,8 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    """`stylebot job ID [--json] [-o PNG]`: the job's record; with `-o`, its painting too.
+    """`stylebot job ID [--json] [-o PNG]`: the job's record; with `-o`, its painting too
+(an animation's with its own extension: `painting_path`).
 
     Raises `JobNotFound`; `CliError` when `-o` is given and the job has no painting, or
     the file cannot be written."""
@@ -62,8 +64,9 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
             why = (f"its pictures were {data['pictures_gone']}" if data["pictures_gone"]
                    else data["status"])
             raise CliError(f"job {data['id']} has no painting ({why}).", EXIT_FAILED)
-        write_atomically(args.output, png)
-        print(f"painting of job {data['id']} written to {args.output}", file=sys.stderr)
+        out = painting_path(args.output, png)
+        write_atomically(out, png)
+        print(f"painting of job {data['id']} written to {out}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0

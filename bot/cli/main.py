@@ -38,15 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("stylize", parents=[common], help="paint one photo",
-                       description="Paint PHOTO in a style and write a PNG; prints the job "
-                       "id and the file written.")
+                       description="Paint PHOTO in a style and write a PNG (an animated "
+                       "GIF, WebP or PNG photo: an animated GIF, or WebP for a WebP); prints "
+                       "the job id and the file written.")
     p.add_argument("photo", type=Path, metavar="PHOTO")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("-s", "--style", help="a preset name (e.g. starry-night, mosaic)")
     which.add_argument("--style-image", type=Path, metavar="PATH",
                        help="your own style image instead of a preset")
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
-                   help="output file (default: <photo name>-<style>.png here)")
+                   help="output file (default: <photo name>-<style>.png here; an "
+                   "animation's gets .gif or .webp)")
     add_engine_flags(p, from_settings=True)
     # Several styles in one painting are a Discord-only feature for now.
     add_param_flags(p, title="painting parameters (defaults: the style's own, then "
@@ -85,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--json", action="store_true")
     p.add_argument("-o", "--output", type=Path, metavar="PNG",
-                   help="also write the job's painting there (e.g. one Discord could not take)")
+                   help="also write the job's painting there (e.g. one Discord could not take; "
+                   "an animation's gets .gif or .webp)")
     p.set_defaults(func=cmd_job)
 
     p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")

@@ -3,7 +3,10 @@ in the database, a worker pool, the job service), written to a file.
 
 With `STYLEBOT_WORKERS=0` this process paints nothing: it queues the job and shows it
 being painted by whichever `stylebot worker` sharing the database takes it, reading its
-progress from the database (`bot.jobs.watch`)."""
+progress from the database (`bot.jobs.watch`).
+
+The painting is a PNG, or for an animated photo an animated GIF (WebP for a WebP photo):
+the file written gets that extension (`painting_path`)."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from bot.jobs.events import (
     JobStarted,
     JobSucceeded,
 )
+from bot.jobs.intake import stored_animation
 from bot.jobs.records import JobRecord
 from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
@@ -65,8 +69,12 @@ def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
                 shown.job_id = record.id
                 position = await service.queue_position(record.id)
                 queued = f" (queue position {position})" if position and position > 1 else ""
+                plan = await asyncio.to_thread(stored_animation, content, record.params)
+                frames = "" if plan is None else (
+                    f", {plan.painted} of the {plan.source_frames} frames of an animated "
+                    f"{plan.format}")
                 display.message(f"job {record.id}: {record.style}, {record.params['size']} px, "
-                                f"{record.total_steps} steps{queued}")
+                                f"{record.total_steps} steps{frames}{queued}")
                 if elsewhere:
                     display.message("waiting for a worker (STYLEBOT_WORKERS=0: a "
                                     "`stylebot worker` sharing the database paints it)…")
@@ -135,6 +143,18 @@ class JobProgressShown:
             self.display.close()
         elif isinstance(event, JobFailed | JobCancelled):
             self.display.close()
+
+
+def painting_path(path: Path, painting: bytes) -> Path:
+    """Where a painting goes: `path`, or for an animation (GIF or WebP bytes) `path` with
+    its extension, so that the file opens as what it is (a still is written as given)."""
+    if painting.startswith((b"GIF87a", b"GIF89a")):
+        suffix = ".gif"
+    elif painting[:4] == b"RIFF" and painting[8:12] == b"WEBP":
+        suffix = ".webp"
+    else:
+        return path
+    return path if path.suffix.lower() == suffix else path.with_suffix(suffix)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -206,7 +226,7 @@ async def _finish(args: argparse.Namespace, service: JobService, final: JobRecor
                else final.error_message or f"the job ended {final.status}")
         raise CliError(f"job {final.id} failed: {why}", EXIT_FAILED)
     style = final.style if final.style != "custom" else Path(args.style_image).stem
-    out = args.output or Path(f"{args.photo.stem}-{style}.png")
+    out = painting_path(args.output or Path(f"{args.photo.stem}-{style}.png"), png)
     write_atomically(out, png)
     # Delivered (to a file): the bot's delivery side must not try to send it anywhere.
     await service.mark_delivered(final.id)

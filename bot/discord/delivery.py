@@ -42,6 +42,7 @@ about one message; split up, the rules above would be spread over several files.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import io
 import logging
@@ -55,6 +56,7 @@ import discord
 
 from bot.discord import embeds, pictures, views
 from bot.jobs import access
+from bot.jobs.errors import UserError
 from bot.jobs.events import (
     FINAL_EVENTS,
     JobCancelled,
@@ -65,6 +67,7 @@ from bot.jobs.events import (
     JobStarted,
     JobSucceeded,
 )
+from bot.jobs.intake import AnimationPlan, stored_animation
 from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
 
@@ -85,6 +88,7 @@ UNKNOWN_MESSAGE = 10008
 TOO_LARGE = 40005
 STOP_GRACE_S = 15.0
 RESULT_FILE_PREFIX = "stylebot-"
+ANIMATED_EXTS = frozenset({"gif", "webp"})  # `pictures.Fitted.ext` of an animation
 # How long another shard's result waits for its owner before this process delivers it.
 TAKEOVER_S = 60.0
 # Tries at `takeover_s` apart while another process holds the delivery's claim: enough
@@ -171,6 +175,8 @@ class Delivery:
         # progress is dropped without reading their rows.
         self._foreign: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # What is painted of each shown job's photo, read from it once: None for a still.
+        self._animations: dict[str, AnimationPlan | None] = {}
         self._ready = asyncio.Event()
         self._startup: asyncio.Task[None] | None = None
         # This process's queued jobs, and the place their message shows; how often those
@@ -353,8 +359,10 @@ class Delivery:
             return
         if isinstance(item, JobStarted):
             job = await self.service.get(item.job_id)
+            plan = await self.animation(job)
+            frames = plan.painted if plan is not None and plan.painted > 1 else 0
             await self._edit_progress(job, embeds.running(job, step=0, total=job.total_steps,
-                                                          preview=False), [])
+                                                          preview=False, frames=frames), [])
         elif isinstance(item, JobProgress):
             await self._progress(item)
         elif isinstance(item, JobCancelled):
@@ -378,7 +386,26 @@ class Delivery:
         if position is None or job_id not in self._queued or position == self._queued[job_id]:
             return  # started meanwhile (its own events follow this), or nothing new
         self._queued[job_id] = position
-        await self._edit_progress(job, embeds.queued(job, position=position, eta_s=eta), [])
+        embed = embeds.queued(job, position=position, eta_s=eta,
+                              animation=await self.animation(job))
+        await self._edit_progress(job, embed, [])
+
+    async def animation(self, job: JobRecord, photo: bytes | None = None
+                        ) -> AnimationPlan | None:
+        """What is painted of the job's photo, if it is animated, from the header of
+        `photo` (its bytes, when the caller has them) or of the stored photo, read once per
+        job. None when it is gone or cannot be read: these are words on a message, and
+        never stop the message itself."""
+        if job.id not in self._animations:
+            if photo is None:
+                try:
+                    photo = await self.service.read_input(job.id)
+                except (UserError, OSError, ValueError) as exc:  # gone (PicturesGone), unread
+                    log.info("job %s: its photo cannot be read to describe it: %s", job.id,
+                             exc)
+            self._animations[job.id] = None if photo is None else await asyncio.to_thread(
+                stored_animation, photo, job.params)
+        return self._animations[job.id]
 
     async def _progress(self, event: JobProgress) -> None:
         now = time.monotonic()
@@ -393,11 +420,13 @@ class Delivery:
         if event.preview_jpeg:
             files.append(discord.File(io.BytesIO(event.preview_jpeg), embeds.PREVIEW_NAME))
         embed = embeds.running(job, step=event.step, total=event.total,
-                               preview=bool(event.preview_jpeg))
+                               preview=bool(event.preview_jpeg), frame=event.frame,
+                               frames=event.frames)
         await self._edit_progress(job, embed, files)
 
     def _forget(self, job_id: str) -> None:
         self._last_progress.pop(job_id, None)
+        self._animations.pop(job_id, None)
         self._limits.pop(job_id, None)
         self._dead_tokens.discard(job_id)
 
@@ -513,9 +542,14 @@ class Delivery:
             embed = embeds.gone(job) if job.pictures_gone else embeds.failed(job)
             return {"embed": embed, "attachments": [], "view": None}
         fitted = await asyncio.to_thread(pictures.fit_to_limit, png, limit)
+        # The extension is the format's (png, jpg; gif or webp for an animation), in the
+        # file name and so in the embed's attachment:// link.
         filename = f"{RESULT_FILE_PREFIX}{job.id}.{fitted.ext}"
+        plan = await self.animation(job)
+        if plan is not None and fitted.ext not in ANIMATED_EXTS:
+            plan = dataclasses.replace(plan, painted=1)  # its first frame, as a still
         embed = embeds.result(job, filename=filename, width=fitted.width, height=fitted.height,
-                              note=fitted.note)
+                              note=fitted.note, animation=plan)
         return {"embed": embed, "attachments": [discord.File(io.BytesIO(fitted.data), filename)],
                 "view": views.result_view(job.id)}
 

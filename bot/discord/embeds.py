@@ -12,6 +12,7 @@ from bot.jobs.records import dead_message
 from bot.jobs.states import JobStatus
 
 if TYPE_CHECKING:
+    from bot.jobs.intake import AnimationPlan
     from bot.jobs.records import JobRecord
     from bot.jobs.retention import Removed
     from stylizer.presets import Preset
@@ -33,6 +34,8 @@ STATUS_WORDS = {
     JobStatus.cancelled: "cancelled",
 }
 PREVIEW_NAME = "preview.jpg"
+# An animated photo's format as users know it, by Pillow's name (an APNG is a "PNG").
+ANIMATION_KINDS = {"GIF": "GIF", "WEBP": "WebP", "PNG": "PNG"}
 
 
 def style_label(job: JobRecord) -> str:
@@ -49,6 +52,35 @@ def duration(seconds: float | None) -> str:
     if seconds < 60:
         return f"{seconds:.0f} s"
     return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st, ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def animation_line(plan: AnimationPlan) -> str:
+    """What will be painted of an animated photo: "Animated GIF: 48 of its 144 frames
+    will be painted (every 3rd)"."""
+    kind = f"Animated {ANIMATION_KINDS.get(plan.format, plan.format)}"
+    n, painted = plan.source_frames, plan.painted
+    if painted <= 1:
+        return f"{kind}: only its first frame will be painted"
+    if painted >= n:
+        return f"{kind}: all {n} of its frames will be painted"
+    spacing = f"every {ordinal(plan.every)}" if plan.every else "evenly spaced"
+    return f"{kind}: {painted} of its {n} frames will be painted ({spacing})"
+
+
+def painted_frames(plan: AnimationPlan) -> str:
+    """A finished animation's frames: "48 of 144 frames, evenly spaced"."""
+    n, painted = plan.source_frames, plan.painted
+    if painted <= 1:
+        return f"the first of its {n} frames"
+    if painted >= n:
+        return f"{n} frames"
+    return f"{painted} of {n} frames, evenly spaced"
 
 
 def pictures_gone(job: JobRecord, *, retention_days: float) -> str | None:
@@ -129,9 +161,13 @@ def _base(job: JobRecord, title: str) -> discord.Embed:
     return embed
 
 
-def queued(job: JobRecord, *, position: int | None, eta_s: float | None) -> discord.Embed:
+def queued(job: JobRecord, *, position: int | None, eta_s: float | None,
+           animation: AnimationPlan | None = None) -> discord.Embed:
+    """`animation`: what will be painted of an animated photo."""
     embed = _base(job, "Queued")
     lines = [f"Style: {style_label(job)} · size {job.params.get('size', '?')} px"]
+    if animation is not None:
+        lines.append(animation_line(animation))
     if position is not None:
         lines.append(f"Position in the queue: **{position}**")
     elif eta_s is not None:  # a worker took it before this reply was written
@@ -145,21 +181,34 @@ def queued(job: JobRecord, *, position: int | None, eta_s: float | None) -> disc
     return embed
 
 
-def running(job: JobRecord, *, step: int, total: int, preview: bool) -> discord.Embed:
+def running(job: JobRecord, *, step: int, total: int, preview: bool, frame: int = 0,
+            frames: int = 0) -> discord.Embed:
+    """`step` of `total` steps; an animation's `frame` frames finished of `frames` (0 for a
+    still). An animation's steps count over all its frames, a total its run reports: until
+    it has (`step` 0), only the frames are shown."""
     percent = int(100 * step / total) if total else 0
     embed = _base(job, f"Painting… {percent}%")
-    embed.description = f"Style: {style_label(job)} · step {step} of {total}"
+    parts = [f"Style: {style_label(job)}"]
+    if frames:
+        parts.append(f"{min(frame, frames)} of {frames} frames done")
+    if step or not frames:
+        parts.append(f"step {step} of {total}")
+    embed.description = " · ".join(parts)
     if preview:
         embed.set_image(url=f"attachment://{PREVIEW_NAME}")
     return embed
 
 
-def result(job: JobRecord, *, filename: str, width: int, height: int, note: str | None = None
-           ) -> discord.Embed:
+def result(job: JobRecord, *, filename: str, width: int, height: int, note: str | None = None,
+           animation: AnimationPlan | None = None) -> discord.Embed:
+    """`animation`: what was painted of an animated photo (`painted` 1: its first frame,
+    as a still)."""
     embed = _base(job, "Your painting is ready")
     steps = job.total_steps or job.params.get("steps", "?")
-    parts = [f"Style: {style_label(job)}", f"{width}×{height} px", f"{steps} steps",
-             f"{duration(job.seconds)}"]
+    parts = [f"Style: {style_label(job)}", f"{width}×{height} px"]
+    if animation is not None:
+        parts.append(painted_frames(animation))
+    parts += [f"{steps} steps", f"{duration(job.seconds)}"]
     embed.description = " · ".join(parts)
     if note:
         embed.description += f"\n{note}"

@@ -96,7 +96,8 @@ class JobFlow:
             on_the_way = None if ticket is None else functools.partial(
                 self.admission.ahead_of, ticket)
             position, eta = await self.service.position_and_eta(job.id, on_the_way=on_the_way)
-            embed = embeds.queued(job, position=position, eta_s=eta)
+            embed = embeds.queued(job, position=position, eta_s=eta,
+                                  animation=await self.delivery.animation(job, content))
             self.delivery.shown_place(job.id, position)
             progress_id: str | None = None
             msg: discord.Message

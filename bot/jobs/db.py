@@ -200,7 +200,12 @@ class Job(Base):
     runner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The engine's count, over all of an animation's frames once its run reports.
     total_steps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # An animation's progress: `frame` frames finished of `frames` (both 0 for a still,
+    # and until its run reports), as the worker pool's `JobProgress` says.
+    frame: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -599,7 +604,7 @@ async def queued_in_order(session: AsyncSession, *, only_ids: Iterable[str] | No
                           through: Job | None = None) -> list[Any]:
     """Queued jobs in the fair order, as rows of (id, user_id, created_at, batch_key,
     attempts, params); only those up to `through` (included) when it is given."""
-    stmt = select(Job.id, Job.user_id, Job.created_at, Job.batch_key, Job.attempts,
+    stmt = select(Job.id, Job.user_id, Job.created_at, Job.batch_key, Job.attempts, Job.frames,
                   Job.params).where(Job.status == JobStatus.queued.value)
     if only_ids is not None:
         stmt = stmt.where(Job.id.in_(list(only_ids)))
@@ -661,7 +666,7 @@ def _claim_statement(dialect: str, only_ids: bool, riders: bool) -> Any:
                       Job.status == JobStatus.queued.value)
                .values(status=JobStatus.running.value, started_at=bindparam("now"),
                        finished_at=None, runner=bindparam("claimant"),
-                       lease_expires_at=bindparam("lease_until"), step=0,
+                       lease_expires_at=bindparam("lease_until"), step=0, frame=0,
                        attempts=Job.attempts + 1,
                        total_steps=func.coalesce(Job.params["steps"].as_integer(), 0),
                        version=Job.version + 1)
@@ -710,6 +715,7 @@ def _finish_statement(dialect: str, names: tuple[str, ...], step_to_total: bool)
     values: dict[str, Any] = {name: bindparam(f"set_{name}") for name in names}
     if step_to_total:
         values["step"] = Job.total_steps
+        values["frame"] = Job.frames
     done = (update(Job)
             .where(Job.id == bindparam("job_id"), Job.runner == bindparam("holder"),
                    Job.status == JobStatus.running.value)
@@ -728,10 +734,11 @@ async def finish_running(conn: AsyncConnection, *, job_id: str, runner: str,
     `IllegalTransition` for another), `finished_at` and `fields` (columns: `output_hash`,
     `error_code`, `error_message`, ...), releases its lease, bumps its version, drops its
     preview and, on PostgreSQL, notifies CHANGED; a succeeded job's `step` becomes its
-    `total_steps` unless `fields` says otherwise. Returns the row as written, or None
-    when the write changed nothing: fenced like `fenced_update`, in one statement on
-    PostgreSQL (`UPDATE ... RETURNING`, with the preview's DELETE and the NOTIFY as
-    CTEs: "WITH Queries", PostgreSQL documentation), in one transaction on SQLite.
+    `total_steps` (and `frame` its `frames`) unless `fields` says otherwise. Returns the
+    row as written, or None when the write changed nothing: fenced like `fenced_update`,
+    in one statement on PostgreSQL (`UPDATE ... RETURNING`, with the preview's DELETE and
+    the NOTIFY as CTEs: "WITH Queries", PostgreSQL documentation), in one transaction on
+    SQLite.
 
     Run it on `single_statement`'s connection; raises what the driver raises."""
     check_transition(JobStatus.running, status)
@@ -793,10 +800,10 @@ async def cancel_requested_ids(session: AsyncSession, *, job_ids: Sequence[str])
 
 async def recent_runs(session: AsyncSession, *, limit: int = 20,
                       since: datetime | None = None, guild_id: str | None = None
-                      ) -> list[tuple[dict[str, Any], float]]:
-    """(parameters, seconds from start to finish) of the latest succeeded jobs, finished
-    after `since` and of `guild_id` where given."""
-    stmt = select(Job.params, Job.started_at, Job.finished_at).where(
+                      ) -> list[tuple[dict[str, Any], float, int]]:
+    """(parameters, seconds from start to finish, frames painted: 0 for a still) of the
+    latest succeeded jobs, finished after `since` and of `guild_id` where given."""
+    stmt = select(Job.params, Job.started_at, Job.finished_at, Job.frames).where(
         Job.status == JobStatus.succeeded.value, Job.started_at.is_not(None),
         Job.finished_at.is_not(None))
     if since is not None:
@@ -805,8 +812,8 @@ async def recent_runs(session: AsyncSession, *, limit: int = 20,
         stmt = stmt.where(Job.guild_id == guild_id)
     stmt = stmt.order_by(Job.finished_at.desc()).limit(limit)
     rows = (await session.execute(stmt)).all()
-    return [(params or {}, max(0.0, (finished - started).total_seconds()))
-            for params, started, finished in rows
+    return [(params or {}, max(0.0, (finished - started).total_seconds()), frames or 0)
+            for params, started, finished, frames in rows
             if started is not None and finished is not None]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.jobs import events, leases, notify
+from bot.jobs import events, leases, notify, scheduling
 from bot.jobs.errors import OutOfStorage
 from bot.jobs.events import JobEvent
 from bot.jobs.executor import Executor, ExecutorBusy
@@ -217,7 +217,8 @@ class Dispatcher:
                 continue
             reqs.append(pool.JobRequest(job_id=record.id, content=content, styles=(style,),
                                         style_keys=(record.style_hash or "",),
-                                        params=dict(record.params), attempt=record.attempts))
+                                        params=dict(record.params), attempt=record.attempts,
+                                        work=scheduling.work(record.frames)))
         if not reqs:
             return True
         ids = [r.job_id for r in reqs]
@@ -267,10 +268,12 @@ class Dispatcher:
                 await self._emit(events.JobStarted(record.id, record))
         elif isinstance(event, pool.JobProgress):
             record = await self._update(job_id, preview=event.preview_jpeg, step=event.step,
-                                        total_steps=event.total)
+                                        total_steps=event.total, frame=event.frame,
+                                        frames=event.frames)
             if record is not None:
                 await self._emit(events.JobProgress(job_id, event.step, event.total,
-                                                    event.preview_jpeg))
+                                                    event.preview_jpeg, event.frame,
+                                                    event.frames))
         elif isinstance(event, pool.JobSucceeded):
             try:
                 digest = await self._storage.put_async(event.png)

@@ -37,10 +37,15 @@ class JobStarted:
 
 @dataclass(frozen=True)
 class JobProgress:
+    """`step` of `total` steps; an animation's count over all of its frames, of which
+    `frame` are finished of `frames` (0 for a still)."""
+
     job_id: str
     step: int
     total: int
     preview_jpeg: bytes | None = field(default=None, repr=False)
+    frame: int = 0
+    frames: int = 0
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,13 @@
 The photo's and a custom style's headers are read (in a worker thread: parsing untrusted
 bytes is CPU work), a preset is looked up and its painting read once per process, and
 the parameters are merged in order: the host's defaults, the preset's recommendation,
-the user's options. Every refusal is an `InvalidRequest` whose message is shown to the
-user as it is, or `OutOfStorage` when the image store is short of space (under
-`min_free_mb`, STYLEBOT_MIN_FREE_MB, or full while the images are stored).
+the user's options. An animated photo (GIF, WebP, APNG: `images.ImageInfo.frames`) is
+painted at `animation_size` unless the user picks a size, and no more than `max_frames`
+of its frames are painted, whatever the user asks (STYLEBOT_ANIMATION_SIZE and
+STYLEBOT_MAX_FRAMES); `animation_plan` says which. Every refusal is an
+`InvalidRequest` whose message is shown to the user as it is, or `OutOfStorage` when the
+image store is short of space (under `min_free_mb`, STYLEBOT_MIN_FREE_MB, or full while
+the images are stored).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from bot.jobs.errors import InvalidRequest, OutOfStorage
 from bot.jobs.storage import BlobStore
 from bot.settings import Settings
-from stylizer import images, presets
+from stylizer import batching, images, presets
 from stylizer.errors import InvalidParams, StylizerError
 from stylizer.params import StyleParams
 
@@ -38,11 +42,62 @@ def out_of_space(exc: OSError) -> bool:
 
 
 @dataclass(frozen=True)
+class AnimationPlan:
+    """What becomes of an animated photo: `painted` of its `source_frames` frames, evenly
+    spaced (`stylizer.animation.sample_indices`); 1 paints its first frame as a still."""
+
+    format: str  # Pillow's name of the photo's format: "GIF", "WEBP" or "PNG" (APNG)
+    source_frames: int
+    painted: int
+
+    @property
+    def every(self) -> int | None:
+        """One frame painted in every this many, when the spacing is a whole number."""
+        if self.painted < 2 or self.source_frames % self.painted:
+            return None
+        return self.source_frames // self.painted
+
+
+def animation_plan(photo: images.ImageInfo, max_frames: int) -> AnimationPlan | None:
+    """The plan for a photo painted with `max_frames` (a job's parameter); None for a
+    still."""
+    if photo.frames <= 1:
+        return None
+    return AnimationPlan(photo.format, photo.frames, max(1, min(photo.frames, max_frames)))
+
+
+def stored_animation(photo: bytes, params: dict[str, Any]) -> AnimationPlan | None:
+    """`animation_plan` for a job's stored photo (accepted at the door, so read without
+    the door's limits) and parameters, from the photo's header alone; None for a still,
+    or when either cannot be read now. CPU work: call it in a thread."""
+    try:
+        max_frames = StyleParams.from_dict(params).max_frames
+        info = images.probe(photo, max_bytes=len(photo), max_pixels=2**40)
+    except StylizerError:
+        return None
+    return animation_plan(info, max_frames)
+
+
+@dataclass(frozen=True)
 class CheckedRequest:
     photo: images.ImageInfo
     style_name: str  # a preset's name, or CUSTOM_STYLE for an uploaded style image
     style_bytes: bytes
     params: StyleParams
+
+    @property
+    def frames(self) -> int:
+        """Frames to paint: 0 for a still (or an animation painted as its first frame)."""
+        plan = animation_plan(self.photo, self.params.max_frames)
+        return plan.painted if plan is not None and plan.painted > 1 else 0
+
+    @property
+    def batch_key(self) -> str | None:
+        """The job's key for sharing a batch (`stylizer.batching`); None for an animation,
+        whose frames are its batch: it goes to a worker alone."""
+        if self.frames:
+            return None
+        return batching.batch_key(self.photo.upright_size, self.params.to_dict())
 
 
 class Intake:
@@ -64,7 +119,10 @@ class Intake:
         if (style is None) == (style_image is None):
             raise InvalidRequest("Choose one style: a preset name or a style image.")
         photo = await self.probe(content)
-        merged: dict[str, Any] = {"size": self.settings.default_size}
+        # Every frame of an animation is a painting: by default they are smaller.
+        size = (self.settings.animation_default_size if photo.frames > 1
+                else self.settings.default_size)
+        merged: dict[str, Any] = {"size": size, "max_frames": self.settings.max_frames}
         if self.settings.default_steps is not None:
             merged["steps"] = self.settings.default_steps
         if style is not None:
@@ -148,7 +206,8 @@ class Intake:
         return {k: v for k, v in params.items() if v is not None}
 
     def validate(self, merged: dict[str, Any]) -> StyleParams:
-        """StyleParams' own ranges, then this host's largest size."""
+        """StyleParams' own ranges, then this host's largest size and most frames (a user
+        may ask for fewer frames, never more: the operator's limit on one job's work)."""
         try:
             params = StyleParams.from_dict(merged)
         except InvalidParams as exc:
@@ -156,4 +215,6 @@ class Intake:
         if params.size > self.settings.max_size:
             raise InvalidRequest(f"The largest size is {self.settings.max_size} pixels.",
                                  code=InvalidParams.code)
+        if params.max_frames > self.settings.max_frames:
+            params = params.replace(max_frames=self.settings.max_frames)
         return params

@@ -75,22 +75,23 @@ async def next_place_in_s(sessionmaker: async_sessionmaker[AsyncSession], *, wor
     return min(busy)
 
 
-async def _recent(session: AsyncSession) -> list[tuple[int | None, float]]:
-    """(size, seconds) of the latest jobs: what `scheduling.seconds_at` goes by."""
-    return [(size_of(params), seconds)
-            for params, seconds in await db.recent_runs(session, limit=RECENT_JOBS_FOR_ETA)]
+async def _recent(session: AsyncSession) -> list[tuple[int | None, float, int]]:
+    """(size, seconds, frames) of the latest jobs: what `scheduling.seconds_at` goes by."""
+    return [(size_of(params), seconds, frames) for params, seconds, frames
+            in await db.recent_runs(session, limit=RECENT_JOBS_FOR_ETA)]
 
 
-def _left_s(running: db.Job, *, now: datetime, recent: list[tuple[int | None, float]],
+def _left_s(running: db.Job, *, now: datetime, recent: list[tuple[int | None, float, int]],
             default_job_s: float) -> float:
     """Seconds left for a running job: its own pace, or what jobs of its size took."""
     elapsed = max(0.0, (now - (running.started_at or now)).total_seconds())
     return eta_running(running.step, running.total_steps, elapsed,
-                       seconds_at(size_of(running.params), recent, default_job_s))
+                       seconds_at(size_of(running.params), recent, default_job_s,
+                                  running.frames))
 
 
 async def _busy_s(session: AsyncSession, *, now: datetime,
-                  recent: list[tuple[int | None, float]], default_job_s: float
+                  recent: list[tuple[int | None, float, int]], default_job_s: float
                   ) -> list[float]:
     """Seconds left of each running hand-over (a batch is one: its jobs share a runner
     and a start), on any machine."""
@@ -103,7 +104,7 @@ async def _busy_s(session: AsyncSession, *, now: datetime,
 
 def _queued(row: Any) -> QueuedJob:
     return QueuedJob(row.id, row.user_id, row.created_at, row.batch_key, row.attempts,
-                     size_of(row.params))
+                     size_of(row.params), row.frames)
 
 
 async def _handovers(session: AsyncSession, job: db.Job, max_batch: int) -> list[QueuedJob]:
@@ -144,7 +145,7 @@ async def position_and_eta(session: AsyncSession, job: db.Job, *, now: datetime,
     if status is JobStatus.running:
         return None, _left_s(job, now=now, recent=recent, default_job_s=default_job_s)
     busy = await _busy_s(session, now=now, recent=recent, default_job_s=default_job_s)
-    handovers = [seconds_at(head.size, recent, default_job_s)
+    handovers = [seconds_at(head.size, recent, default_job_s, head.frames)
                  for head in await _handovers(session, job, max_batch)]
     if handovers and coming:  # [] when a worker took it meanwhile
         handovers[-1:-1] = [handovers[-1]] * coming

@@ -74,6 +74,8 @@ class JobRecord:
     runner: str | None = None  # the process running it, or that ran it last
     version: int = 0  # one more at each change readers may show
     pictures_gone: str | None = None  # "deleted" or "expired" (`bot.jobs.retention`)
+    frame: int = 0  # an animation's frames finished, of `frames` (0 for a still)
+    frames: int = 0
 
     @property
     def seconds(self) -> float | None:
@@ -115,7 +117,8 @@ class JobRecord:
             application_id=job.application_id, progress_message_id=job.progress_message_id,
             result_message_id=job.result_message_id, result_channel_id=job.result_channel_id,
             delivered=job.delivered, batch_key=job.batch_key, runner=job.runner,
-            version=job.version or 0, pictures_gone=job.pictures_gone)
+            version=job.version or 0, pictures_gone=job.pictures_gone, frame=job.frame or 0,
+            frames=job.frames or 0)
 
 
 

@@ -28,6 +28,11 @@ from datetime import datetime
 
 from stylizer.batching import batch_limit
 
+# An animation's painting work, in stills of its size: its first frame is painted as a
+# still, each other frame from the one before with about this share of a still's steps
+# (`stylizer.temporal.FOLLOW_FRACTION`; this module must not import torch).
+ANIMATION_FRAME_SHARE = 0.3
+
 
 @dataclass(frozen=True)
 class QueuedJob:
@@ -37,6 +42,7 @@ class QueuedJob:
     batch_key: str | None = None
     attempts: int = 0
     size: int | None = None  # its `size` parameter (long side, px)
+    frames: int = 0  # frames painted, for an animation; 0 for a still
 
 
 def rides_alone(attempts: int) -> bool:
@@ -81,20 +87,32 @@ def handovers_until(order: Sequence[QueuedJob], job_id: str, max_batch: int
     return heads
 
 
-def seconds_at(size: int | None, recent: Sequence[tuple[int | None, float]],
-               default_s: float) -> float:
-    """How long a hand-over of a job of `size` takes, from `recent` (size, seconds) of
-    the latest jobs: the median of those of the same size; else the median of all,
-    scaled by the area (the engine's work grows with the pixels); `default_s` with no
-    history. Medians, because a few jobs slowed by a busy moment (a burst of requests
-    being answered) must not stretch the estimate of every job behind them."""
-    same = [s for z, s in recent if z == size]
-    if same:
-        return statistics.median(same)
+def work(frames: int) -> float:
+    """A job's painting work in stills of its size: 1 for a still (`frames` 0 or 1), more
+    for an animation of `frames` frames (ANIMATION_FRAME_SHARE)."""
+    return 1.0 + ANIMATION_FRAME_SHARE * max(0, frames - 1)
+
+
+def seconds_at(size: int | None, recent: Sequence[tuple[int | None, float, int]],
+               default_s: float, frames: int = 0) -> float:
+    """How long a hand-over of a job of `size` (and `frames`, for an animation) takes,
+    from `recent` (size, seconds, frames) of the latest jobs: the median of those of the
+    same size and kind (still or animation); else of the same size; else of all, scaled
+    by the area (the engine's work grows with the pixels); `default_s` with no history.
+    Times of a job of another number of frames are scaled by their `work`. Medians,
+    because a few jobs slowed by a busy moment (a burst of requests being answered) must
+    not stretch the estimate of every job behind them."""
+    def scaled(entries: Sequence[tuple[int | None, float, int]]) -> list[float]:
+        return [s * work(frames) / work(f) for _, s, f in entries]
+
+    same_size = [e for e in recent if e[0] == size]
+    same_kind = [e for e in same_size if (e[2] > 1) == (frames > 1)]
+    if same_kind or same_size:
+        return statistics.median(scaled(same_kind or same_size))
     if not recent:
-        return default_s
-    typical_s = statistics.median(s for _, s in recent)
-    sizes = [z for z, _ in recent if z]
+        return default_s * work(frames)
+    typical_s = statistics.median(scaled(recent))
+    sizes = [z for z, _, _ in recent if z]
     if size is None or not sizes:
         return typical_s
     return typical_s * (size / statistics.median(sizes)) ** 2

@@ -35,7 +35,6 @@ from bot.jobs.states import ACTIVE, JobStatus
 from bot.jobs.storage import BlobStore
 from bot.jobs.watch import JobWatcher
 from bot.settings import Settings
-from stylizer.batching import batch_key
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ class JobService:
         """
         request = await self._intake.check(content=content, style=style,
                                            style_image=style_image, params=params)
-        photo, style_name, style_bytes = request.photo, request.style_name, request.style_bytes
+        style_name, style_bytes = request.style_name, request.style_bytes
         style_params = request.params
         # The blobs go first: a row never points at bytes that are not there. If the
         # insert fails, an unreferenced blob is left behind, which is harmless.
@@ -166,7 +165,7 @@ class JobService:
                 total_steps=style_params.steps, created_at=created_at,
                 parent_id=parent_id, cancel_requested=False, delivered=False,
                 turn=await db.next_turn(session, user_id=user_id),  # under check_room's lock
-                batch_key=batch_key(photo.upright_size, style_params.to_dict()))
+                batch_key=request.batch_key, frames=request.frames)
             await db.add_job(session, job=job)
             record = JobRecord.from_row(job)
             # Its place, read before the commit: from the commit on, another process may
@@ -348,7 +347,7 @@ class JobService:
         async with self._sm() as session:
             counts = await db.count_by_status(session, guild_id=guild_id)
             today = await db.count_created_since(session, since=midnight, guild_id=guild_id)
-            durations = [seconds for _, seconds in await db.recent_runs(
+            durations = [seconds for _, seconds, _ in await db.recent_runs(
                 session, limit=10_000, since=midnight, guild_id=guild_id)]
         capacity, idle = self._executor.capacity, self._executor.idle
         return {

@@ -6,7 +6,8 @@ still owes its listeners the job's events. `JobWatcher` re-reads the rows of the
 watches and turns each change into the event the painting process would have sent:
 
     queued -> running                     JobStarted (and JobProgress if it has steps)
-    running, step changed                 JobProgress, with the latest preview
+    running, step changed                 JobProgress, with the latest preview (and an
+                                          animation's frames, from the row)
     running -> queued                     JobQueued (through the service: its position),
                                           also when it was taken again before a read
     -> succeeded | failed, dead | cancelled   JobSucceeded (with the painting) | JobFailed
@@ -134,11 +135,12 @@ class JobWatcher:
         async with self._sm() as session:
             rows = await db.jobs_to_watch(session, job_ids=ids, active=full,
                                           only_ids=self._only)
-            records = [JobRecord.from_row(row) for row in rows]
-        for record in records:
-            await self._changed(record)
+            records = [(JobRecord.from_row(row), (row.frame, row.frames)) for row in rows]
+        for record, frames in records:
+            await self._changed(record, frames)
 
-    async def _changed(self, record: JobRecord) -> None:
+    async def _changed(self, record: JobRecord, frames: tuple[int, int] = (0, 0)) -> None:
+        """`frames`: the row's (frame, frames), an animation's progress."""
         before = self._known.get(record.id)
         if before is not None and record.version <= before.version:
             return
@@ -148,13 +150,14 @@ class JobWatcher:
         ours = record.runner == self._runner and record.status is not JobStatus.queued
         if not ours:
             try:
-                await self._tell(before, record)
+                await self._tell(before, record, frames)
             except Exception:
                 log.exception("could not report a change of job %s", record.id)
         if record.status.is_final:
             self._finished(record.id)
 
-    async def _tell(self, before: _Seen | None, record: JobRecord) -> None:
+    async def _tell(self, before: _Seen | None, record: JobRecord,
+                    frames: tuple[int, int]) -> None:
         status = record.status
         if status is JobStatus.queued:
             if before is not None and (before.status is JobStatus.running
@@ -174,7 +177,7 @@ class JobWatcher:
                 await self._emit(JobStarted(record.id, record))
             if record.step > 0 and (new_run or before is None or record.step != before.step):
                 await self._emit(JobProgress(record.id, record.step, record.total_steps,
-                                             await self._preview(record)))
+                                             await self._preview(record), *frames))
         elif status is JobStatus.succeeded and record.pictures_gone:
             # Deleted before this process saw it end: its message says so (delivery).
             await self._emit(JobSucceeded(record.id, record, None))

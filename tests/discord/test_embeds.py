@@ -1,13 +1,16 @@
 """The words of a job's queued message (`bot.discord.embeds.queued`) in each case its
-reply can meet: still queued, taken by a worker, already finished."""
+reply can meet: still queued, taken by a worker, already finished; and what a job of an
+animated photo's messages say of its frames."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from bot.discord import embeds
+from bot.jobs.intake import AnimationPlan
 from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
 
@@ -35,3 +38,60 @@ def test_a_queued_message_says_where_the_job_is_and_when_it_should_be_ready(
     assert (embed.description or "").splitlines() == [
         "Style: `starry-night` · size 256 px", *lines]
     assert embed.footer.text == "job k3x9p2 · alice"
+
+
+# -- animations ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("plan", "line"), [
+    (AnimationPlan("GIF", 144, 48), "Animated GIF: 48 of its 144 frames will be painted "
+                                    "(every 3rd)"),
+    (AnimationPlan("WEBP", 100, 48), "Animated WebP: 48 of its 100 frames will be painted "
+                                     "(evenly spaced)"),
+    (AnimationPlan("PNG", 12, 12), "Animated PNG: all 12 of its frames will be painted"),
+    (AnimationPlan("GIF", 6, 1), "Animated GIF: only its first frame will be painted"),
+    (AnimationPlan("GIF", 44, 2), "Animated GIF: 2 of its 44 frames will be painted "
+                                  "(every 22nd)"),
+])
+def test_a_queued_animation_says_how_many_of_its_frames_will_be_painted(
+        plan: AnimationPlan, line: str) -> None:
+    embed = embeds.queued(JOB, position=2, eta_s=None, animation=plan)
+    assert (embed.description or "").splitlines()[:3] == [
+        "Style: `starry-night` · size 256 px", line, "Position in the queue: **2**"]
+
+
+@pytest.mark.parametrize(("n", "word"), [(1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"),
+                                         (11, "11th"), (12, "12th"), (13, "13th"),
+                                         (21, "21st"), (102, "102nd"), (111, "111th")])
+def test_ordinals(n: int, word: str) -> None:
+    assert embeds.ordinal(n) == word
+
+
+def test_a_running_animation_shows_its_frames_beside_its_steps() -> None:
+    job = replace(JOB, status=JobStatus.running)
+    started = embeds.running(job, step=0, total=100, preview=False, frames=48)
+    # Until its run reports, its total of steps (over every frame) is not known.
+    assert started.description == "Style: `starry-night` · 0 of 48 frames done"
+    assert started.title == "Painting… 0%"
+    going = embeds.running(job, step=430, total=1200, preview=True, frame=12, frames=48)
+    assert going.description == ("Style: `starry-night` · 12 of 48 frames done · "
+                                 "step 430 of 1200")
+    assert going.title == "Painting… 35%"
+    still = embeds.running(job, step=4, total=9, preview=False)
+    assert still.description == "Style: `starry-night` · step 4 of 9"
+
+
+@pytest.mark.parametrize(("plan", "words"), [
+    (AnimationPlan("GIF", 144, 48), "48 of 144 frames, evenly spaced"),
+    (AnimationPlan("GIF", 6, 6), "6 frames"),
+    (AnimationPlan("GIF", 6, 1), "the first of its 6 frames"),
+])
+def test_a_finished_animation_says_which_frames_it_has(plan: AnimationPlan,
+                                                       words: str) -> None:
+    job = replace(JOB, status=JobStatus.succeeded, total_steps=1200)
+    embed = embeds.result(job, filename="stylebot-k3x9p2.gif", width=256, height=170,
+                          animation=plan)
+    assert (embed.description or "").split(" · ")[:4] == [
+        "Style: `starry-night`", "256×170 px", words, "1200 steps"]
+    assert embed.image.url == "attachment://stylebot-k3x9p2.gif"
+    plain = embeds.result(job, filename="stylebot-k3x9p2.png", width=256, height=170)
+    assert "frames" not in (plain.description or "")

@@ -10,7 +10,7 @@ from jobs_helpers import FakeExecutor, ServiceFactory, TickingClock, png, until
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import queue
-from bot.jobs.scheduling import eta_queued, seconds_at
+from bot.jobs.scheduling import ANIMATION_FRAME_SHARE, eta_queued, seconds_at, work
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
 from stylizer.pool.messages import JobSucceeded
@@ -32,13 +32,32 @@ def test_hand_overs_go_to_the_worker_free_first() -> None:
 
 def test_a_hand_over_lasts_what_the_latest_jobs_of_its_size_took() -> None:
     # One 64-px job was slowed (30 s): the median does not follow it.
-    recent = [(64, 10.0), (64, 12.0), (64, 30.0), (128, 40.0)]
+    recent = [(64, 10.0, 0), (64, 12.0, 0), (64, 30.0, 0), (128, 40.0, 0)]
     assert seconds_at(64, recent, 99.0) == 12.0
     assert seconds_at(128, recent, 99.0) == 40.0
     # No job of that size yet: the median of all (21 s), scaled by the area from the
     # median size (64 px).
     assert seconds_at(256, recent, 99.0) == pytest.approx(21.0 * (256 / 64) ** 2)
     assert seconds_at(64, [], 99.0) == 99.0  # nothing to go by
+
+
+def test_an_animation_takes_what_animations_of_its_size_took_per_frame_of_work() -> None:
+    # A 256-px still took 10 s; an 11-frame animation 40 s: 10 s of work a still.
+    recent = [(256, 10.0, 0), (256, 40.0, 11)]
+    assert work(11) == pytest.approx(1 + 10 * ANIMATION_FRAME_SHARE)
+    assert seconds_at(256, recent, 99.0) == 10.0  # a still goes by stills
+    assert seconds_at(256, recent, 99.0, frames=11) == 40.0
+    # 21 frames: the 11-frame animation's time scaled by the work.
+    assert seconds_at(256, recent, 99.0, frames=21) == pytest.approx(40.0 * work(21) / work(11))
+    # No animation yet: stills of its size, scaled; no history: the default, scaled.
+    assert seconds_at(256, recent[:1], 99.0, frames=11) == pytest.approx(10.0 * work(11))
+    assert seconds_at(256, [], 5.0, frames=11) == pytest.approx(5.0 * work(11))
+
+
+def test_the_animation_share_is_the_engines() -> None:
+    from stylizer import temporal
+
+    assert temporal.FOLLOW_FRACTION == ANIMATION_FRAME_SHARE
 
 
 async def test_a_queued_job_is_told_the_time_of_the_jobs_ahead_and_of_its_own_size(

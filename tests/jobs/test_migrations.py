@@ -196,3 +196,26 @@ async def test_0006_gives_queued_jobs_the_round_robin_turns(database_url: str) -
            for j, (user, status, m, _turn) in rows.items()}
     async with _rows_through(database_url, "0005", old) as (_engine, after):
         assert {j: job.turn for j, job in after.items()} == {j: r[3] for j, r in rows.items()}
+
+
+async def test_0008_adds_an_animations_frames_at_zero_and_takes_them_away(
+        database_url: str) -> None:
+    at = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    old = {"q": {"user_id": "u", "created_at": at, "status": "queued"},
+           "run": {"user_id": "u", "created_at": at, "status": "running", "step": 3,
+                   "started_at": at}}
+    async with _rows_through(database_url, "0007", old) as (engine, after):
+        assert {j: (job.frame, job.frames, job.step) for j, job in after.items()} == {
+            "q": (0, 0, 0), "run": (0, 0, 3)}
+        async with engine.begin() as conn:
+            await conn.execute(table("jobs", column("frame"), column("frames"))
+                               .update().values(frame=12, frames=48))
+            await conn.run_sync(_downgrade, database_url, "0007")
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("jobs")})
+            steps = dict((await conn.execute(select(column("id"), column("step"))
+                                             .select_from(table("jobs")))).all())
+    assert not {"frame", "frames"} & columns
+    assert steps == {"q": 0, "run": 3}
+    await upgrade_database(database_url)
+    assert await current_revision(database_url) == _head()

@@ -85,11 +85,11 @@ class Stylize(commands.Cog):
     @app_commands.command(name="stylize")
     @app_commands.checks.dynamic_cooldown(request_rate)
     @app_commands.describe(
-        image="The photo to paint",
+        image="The photo to paint; an animated GIF, WebP or PNG is painted frame by frame",
         style="A preset painting (start typing to search)",
         style_image="Or: your own image to take the style from",
         strength="How much style: 1 is the default, 2 twice as much",
-        size="Long side of the painting in pixels",
+        size="Long side of the painting in pixels (animations are smaller unless you say)",
         preserve_colors="Keep the photo's colours",
         private="Only you see the painting",
     )
