@@ -110,3 +110,25 @@ def test_the_decode_table_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "d.json").read_text())
     assert "probe" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_flicker_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path) -> None:
+    shared = styles_dir.parent
+    if not (shared / "content" / "city-beach-skyline.jpg").is_file():
+        pytest.skip(f"no test photographs beside the style pack at {shared}")
+    proc = _run("flicker.py", "--size", "40", "--frames", "4", "--steps", "4",
+                "--follow-steps", "2", "--batch", "2", "--variants", "--out", str(tmp_path),
+                env={"STYLEBOT_SHARED_DIR": str(shared)})
+    res = json.loads((tmp_path / "flicker.json").read_text())
+    assert set(res["clips"]) == {"shape", "pan"}
+    for clip in res["clips"].values():
+        rows = clip["rows"]
+        assert {"independent stills", "animation", "animation, 1 frame a batch",
+                "animation, no temporal loss"} <= set(rows)
+        assert rows["animation"]["moved"] >= 0
+        assert -1.0 < rows["animation"]["gain"] <= 1.0
+        assert clip["ratio"]["moved"] > 0
+    assert (tmp_path / "shape.png").is_file()
+    assert (tmp_path / "pan.png").is_file()
+    assert "flicker ratio" in proc.stdout
