@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from picture_checks import forbid_pixel_decoding
 from PIL import Image, ImageDraw
 
 from stylizer.config import EngineConfig
@@ -37,6 +38,13 @@ def synthetic_photo(width: int = 64, height: int = 48) -> Image.Image:
                     fill=(170 + 20 * i, 70 + 30 * i, 60))
         d.rectangle([x0 + 2, height * 0.62, x0 + 5, height * 0.68], fill=(30, 30, 40))
     return img
+
+
+@pytest.fixture
+def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records (and refuses, with `picture_checks.PixelsDecoded`) any attempt to decode
+    pixel data."""
+    return forbid_pixel_decoding(monkeypatch)
 
 
 @pytest.fixture(scope="session")

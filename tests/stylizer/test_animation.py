@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFile
+from picture_checks import PixelsDecoded
+from PIL import Image, ImageDraw
 
 from stylizer import animation, image_structure, images
 from stylizer.errors import CorruptImage, ImageTooLarge
@@ -145,21 +146,6 @@ def _decoded(data: bytes) -> list[np.ndarray]:
             animation.decode_animation(data, max_side=4096, max_frames=1000).frames]
 
 
-class PixelsDecoded(BaseException):
-    """Raised by the spy below; a BaseException, so that no `except Exception` hides it."""
-
-
-@pytest.fixture
-def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records (and refuses) any attempt to decode pixel data."""
-    calls: list[str] = []
-
-    def refuse(self: ImageFile.ImageFile) -> Any:
-        calls.append(str(self.format))
-        raise PixelsDecoded("pixel data was decoded")
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
-    return calls
 
 
 # -- sampling and timing -----------------------------------------------------------------------

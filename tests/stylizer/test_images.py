@@ -15,7 +15,8 @@ from typing import Any
 import image_faults as faults
 import numpy as np
 import pytest
-from PIL import Image, ImageFile, PngImagePlugin
+from picture_checks import PixelsDecoded
+from PIL import Image, PngImagePlugin
 
 from stylizer import image_structure, images
 from stylizer.errors import CorruptImage, ImageTooLarge, StylizerError, UnsupportedImage
@@ -47,21 +48,6 @@ def _png_claiming_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-class PixelsDecoded(BaseException):
-    """Raised by the spy below; a BaseException, so that no `except Exception` hides it."""
-
-
-@pytest.fixture
-def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records (and refuses) any attempt to decode pixel data."""
-    calls: list[str] = []
-
-    def refuse(self: ImageFile.ImageFile) -> Any:
-        calls.append(str(self.format))
-        raise PixelsDecoded("pixel data was decoded")
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
-    return calls
 
 
 # -- bad input gets its typed error -----------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from picture_checks import animation_timing
 from PIL import Image, ImageDraw
 from pool_testing import Events, PoolFactory, request
 
@@ -59,18 +60,6 @@ def animated(fmt: str, durations_ms: Sequence[int], *, loop: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def timing(data: bytes) -> tuple[str, tuple[int, int], list[int], Any]:
-    """An animation's format, size, frame durations (ms) and loop count, as Pillow reads
-    them."""
-    with Image.open(io.BytesIO(data)) as img:
-        durations = []
-        for index in range(img.n_frames):
-            img.seek(index)
-            img.load()  # WebP sets the duration only here
-            durations.append(img.info["duration"])
-        return str(img.format), img.size, durations, img.info.get("loop")
-
-
 def animation_request(job_id: str, content: bytes, **params: Any) -> JobRequest:
     return request(job_id, content=content, **({"steps": 4} | params))
 
@@ -95,7 +84,7 @@ async def test_an_animated_gif_comes_back_animated_with_its_timing(
     assert Image.open(io.BytesIO(reports[-1].preview_jpeg)).format == "JPEG"
 
     assert isinstance(done, JobSucceeded)
-    fmt, size, got_durations, loop = timing(done.png)
+    fmt, size, got_durations, loop = animation_timing(done.png)
     assert (fmt, size, got_durations, loop) == ("GIF", (32, 24), durations, 2)
     assert done.stats["frames"] == done.stats["source_frames"] == 5
     assert (done.stats["format"], done.stats["size"], done.stats["batch"]) == ("gif", 32, 1)
@@ -122,7 +111,7 @@ async def test_an_animated_webp_comes_back_as_webp_and_long_ones_are_sampled(
                                         max_frames=4))
     done = (await events.until_end("webp"))[-1]
     assert isinstance(done, JobSucceeded)
-    fmt, size, got_durations, loop = timing(done.png)
+    fmt, size, got_durations, loop = animation_timing(done.png)
     assert (fmt, size, loop) == ("WEBP", (32, 24), 3)
     assert got_durations == [90, 210, 190, 360]
     assert sum(got_durations) == sum(durations)
@@ -237,7 +226,7 @@ def test_out_of_memory_paints_the_animation_smaller(engine: Stylizer) -> None:
     done = finals(outbox)["oom"]
     assert isinstance(done, JobSucceeded)
     assert done.stats["size"] == 32
-    assert timing(done.png)[:2] == ("GIF", (32, 24))
+    assert animation_timing(done.png)[:2] == ("GIF", (32, 24))
 
     worker, outbox, small = in_process_worker(engine, fits=16)
     assert worker.handle([(1, animation_request("never", gif, size=64, steps=2))])

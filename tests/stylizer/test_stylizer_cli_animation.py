@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from picture_checks import animation_timing
 from PIL import Image, ImageDraw
 
 from stylizer import cli, images
@@ -38,14 +39,8 @@ def write_animation(path: Path, durations_ms: Sequence[int], *, loop: int = 0) -
 
 
 def read_animation(path: Path) -> tuple[str, tuple[int, int], list[int], Any]:
-    """Format, size, frame durations (ms) and loop count, as Pillow reads them."""
-    with Image.open(path) as img:
-        durations = []
-        for index in range(img.n_frames):
-            img.seek(index)
-            img.load()  # WebP sets the duration only here
-            durations.append(img.info["duration"])
-        return str(img.format), img.size, durations, img.info.get("loop")
+    return animation_timing(path.read_bytes())
+
 
 
 def _one_line_error(stderr: str) -> str:

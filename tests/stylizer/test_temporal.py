@@ -103,6 +103,14 @@ def test_following_frames_get_a_share_of_the_steps(steps: int) -> None:
     assert follow >= min(steps, temporal.MIN_FOLLOW_STEPS)
 
 
+def noisy_copies(width: int, height: int, n: int) -> list[Image.Image]:
+    """`n` photos of one still scene, each with its own camera noise (sigma 2 levels)."""
+    rng = np.random.default_rng(1)
+    base = np.asarray(synthetic_photo(width, height), dtype=np.float32)
+    return [Image.fromarray(np.clip(base + rng.normal(0, 2, base.shape), 0, 255)
+                            .astype(np.uint8)) for _ in range(n)]
+
+
 def mean_change(frames: list[Image.Image]) -> float:
     arrays = [np.asarray(f, dtype=np.float32) for f in frames]
     return float(np.mean([np.abs(b - a).mean() for a, b in pairwise(arrays)]))
@@ -112,10 +120,7 @@ def test_an_animation_of_a_still_scene_keeps_its_brush_strokes(
         engine: Stylizer, style_image: Image.Image) -> None:
     """Five photos of one scene, each with its own camera noise: painted independently,
     each frame finds its own strokes; painted as an animation, the strokes stay."""
-    rng = np.random.default_rng(1)
-    base = np.asarray(synthetic_photo(48, 32), dtype=np.float32)
-    photos = [Image.fromarray(np.clip(base + rng.normal(0, 2, base.shape), 0, 255)
-                              .astype(np.uint8)) for _ in range(5)]
+    photos = noisy_copies(48, 32, 5)
     params = StyleParams(size=48, steps=24)
     animated = engine.run_animation(photos, [style_image], params, batch=2).frames
     alone = [r.image for r in engine.run_batch(photos, [[style_image]] * 5, params)]
@@ -194,10 +199,7 @@ def test_on_the_gpu_an_animation_is_steady_and_repeatable(style_image: Image.Ima
     from stylizer.engine import Stylizer
 
     gpu = Stylizer(EngineConfig(device="cuda"))
-    rng = np.random.default_rng(1)
-    base = np.asarray(synthetic_photo(96, 64), dtype=np.float32)
-    photos = [Image.fromarray(np.clip(base + rng.normal(0, 2, base.shape), 0, 255)
-                              .astype(np.uint8)) for _ in range(6)]
+    photos = noisy_copies(96, 64, 6)
     params = StyleParams(size=96, steps=40)
     first = gpu.run_animation(photos, [style_image], params, batch=3).frames
     again = gpu.run_animation(photos, [style_image], params, batch=3).frames
