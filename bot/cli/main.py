@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("stylize", parents=[common], help="paint one photo",
-                       description="Paint PHOTO in a style and write a PNG (an animated "
-                       "GIF, WebP or PNG photo: an animated GIF, or WebP for a WebP); prints "
-                       "the job id and the file written.")
+                       description="Paint PHOTO in a style and write the painting: a PNG, "
+                       "or, for an animated GIF, WebP or PNG photo, an animated GIF (WebP for "
+                       "a WebP); prints the job id and the file written.")
     p.add_argument("photo", type=Path, metavar="PHOTO")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("-s", "--style", help="a preset name (e.g. starry-night, mosaic)")

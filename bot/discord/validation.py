@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.jobs.errors import InvalidRequest, UserError
-from stylizer import images
+from stylizer import animation, images
 from stylizer.errors import StylizerError
 from stylizer.params import StyleParams, limits
 
@@ -70,10 +70,16 @@ def check_attachment(info: AttachmentInfo, *, what: str, max_bytes: int, max_pix
 def check_image_bytes(data: bytes, *, what: str, max_bytes: int, max_pixels: int) -> None:
     """Decodes the downloaded bytes (at most `max_bytes` bytes, `max_pixels` pixels), so
     that a file that is not an image we read, or is damaged, is refused by what it is
-    before a job exists: raises `InvalidRequest` with the image error's code. CPU work,
-    under a second for any upload: call it in a thread (`asyncio.to_thread`)."""
+    before a job exists: raises `InvalidRequest` with the image error's code. An animation
+    is decoded frame by frame (a frame cut short is caught here too, not by a worker),
+    within `stylizer.animation`'s budget of frames x pixels: a few seconds at most. CPU
+    work: call it in a thread (`asyncio.to_thread`)."""
     try:
-        images.decode(data, max_side=256, max_bytes=max_bytes, max_pixels=max_pixels)
+        if images.probe(data, max_bytes=max_bytes, max_pixels=max_pixels).frames > 1:
+            animation.decode_animation(data, max_side=64, max_frames=1,
+                                       max_bytes=max_bytes, max_pixels=max_pixels)
+        else:
+            images.decode(data, max_side=256, max_bytes=max_bytes, max_pixels=max_pixels)
     except StylizerError as exc:
         raise InvalidRequest(f"The {what}: {exc.message}", code=exc.code) from exc
 

@@ -9,6 +9,7 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from bot_helpers import FAST_PARAMS, PRESET, ephemeral_text, make_settings, noise_png, photo_png
@@ -108,12 +109,24 @@ def _text_flood_png(chunks: int = 200_000) -> bytes:
     return png[:at] + _png_chunk(b"tEXt", b"key\0val") * chunks + png[at:]
 
 
+def _animated_gif() -> bytes:
+    """Six 64x48 frames of noise: a frame cut short is one the whole file needs."""
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+              for _ in range(6)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=80)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize(("data", "code", "words"), [
     pytest.param(_dds_texture(), "unsupported_image", "DDS images are not supported", id="dds"),
     pytest.param(_text_flood_png(), "image_too_large", "metadata", id="text-flood"),
     pytest.param(photo_png()[:300], "corrupt_image", "damaged or cut short", id="cut-short"),
     pytest.param(b"GIF89a" + b"\0" * 40, "corrupt_image", "not an image I can read",
                  id="gif-header-only"),
+    pytest.param(_animated_gif()[:-60], "corrupt_image", "animation is damaged or cut short",
+                 id="animation-cut-short"),
 ])
 def test_the_downloaded_bytes_decide(data: bytes, code: str, words: str) -> None:
     with pytest.raises(InvalidRequest, match=words) as err:
