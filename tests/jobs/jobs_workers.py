@@ -66,6 +66,8 @@ class _Progress:
     content_loss: float
     style_loss: float
     preview: Image.Image | None = None
+    frame: int = 0  # a still's: no frames
+    frames: int = 0
 
 
 @dataclass(frozen=True)
