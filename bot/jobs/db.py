@@ -166,6 +166,10 @@ class Job(Base):
     user_name: Mapped[str] = mapped_column(String(100))
     guild_id: Mapped[str | None] = mapped_column(String(32))
     channel_id: Mapped[str | None] = mapped_column(String(32))
+    # Discord's interaction context, and whether the app is installed in the server
+    # (`bot.jobs.access.Origin`): where the bot itself may post, and whose admins count.
+    context: Mapped[str | None] = mapped_column(String(16))
+    guild_install: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     source: Mapped[str] = mapped_column(String(16))  # "cli", "slash", "context_menu", ...
     # What: a preset name or "custom"; the images are blobs named by their sha256.
     style: Mapped[str] = mapped_column(String(64))

@@ -76,6 +76,11 @@ class JobRecord:
     pictures_gone: str | None = None  # "deleted" or "expired" (`bot.jobs.retention`)
     frame: int = 0  # an animation's frames finished, of `frames` (0 for a still)
     frames: int = 0
+    # Where it was asked: Discord's interaction context ("guild", "bot_dm",
+    # "private_channel"; None from the command line), and whether through the app's
+    # install in that server (`bot.jobs.access.Origin`).
+    context: str | None = None
+    guild_install: bool = False
 
     @property
     def seconds(self) -> float | None:
@@ -118,7 +123,7 @@ class JobRecord:
             result_message_id=job.result_message_id, result_channel_id=job.result_channel_id,
             delivered=job.delivered, batch_key=job.batch_key, runner=job.runner,
             version=job.version or 0, pictures_gone=job.pictures_gone, frame=job.frame or 0,
-            frames=job.frames or 0)
+            frames=job.frames or 0, context=job.context, guild_install=bool(job.guild_install))
 
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -23,7 +24,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import access, db, leases, notify, queue
-from bot.jobs.access import Action, Caller
+from bot.jobs.access import Action, Caller, Origin
 from bot.jobs.dispatch import Dispatcher
 from bot.jobs.errors import JobNotFound, PicturesGone, UserError
 from bot.jobs.events import Fanout, JobCancelled, JobEvent, JobQueued, Listener
@@ -124,14 +125,14 @@ class JobService:
     async def submit(self, *, user_id: str, user_name: str, content: bytes,
                      style: str | None = None, style_image: bytes | None = None,
                      params: dict[str, Any] | None = None, source: str = "cli",
-                     guild_id: str | None = None, channel_id: str | None = None,
-                     private: bool = False, parent_id: str | None = None,
+                     origin: Origin | None = None, private: bool = False,
+                     parent_id: str | None = None,
                      arrived_at: datetime | None = None,
                      on_committed: Callable[[str], None] | None = None) -> JobRecord:
         """Validates and queues a job (see the contract in the module docstring).
 
-        `arrived_at`, when the request arrived (before its download), is the job's
-        created_at and its place in its round: first come, first served.
+        `origin`: where it was asked (None: the CLI). `arrived_at`, when the request
+        arrived (before its download), is its created_at and its place in its round.
 
         `on_committed(job_id)` is called the moment the job is in the database, before
         anything else runs on the loop (the dispatcher may start it at the next await).
@@ -159,7 +160,7 @@ class JobService:
                     raise JobNotFound(parent_id)
             job = db.Job(
                 id=await db.unused_job_id(session), user_id=user_id, user_name=user_name[:100],
-                guild_id=guild_id, channel_id=channel_id, source=source, style=style_name,
+                **dataclasses.asdict(origin or Origin()), source=source, style=style_name,
                 style_hash=style_hash, input_hash=input_hash, params=style_params.to_dict(),
                 status=JobStatus.queued.value, attempts=0, step=0, private=private,
                 total_steps=style_params.steps, created_at=created_at,

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 import pytest
 from jobs_helpers import ServiceFactory, png
 
-from bot.jobs.access import Action, Caller, allowed, stats_scope
+from bot.jobs.access import (
+    Action,
+    Caller,
+    Context,
+    Origin,
+    allowed,
+    bot_in_channel,
+    may_post_in_channel,
+    stats_scope,
+)
 from bot.jobs.errors import JobNotFound, NotAllowed
 
 SEE, CANCEL, REUSE, DELETE = Action.see, Action.cancel, Action.reuse, Action.delete
@@ -16,9 +25,27 @@ STYLE = png(99)
 
 @dataclass(frozen=True)
 class Job:
+    """A job made in server `guild_id` through its install (None: in the bot's DM), or,
+    with `context`, elsewhere; `guild_install` False: through the user's own install."""
+
     user_id: str
     guild_id: str | None
     private: bool = False
+    guild_install: bool = True
+    context: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.context is None:
+            object.__setattr__(self, "context",
+                               Context.guild if self.guild_id else Context.bot_dm)
+
+
+def in_server(guild_id: str) -> Origin:
+    """A job asked in a server's channel where the app is installed."""
+    return Origin(guild_id, f"channel-of-{guild_id}", Context.guild, guild_install=True)
+
+
+USER_INSTALLED = {"guild_install": False}  # asked where the bot is not a member
 
 
 OWNER = Caller("alice", guild_id="A")
@@ -49,6 +76,12 @@ ANN_IN_DM = Caller("ann")  # an admin of A, asking from a DM
     (ADMIN_B, Job("alice", None), set()),
     # A member who is no admin: nothing of anyone else's.
     (MEMBER_A, Job("alice", "A"), set()),
+    # A job asked in server A through the user's own install (the bot is not in A): A's
+    # admins have no power over it; its owner has every power, as anywhere.
+    (ADMIN_A, Job("alice", "A", **USER_INSTALLED), set()),
+    (OWNER, Job("alice", "A", **USER_INSTALLED), {SEE, CANCEL, REUSE, DELETE}),
+    (OWNER_IN_DM, Job("alice", None, context=Context.private_channel, guild_install=False),
+     {SEE, CANCEL, REUSE, DELETE}),
     # A caller that says it is an admin but comes from no server.
     (Caller("mallory", guild_admin=True), Job("alice", None), set()),
     # The operator at the command line: sees, cancels and deletes anything (a user's
@@ -57,6 +90,21 @@ ANN_IN_DM = Caller("ann")  # an admin of A, asking from a DM
 ])
 def test_who_may_do_what(caller: Caller, job: Job, expected: set[Action]) -> None:
     assert {a for a in Action if allowed(caller, job, a)} == expected
+
+
+@pytest.mark.parametrize(("job", "bot_there", "public_there"), [
+    (Job("alice", "A"), True, True),
+    (Job("alice", "A", private=True), True, False),
+    (Job("alice", None), True, True),  # the bot's own DM
+    (Job("alice", "A", **USER_INSTALLED), False, False),
+    (Job("alice", None, context=Context.private_channel, guild_install=False), False, False),
+    (Job("cli", None, context="", guild_install=False), False, False),
+])
+def test_the_bot_posts_on_its_own_only_where_it_is_a_member(
+        job: Job, bot_there: bool, public_there: bool) -> None:
+    assert bot_in_channel(job) is bot_there
+    assert may_post_in_channel(job) is public_there
+
 
 
 def test_stats_are_scoped_to_the_admins_own_server() -> None:
@@ -70,7 +118,7 @@ def test_stats_are_scoped_to_the_admins_own_server() -> None:
 async def test_a_refusal_reads_like_a_missing_job(make_service: ServiceFactory) -> None:
     service = make_service()
     job = await service.submit(user_id="alice", user_name="alice", content=png(1),
-                               style_image=STYLE, guild_id="A", private=True)
+                               style_image=STYLE, origin=in_server("A"), private=True)
     assert (await service.authorize(job.id, caller=OWNER, action=SEE)).id == job.id
     other = "zzzzzz" if job.id != "zzzzzz" else "yyyyyy"
     for action in Action:
@@ -92,7 +140,8 @@ async def test_stats_count_only_the_callers_server(make_service: ServiceFactory)
     service = make_service()
     for i, guild in enumerate(("A", "A", "B", None)):
         await service.submit(user_id=f"u{i}", user_name="u", content=png(i + 1),
-                             style_image=STYLE, guild_id=guild)
+                             style_image=STYLE,
+                             origin=in_server(guild) if guild else Origin())
     a = await service.stats(caller=ADMIN_A)
     b = await service.stats(caller=ADMIN_B)
     everything = await service.stats(caller=Caller.cli())

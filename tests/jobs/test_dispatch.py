@@ -12,7 +12,7 @@ from jobs_helpers import FakeExecutor, Recorder, ServiceFactory, png, until
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db, events
-from bot.jobs.access import Caller
+from bot.jobs.access import Caller, Context, Origin
 from bot.jobs.errors import JobNotFound, UserError
 from bot.jobs.executor import OfflineExecutor
 from bot.jobs.states import JobStatus
@@ -172,7 +172,8 @@ async def test_cancel_while_running(make_service: ServiceFactory) -> None:
     service.subscribe(rec)
     await service.start()
     view = await service.submit(user_id="owner", user_name="owner", content=png(1),
-                                style_image=STYLE, params={"steps": 9}, guild_id="g1")
+                                style_image=STYLE, params={"steps": 9},
+                                origin=Origin("g1", "c1", Context.guild, guild_install=True))
     await until(lambda: fake.submitted)
     fake.emit(JobStarted(view.id, 0, 1))
     admin = Caller("admin", guild_id="g1", guild_admin=True)  # of the job's own server

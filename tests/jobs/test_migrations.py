@@ -154,9 +154,9 @@ async def _rows_through(database_url: str, revision: str, rows: dict[str, dict[s
             await conn.run_sync(_downgrade, database_url, revision)
         async with sessionmaker.begin() as session:
             for job_id, values in rows.items():
-                await _insert_old_row(session, id=job_id, user_name="u", source="cli",
-                                      style="custom", input_hash="0" * 64, params={},
-                                      **values)
+                await _insert_old_row(session, **{
+                    "id": job_id, "user_name": "u", "source": "cli", "style": "custom",
+                    "input_hash": "0" * 64, "params": {}, **values})
         await upgrade_database(database_url)
         async with sessionmaker() as session:
             jobs = {j: job for j in rows if (job := await get_job(session, job_id=j))}
@@ -217,5 +217,24 @@ async def test_0008_adds_an_animations_frames_at_zero_and_takes_them_away(
                                              .select_from(table("jobs")))).all())
     assert not {"frame", "frames"} & columns
     assert steps == {"q": 0, "run": 3}
+    await upgrade_database(database_url)
+    assert await current_revision(database_url) == _head()
+
+
+async def test_0009_backfills_where_earlier_jobs_were_asked(database_url: str) -> None:
+    """Every job before 0009 came through a server's install or the bot's DM."""
+    at = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    base = {"user_id": "u", "created_at": at, "status": "succeeded"}
+    old = {"srv": {**base, "source": "slash", "guild_id": "g1", "channel_id": "c1"},
+           "dm": {**base, "source": "slash", "channel_id": "c2"},
+           "cli": {**base}}
+    async with _rows_through(database_url, "0008", old) as (engine, after):
+        assert {j: (job.context, job.guild_install) for j, job in after.items()} == {
+            "srv": ("guild", True), "dm": ("bot_dm", False), "cli": (None, False)}
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, "0008")
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("jobs")})
+    assert not {"context", "guild_install"} & columns
     await upgrade_database(database_url)
     assert await current_revision(database_url) == _head()

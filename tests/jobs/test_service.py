@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db
-from bot.jobs.access import Caller
+from bot.jobs.access import Caller, Context, Origin
 from bot.jobs.errors import InvalidRequest, JobNotFound, LimitExceeded, UserError
 from bot.jobs.events import JobQueued
 from bot.jobs.states import JobStatus
@@ -53,8 +53,9 @@ async def test_submit_stores_the_job_and_its_images(
     service.subscribe(rec)
     photo = png(1)
     view = await service.submit(user_id="u1", user_name="Ada", content=photo, style_image=STYLE,
-                                params={"steps": 7, "seed": 3}, source="slash", guild_id="g",
-                                channel_id="c", private=True)
+                                params={"steps": 7, "seed": 3}, source="slash",
+                                origin=Origin("g", "c", Context.guild, guild_install=True),
+                                private=True)
     assert view.status is JobStatus.queued
     assert view.style == "custom"
     assert view.input_hash == sha256_hex(photo)
