@@ -195,14 +195,33 @@ async def push_commands(settings: Settings, guild_id: int | None = None
             guild = discord.Object(guild_id)
             tree.copy_global_to(guild=guild)
             synced = await tree.sync(guild=guild)
-            log.info("synced %d command(s) to guild %s", len(synced), guild_id)
+            log.info("synced %d command(s) to guild %s (there only: a user's own install "
+                     "needs the global commands)", len(synced), guild_id)
         else:
             synced = await tree.sync()
             log.info("synced %d global command(s); Discord may take a while to show them",
                      len(synced))
+            for command in tree.get_commands():
+                log.info("  %s", describe_reach(command.to_dict(tree)))
         return synced
     finally:
         await app.shutdown(grace_s=0)
+
+
+def describe_reach(payload: Mapping[str, Any]) -> str:
+    """Where Discord offers a command, from the definition sent to it (`to_dict`): through
+    which installations of the app (`integration_types`: 0 a server's, 1 a user's own)
+    and in which contexts (`contexts`: 0 servers, 1 the bot's DM, 2 group DMs and DMs
+    between users; Discord API, "Application Commands"). Read from what was sent:
+    discord.py 2.7 reads these arrays back from Discord's answer one place off."""
+    installs = payload.get("integration_types") or [0]
+    contexts = payload.get("contexts") or [0, 1]
+    through = [name for value, name in ((0, "a server's install"), (1, "a user's own"))
+               if value in installs]
+    where = [name for value, name in ((0, "servers"), (1, "the bot's DM"),
+                                      (2, "group DMs and other DMs")) if value in contexts]
+    name = payload["name"] if payload.get("type", 1) != 1 else f"/{payload['name']}"
+    return f"{name}: through {' or '.join(through)}; in {', '.join(where)}"
 
 
 def sync_commands(settings: Settings, guild_id: int | None = None) -> int:

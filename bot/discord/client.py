@@ -81,8 +81,14 @@ class StyleBot(commands.AutoShardedBot):
         if settings.shard_ids is not None:
             shards["shard_ids"] = list(settings.shard_ids)
         # The default intents: no privileged ones (no message content, no members list).
+        # Every command, unless it says otherwise, is offered through both installations
+        # (a server's, and a user's own) and in every context: servers, the bot's DM,
+        # group DMs and DMs between users (`app_commands.allowed_installs`/`_contexts`).
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
                          help_command=None, tree_cls=StyleTree,
+                         allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+                         allowed_contexts=app_commands.AppCommandContext(
+                             guild=True, dm_channel=True, private_channel=True),
                          allowed_mentions=discord.AllowedMentions(everyone=False, roles=False,
                                                                   users=True), **shards)
         self.settings = settings

@@ -25,6 +25,14 @@ follow-up (webhooks take no nonce), and a private progress message cannot be rea
 once the token has expired; a crash just after either can leave two copies, as can a
 restart after Discord has forgotten the nonce.
 
+Where the bot is not a member (a server that only the user installed the app for, a
+group DM, a DM between users: `access.bot_in_channel`), and for a private job, only
+the interaction's webhook reaches the job's message, and (2) is never tried. Such a job
+that outlives its token gets a last update a minute before the token ends
+(`_last_call`): a DM tells the user the painting will come there, with a link back to
+where they asked, and the message says so; if their DMs are closed, it says to find the
+painting in /history, where it then waits (marked delivered, with no message).
+
 Several bot processes, each running some of the bot's shards, may share the database;
 each hears of every job (`bot.jobs.watch`). A job belongs to the process whose shard
 received its interaction (`shard_of`): only that process shows the job's progress, and
@@ -82,6 +90,9 @@ PROGRESS_INTERVAL_S = 4.0
 QUEUED_REFRESH_S = 5.0  # how often queued jobs' messages may show their new place
 # Do not start a webhook call on a token this close to its end.
 TOKEN_MARGIN = timedelta(seconds=30)
+# Where only the interaction reaches a job's message, its last update (`_last_call`) is
+# made this long before the token's usable end.
+LAST_CALL = timedelta(seconds=60)
 # Discord's answers meaning "that interaction token is no longer valid".
 DEAD_TOKEN_CODES = frozenset({10015, 50027})
 UNKNOWN_MESSAGE = 10008
@@ -106,9 +117,10 @@ def shard_of(guild_id: str | int | None, shard_count: int) -> int:
     return (int(guild_id) >> 22) % shard_count
 
 
-def result_nonce(job_id: str) -> str:
-    """The nonce of the job's result message (Discord takes at most 25 characters)."""
-    return f"stylebot-{job_id}"
+def result_nonce(job_id: str, kind: str = "") -> str:
+    """The nonce of the job's result message, or of another `kind` of message about it
+    (Discord takes at most 25 characters)."""
+    return f"stylebot-{job_id}{'-' + kind if kind else ''}"
 
 
 @dataclass(frozen=True)
@@ -123,13 +135,21 @@ class _Redeliver:
 
 
 @dataclass(frozen=True)
+class _LastCall:
+    """The job's token is about to end and only its interaction reaches the job's
+    message: say there where the painting will go (`Delivery._last_call`)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
 class _Refresh:
     """Show a queued job's new place and time estimate, if they changed."""
 
     job_id: str
 
 
-_Item = JobEvent | _Redeliver | _Refresh | None
+_Item = JobEvent | _Redeliver | _Refresh | _LastCall | None
 
 # Puts the result's message fields (`Delivery._content`) in front of the user.
 _Send = Callable[..., Awaitable[discord.Message]]
@@ -175,6 +195,10 @@ class Delivery:
         # progress is dropped without reading their rows.
         self._foreign: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Jobs whose message only their interaction reaches: the timer of its last update,
+        # and the jobs that had it (their message is not updated again but for the end).
+        self._last_call_timers: dict[str, asyncio.TimerHandle] = {}
+        self._last_called: set[str] = set()
         # What is painted of each shown job's photo, read from it once: None for a still.
         self._animations: dict[str, AnimationPlan | None] = {}
         self._ready = asyncio.Event()
@@ -201,9 +225,10 @@ class Delivery:
             self._startup.cancel()
         if self._refresh_timer is not None:
             self._refresh_timer.cancel()
-        for timer in self._timers.values():
+        for timer in [*self._timers.values(), *self._last_call_timers.values()]:
             timer.cancel()
         self._timers.clear()
+        self._last_call_timers.clear()
         for queue in self._queues.values():
             queue.put_nowait(None)
         tasks = list(self._tasks.values())
@@ -226,6 +251,25 @@ class Delivery:
 
     def remember_upload_limit(self, job_id: str, limit: int) -> None:
         self._limits[job_id] = limit
+
+    def watch_token(self, job: JobRecord, expires_at: datetime | None) -> None:
+        """Plans the last update of the job's message before its interaction token ends
+        (`expires_at`), where nothing else reaches that message: a private job's reply,
+        or a job asked where the bot is not a member (`access.may_post_in_channel`)."""
+        if (expires_at is None or access.may_post_in_channel(job) or not self.owns(job)
+                or job.id in self._last_called):
+            return
+        old = self._last_call_timers.pop(job.id, None)
+        if old is not None:
+            old.cancel()
+        delay = (expires_at - TOKEN_MARGIN - LAST_CALL - self.clock()).total_seconds()
+
+        def fire() -> None:
+            self._last_call_timers.pop(job.id, None)
+            self._enqueue(job.id, _LastCall(job.id))
+
+        self._last_call_timers[job.id] = asyncio.get_running_loop().call_later(
+            max(0.0, delay), fire)
 
     def shown_place(self, job_id: str, position: int | None) -> None:
         """The place in the queue a job's reply has just shown."""
@@ -317,9 +361,12 @@ class Delivery:
     async def _redeliver_all(self) -> None:
         try:
             jobs = await self.service.undelivered()
+            active = await self.service.active_jobs()
         except Exception:
             log.exception("could not list undelivered jobs")
             return
+        for job in active:  # a previous run's, whose last update is still to make
+            self.watch_token(job, job.token_expires_at)
         now = self.clock()
         for job in jobs:
             if job.id in self._queues:
@@ -351,11 +398,14 @@ class Delivery:
         for job_id in list(self._queued):  # each through its own worker, in order
             self._enqueue(job_id, _Refresh(job_id))
 
-    async def _handle(self, item: JobEvent | _Redeliver | _Refresh) -> None:
+    async def _handle(self, item: JobEvent | _Redeliver | _Refresh | _LastCall) -> None:
         if isinstance(item, JobQueued):
             return  # the submitting command shows the queued state itself
         if isinstance(item, _Refresh):
             await self._show_place(item.job_id)
+            return
+        if isinstance(item, _LastCall):
+            await self._last_call(item.job_id)
             return
         if isinstance(item, JobStarted):
             job = await self.service.get(item.job_id)
@@ -368,7 +418,7 @@ class Delivery:
         elif isinstance(item, JobCancelled):
             self._forget(item.job_id)
             job = await self.service.get(item.job_id)
-            await self._edit_progress(job, embeds.cancelled(job), [], view=None)
+            await self._edit_progress(job, embeds.cancelled(job), [], view=None, last=True)
         elif isinstance(item, JobSucceeded):
             await self._deliver(item.job_id, item.png)
         elif isinstance(item, JobFailed):
@@ -389,6 +439,43 @@ class Delivery:
         embed = embeds.queued(job, position=position, eta_s=eta,
                               animation=await self.animation(job))
         await self._edit_progress(job, embed, [])
+
+    async def _last_call(self, job_id: str) -> None:
+        """The last update of a message only the job's interaction reaches, a minute
+        before its token ends: where the painting will go, since it cannot go there. A
+        DM says so first; whether the user's DMs took it decides what the message says:
+        the painting will come by DM, or waits in /history."""
+        job = await self.service.get(job_id)
+        if JobStatus(job.status).is_final or not self._token_alive(job):
+            return
+        self._last_called.add(job.id)
+        dms_open = await self._dm_note(job)
+        if JobStatus(job.status) == JobStatus.queued:
+            position, eta = await self.service.position_and_eta(job.id)
+            embed = embeds.queued(job, position=position, eta_s=eta,
+                                  animation=await self.animation(job))
+        else:
+            embed = embeds.running(job, step=job.step, total=job.total_steps, preview=False,
+                                   frame=job.frame, frames=job.frames)
+        await self._edit_progress(job, embeds.token_ending(embed, job, dms_open=dms_open), [],
+                                  last=True)
+        log.info("job %s outlives its interaction token: its painting goes %s", job.id,
+                 "by DM" if dms_open is not False else "to /history (DMs closed)")
+
+    async def _dm_note(self, job: JobRecord) -> bool | None:
+        """Tells the user by DM where the painting will come; whether their DMs took it
+        (None: Discord failed otherwise). Its nonce makes a repeat one message."""
+        try:
+            dm = await self.client.create_dm(discord.Object(int(job.user_id)))
+            await dm.send(embeds.token_ending_dm(job), nonce=result_nonce(job.id, "note"))
+            return True
+        except (discord.Forbidden, discord.NotFound) as exc:
+            log.info("user %s takes no DMs from the bot (job %s): %s", job.user_id, job.id,
+                     exc)
+            return False
+        except discord.HTTPException as exc:
+            log.warning("could not DM user %s about job %s: %s", job.user_id, job.id, exc)
+            return None
 
     async def animation(self, job: JobRecord, photo: bytes | None = None
                         ) -> AnimationPlan | None:
@@ -425,6 +512,10 @@ class Delivery:
         await self._edit_progress(job, embed, files)
 
     def _forget(self, job_id: str) -> None:
+        timer = self._last_call_timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+        self._last_called.discard(job_id)
         self._last_progress.pop(job_id, None)
         self._animations.pop(job_id, None)
         self._limits.pop(job_id, None)
@@ -449,8 +540,13 @@ class Delivery:
                                           state=self.client._connection)
 
     async def _edit_progress(self, job: JobRecord, embed: discord.Embed,
-                             files: list[discord.File], *, view: Any = ...) -> None:
+                             files: list[discord.File], *, view: Any = ...,
+                             last: bool = False) -> None:
+        """Shows `embed` in the job's message; after its `_last_call`, only a `last` one
+        (how the job ended), so that the word there of where the painting goes stays."""
         if not job.progress_message_id or not self._token_alive(job) or not self.owns(job):
+            return
+        if job.id in self._last_called and not last:
             return
         if view is ...:
             view = views.progress_view(job.id)
@@ -511,6 +607,15 @@ class Delivery:
         finally:
             if message is None:  # for the next start, or another process
                 await self.service.release_delivery(job.id)
+        if message is None and not access.may_post_in_channel(job) and not self._token_alive(
+                job):
+            # Only its interaction and a DM could show it: the one has ended, the user's
+            # DMs are closed. It waits in /history, as its message's last update said.
+            await self.service.mark_delivered(job.id)
+            self._forget(job.id)
+            log.info("job %s: kept for /history (its token has ended, DMs are closed)",
+                     job.id)
+            return True
         if message is None:
             log.error("job %s could not be delivered anywhere; trying again at the next start",
                       job.id)
@@ -588,8 +693,9 @@ class Delivery:
                 # repeat after a crash harmless; a webhook follow-up has no nonce.
                 return None
             # A private job whose placeholder is gone: only a new private follow-up keeps
-            # the painting for its owner's eyes within the interaction.
-            follow_up = _as_new_message(webhook.send, wait=True, ephemeral=True)
+            # the painting for its owner's eyes within the interaction. Where the bot is
+            # not a member, a follow-up is the only way to that channel at all.
+            follow_up = _as_new_message(webhook.send, wait=True, ephemeral=job.private)
             return await self._send_fitting(follow_up, job, png, limit)
         except discord.HTTPException as exc:
             if exc.code in DEAD_TOKEN_CODES or exc.status == 401:
@@ -659,7 +765,9 @@ class Delivery:
             return None
         try:
             dm = await self.client.create_dm(discord.Object(user_id))
-            send = _as_new_message(dm.send, nonce=result_nonce(job.id))
+            # Where it was asked, when that was not this DM.
+            send = _as_new_message(dm.send, nonce=result_nonce(job.id),
+                                   content=embeds.dm_result_note(job))
             return await self._send_fitting(send, job, png,
                                             discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
         except (discord.Forbidden, discord.NotFound) as exc:

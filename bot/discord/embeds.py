@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.jobs.access import Context
 from bot.jobs.records import dead_message
 from bot.jobs.states import JobStatus
 
@@ -151,6 +152,54 @@ def result_link(job: JobRecord) -> str | None:
     in_guild = job.guild_id and job.result_channel_id == job.channel_id
     return (f"https://discord.com/channels/{job.guild_id if in_guild else '@me'}/"
             f"{job.result_channel_id}/{job.result_message_id}")
+
+
+def asked_in(job: JobRecord) -> str | None:
+    """A link to where the job was asked: its progress message when that is public, else
+    its channel (a private reply cannot be linked to)."""
+    if not job.channel_id:
+        return None
+    url = f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}"
+    if job.progress_message_id and not job.private:
+        url += f"/{job.progress_message_id}"
+    return url
+
+
+def token_ending(embed: discord.Embed, job: JobRecord, *, dms_open: bool | None
+                 ) -> discord.Embed:
+    """`embed` (the job's queued or running state) with the word that its message stops
+    updating: the interaction's webhook lives 15 minutes, and where the bot is not a
+    member nothing else reaches that message. `dms_open`: whether the user's DMs took the
+    bot's note (None: unknown)."""
+    later = f"find the painting with `/job {job.id}` or in `/history`"
+    if dms_open is False:
+        where = f"Your DMs are closed to me, so once it is done, {later}."
+    elif dms_open:
+        where = "If it is not done by then, the painting will come to your DMs."
+    else:
+        where = (f"If it is not done by then, the painting will come to your DMs if they "
+                 f"are open to me; if not, {later}.")
+    embed.add_field(name="This message stops updating in a minute",
+                    value=f"Discord lets me update it for 15 minutes only. {where}",
+                    inline=False)
+    return embed
+
+
+def token_ending_dm(job: JobRecord) -> str:
+    """The DM that tells a user where their painting will come, as its message stops
+    updating (`token_ending`)."""
+    link = asked_in(job)
+    where = f" ({link})" if link else ""
+    return (f"Job `{job.id}` is taking a while, and Discord lets me update its message"
+            f"{where} for 15 minutes only: when it is done, the painting will come here.")
+
+
+def dm_result_note(job: JobRecord) -> str | None:
+    """The words above a painting sent by DM: where it was asked (None: in this DM)."""
+    link = asked_in(job)
+    if link is None or job.context == Context.bot_dm:
+        return None
+    return f"Your painting of job `{job.id}`, asked for here: {link}"
 
 
 def _base(job: JobRecord, title: str) -> discord.Embed:

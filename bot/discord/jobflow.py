@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.discord import embeds, validation, views
-from bot.discord.callers import caller_of
-from bot.jobs import access
+from bot.discord.callers import caller_of, origin_of
 from bot.jobs.access import Action
 from bot.jobs.errors import PicturesGone
 from bot.jobs.records import token_expiry
@@ -80,10 +79,8 @@ class JobFlow:
             job = await self.service.submit(
                 user_id=str(interaction.user.id), user_name=interaction.user.display_name,
                 content=content, style=style, style_image=style_image, params=params,
-                source=source,
-                guild_id=str(interaction.guild_id) if interaction.guild_id else None,
-                channel_id=str(interaction.channel_id) if interaction.channel_id else None,
-                private=private, parent_id=parent_id, on_committed=hold,
+                source=source, origin=origin_of(interaction), private=private,
+                parent_id=parent_id, on_committed=hold,
                 arrived_at=ticket.arrived_at if ticket is not None else None)
         except BaseException:
             for job_id in held:  # committed, then something failed: let its events through
@@ -102,7 +99,7 @@ class JobFlow:
             progress_id: str | None = None
             msg: discord.Message
             try:
-                if not access.may_post_in_channel(job):
+                if job.private:
                     msg = await _private_placeholder(interaction, job, embed)
                 else:
                     await interaction.edit_original_response(
@@ -116,11 +113,12 @@ class JobFlow:
                 # DM.
                 log.warning("could not post the progress message of job %s", job.id,
                             exc_info=True)
+            expires_at = token_expiry(interaction.created_at)
             await self.service.set_delivery(
-                job.id, interaction_token=interaction.token,
-                token_expires_at=token_expiry(interaction.created_at),
+                job.id, interaction_token=interaction.token, token_expires_at=expires_at,
                 application_id=str(interaction.application_id),
                 progress_message_id=progress_id)
+            self.delivery.watch_token(job, expires_at)
         finally:
             self.delivery.release(job.id)
         log.info("job %s queued for user %s (%s)", job.id, interaction.user.id, source)

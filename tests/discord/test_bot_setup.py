@@ -15,7 +15,7 @@ import pytest
 from bot_helpers import REPO, STYLE_PACK, make_settings
 from emulator import DiscordEmulator
 
-from bot.app import log_style_pack, push_commands
+from bot.app import describe_reach, log_style_pack, push_commands
 from stylizer import presets
 from stylizer.params import limits
 
@@ -60,8 +60,30 @@ async def test_global_sync_sends_every_command_with_ranges_from_style_params(
     assert [(o["name"], o["type"], o["required"]) for o in job] == [("id", 3, True)]
     admin = commands[("stylebot", 1)]
     assert int(admin["default_member_permissions"]) == MANAGE_GUILD
-    assert admin["contexts"] == [0]  # guilds only
     assert [(o["name"], o["type"]) for o in admin["options"]] == [("stats", 1)]
+
+
+async def test_sync_offers_every_command_everywhere_but_the_servers_own(
+        emu: DiscordEmulator, tmp_path: Path) -> None:
+    """Discord's integration types (0 a server's install, 1 a user's own) and interaction
+    contexts (0 servers, 1 the bot's DM, 2 group DMs and DMs between users)."""
+    await push_commands(make_settings(emu, tmp_path))
+    synced = {c["name"]: c for c in emu.global_commands}
+    # What `stylebot sync` prints of each.
+    assert describe_reach(synced["stylize"]) == (
+        "/stylize: through a server's install or a user's own; in servers, the bot's DM, "
+        "group DMs and other DMs")
+    assert describe_reach(synced["Stylize image"]).startswith(
+        "Stylize image: through a server's install or a user's own;")
+    assert describe_reach(synced["stylebot"]) == (
+        "/stylebot: through a server's install; in servers")
+    commands = by_name(emu.global_commands)
+    admin = commands.pop(("stylebot", 1))
+    assert (admin["integration_types"], admin["contexts"]) == ([0], [0])
+    assert admin["dm_permission"] is False
+    for name, command in commands.items():
+        assert sorted(command["integration_types"]) == [0, 1], name
+        assert sorted(command["contexts"]) == [0, 1, 2], name
 
 
 async def test_guild_sync_puts_the_same_commands_in_one_guild(emu: DiscordEmulator,

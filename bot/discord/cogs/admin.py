@@ -17,7 +17,11 @@ if TYPE_CHECKING:
     from bot.discord.client import StyleBot
 
 
+# A server's own command: only where the app is installed in the server (not through a
+# user's own install), and only in the server (the bot's defaults are everywhere).
 @app_commands.guild_only()
+@app_commands.allowed_installs(guilds=True, users=False)
+@app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
 @app_commands.default_permissions(manage_guild=True)
 class Admin(commands.GroupCog, group_name="stylebot",
             group_description="stylebot administration"):
