@@ -4,12 +4,14 @@ It speaks enough of Discord's wire protocol for discord.py's own client code to 
 connect, sync application commands, receive interactions and answer them: the
 gateway (HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats, RESUME), interaction
 callbacks, webhook follow-ups and edits, channel messages, DM channels, multipart
-uploads and a CDN route for attachments.
+uploads and a CDN route for attachments. Long because it is one Discord, whose routes
+share its state; the interactions a test sends and the data are in modules of their own.
 
 Faults a test can ask for: a 429 (with `retry_after`, the way Discord sends it) or a
 500 on the next matching request, an expired interaction token (webhook calls answer
 404 "Unknown Webhook", code 10015), a channel that refuses messages (403, code 50013),
-users who refuse DMs (403, code 50007), a per-interaction upload size limit (413,
+users who refuse DMs (403, code 50007: everyone with `refuse_dms`, one user who
+closed theirs with `close_dms`), a per-interaction upload size limit (413,
 code 40005), and a hold (`hold_answer`): a request carried out in full whose answer waits
 until a test's hook has run, e.g. one that kills the bot in between.
 
@@ -18,6 +20,23 @@ connection that identifies with `shard: [id, count]` gets that shard's servers i
 and GUILD_CREATE, and only their events (interactions included): a server's go to shard
 `(guild_id >> 22) % count`, a DM's to shard 0. A connection that names no shard is shard
 0 of 1 and gets everything. `add_guild` makes another server, on a shard of one's choice.
+
+User-installable apps as Discord has them. An app is installed to a server (the bot is a
+member there) or to a user's account (`install_for`); a server may be without the bot
+(`add_guild(bot_member=False)`), and `group_dm` and `private_dm` make channels between
+users that the bot is not in. The bot is told of none of them (no READY, no
+GUILD_CREATE), and its REST calls on their channels answer 403 "Missing Access" (50001),
+but interactions from them still come over the gateway (a server's to its shard). Every
+interaction says where it was made, `context`: 0 in a server (with `guild_id`, a partial
+`guild`, and the `member` with permissions), 1 in the bot's DM, 2 in a group DM or a DM
+between users (with the `user` and the `channel`); and through which installs,
+`authorizing_integration_owners`: "0", the server's (its id, or "0" in the bot's DM),
+where the bot is and the command's `integration_types` include 0; "1", the user's own
+(their id), where they installed the app and the command allows 1. Discord offers a
+command only where its `contexts` allow and an install applies (a server's own commands
+only in that server); sending one it would not offer raises `CommandUnavailable`. A
+component on a message answers through the installs of the interaction that made the
+message.
 
 Channel messages honour `nonce` and `enforce_nonce` as Discord documents them: a nonce
 (an integer or a string of at most 25 characters) comes back in the message; with
@@ -50,19 +69,21 @@ from emulator_model import (
     LOADING,
     ApiError,
     Call,
+    CommandUnavailable,
     Fault,
     Guild,
     Hold,
     Interaction,
     Message,
+    PrivateChannel,
     StoredFile,
     Upload,
     User,
     image_size,
 )
 
-__all__ = ["Call", "DiscordEmulator", "Guild", "Interaction", "Message", "StoredFile", "Upload",
-           "User"]
+__all__ = ["Call", "CommandUnavailable", "DiscordEmulator", "Guild", "Interaction", "Message",
+           "PrivateChannel", "StoredFile", "Upload", "User"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +131,11 @@ class DiscordEmulator(InteractionSender):
         # download).
         self.cdn_delay_s: dict[str, float] = {}
         self.dm_channels: dict[int, int] = {}  # dm channel id -> user id
+        # DMs between users and group DMs, which the bot is not in.
+        self.private_channels: dict[int, PrivateChannel] = {}
+        # Who installed the app to their account, and who closed their DMs.
+        self.user_installs: set[int] = set()
+        self.closed_dms: set[int] = set()
         self.calls: list[Call] = []
         self.expired_tokens: set[str] = set()
         self.refusing_channels: set[int] = set()
@@ -199,10 +225,13 @@ class DiscordEmulator(InteractionSender):
         return user
 
     def add_guild(self, name: str = "Another Guild", *, shard: int = 0,
-                  owner: User | None = None, members: list[User] | None = None) -> Guild:
+                  owner: User | None = None, members: list[User] | None = None,
+                  bot_member: bool = True) -> Guild:
         """A new server on `shard` (of `shard_count`) with a text channel of its own;
         `owner` (default: `admin`) administers it, and `members` (default: alice, bob and
-        admin, plus the owner) are in it. Seen by a bot that connects after this."""
+        admin, plus the owner) are in it. Seen by a bot that connects after this; with
+        `bot_member=False` the bot is not in it (nor told of it), and only users who
+        installed the app to their account can use it there."""
         if not 0 <= shard < self.shard_count:
             raise ValueError(f"shard {shard} is not one of {self.shard_count}")
         owner = owner or self.admin
@@ -210,9 +239,36 @@ class DiscordEmulator(InteractionSender):
         if owner not in members:
             members.append(owner)
         guild = Guild(self.snowflake(shard=shard), name, self.snowflake(), owner, members,
-                      {owner.id})
+                      {owner.id}, bot_member)
         self.guilds[guild.id] = guild
         return guild
+
+    def group_dm(self, *users: User) -> int:
+        """A new group DM (channel type 3) between `users`, the first its owner; the bot
+        is not in it."""
+        return self._private_channel(3, list(users))
+
+    def private_dm(self, a: User, b: User) -> int:
+        """A new DM (channel type 1) between two users; the bot is not in it."""
+        return self._private_channel(1, [a, b])
+
+    def _private_channel(self, type_: int, users: list[User]) -> int:
+        cid = self.snowflake()
+        self.private_channels[cid] = PrivateChannel(cid, type_, users)
+        return cid
+
+    def install_for(self, user: User) -> None:
+        """`user` installs the app to their account: they can use its commands that allow
+        a user install wherever they are."""
+        self.user_installs.add(user.id)
+
+    def close_dms(self, user: User) -> None:
+        """`user` takes no DMs from the bot: a message there answers 403 (50007)."""
+        self.closed_dms.add(user.id)
+
+    def open_dms(self, user: User) -> None:
+        """`user` takes DMs from the bot again."""
+        self.closed_dms.discard(user.id)
 
     def expire_token(self, token: str) -> None:
         self.expired_tokens.add(token)
@@ -308,10 +364,11 @@ class DiscordEmulator(InteractionSender):
         return out
 
     def post_user_message(self, user: User, content: str = "",
-                          uploads: tuple[Upload, ...] = (), *, guild: Guild | None = None
-                          ) -> Message:
-        """A message some user sent to a server's channel (for the context menu)."""
-        channel_id = (guild or self.guild).channel_id
+                          uploads: tuple[Upload, ...] = (), *, guild: Guild | None = None,
+                          channel_id: int | None = None) -> Message:
+        """A message some user sent to a server's channel, or to any channel by
+        `channel_id` (a group DM, say), for the context menu."""
+        channel_id = channel_id or (guild or self.guild).channel_id
         m = Message(self.snowflake(), channel_id, user.payload(), content,
                     files=[self.add_file(u) for u in uploads])
         self.messages[m.id] = m
@@ -382,9 +439,10 @@ class DiscordEmulator(InteractionSender):
         return ws
 
     async def _send_ready(self, ws: web.WebSocketResponse, *, sharded: bool) -> None:
-        """READY and a GUILD_CREATE for each of the connection's shard's servers."""
+        """READY and a GUILD_CREATE for each of the connection's shard's servers (those
+        the bot is in)."""
         shard = self._socket_shards[ws]
-        guilds = [g for g in self.guilds.values() if _receives(shard, g.id)]
+        guilds = [g for g in self.guilds.values() if g.bot_member and _receives(shard, g.id)]
         session_id = f"session-{self.snowflake()}"
         self._session_shards[session_id] = shard
         self._seq += 1
@@ -401,8 +459,11 @@ class DiscordEmulator(InteractionSender):
             await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq,
                                           "d": self._guild_payload(guild)}))
 
-    def channel_payload(self, channel_id: int) -> dict[str, Any]:
-        """A server's text channel, or a DM channel with the bot."""
+    def channel_payload(self, channel_id: int, viewer: User | None = None) -> dict[str, Any]:
+        """A server's text channel, a DM channel with the bot, or a DM or group DM
+        between users (as `viewer` sees it)."""
+        if channel_id in self.private_channels:
+            return self.private_channels[channel_id].payload(viewer)
         if channel_id in self.dm_channels:
             user = self.users[self.dm_channels[channel_id]]
             return {"id": str(channel_id), "type": 1, "recipients": [user.payload()],
@@ -515,8 +576,10 @@ class DiscordEmulator(InteractionSender):
                 raise ApiError(404, 10013, "Unknown User")
             return 200, self.users[int(m[1])].payload()
         if m := re.fullmatch(r"/channels/(\d+)", p):
+            self._check_access(int(m[1]))
             return 200, self.channel_payload(int(m[1]))
         if m := re.fullmatch(r"/channels/(\d+)/messages(?:/(\d+))?", p):
+            self._check_access(int(m[1]))
             return self._channel_messages(method, int(m[1]), m[2], body, files)
         raise ApiError(404, 0, f"404: Not Found ({method} {path})")
 
@@ -537,6 +600,12 @@ class DiscordEmulator(InteractionSender):
                 store.append(cmd)
         return 200, store
 
+    def _check_access(self, cid: int) -> None:
+        """The bot sees no channel of a server it is not in, nor any DM it is not in."""
+        guild = self.guild_of_channel(cid)
+        if cid in self.private_channels or (guild is not None and not guild.bot_member):
+            raise ApiError(403, 50001, "Missing Access")
+
     def _channel_messages(self, method: str, cid: int, mid: str | None, body: Any,
                           files: list[StoredFile]) -> tuple[int, Any]:
         if self.guild_of_channel(cid) is None and cid not in self.dm_channels:
@@ -544,7 +613,8 @@ class DiscordEmulator(InteractionSender):
         if method == "POST" and mid is None:
             if cid in self.refusing_channels:
                 raise ApiError(403, 50013, "Missing Permissions")
-            if cid in self.dm_channels and self.refuse_dms:
+            if cid in self.dm_channels and (self.refuse_dms
+                                            or self.dm_channels[cid] in self.closed_dms):
                 raise ApiError(403, 50007, "Cannot send messages to this user")
             self._check_size(files, self.guild_filesize_limit)
             nonce = body.get("nonce")

@@ -19,6 +19,14 @@ LOADING = 1 << 7
 ADMINISTRATOR = 1 << 3
 MANAGE_GUILD = 1 << 5
 DEFAULT_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 31)  # view, send..
+# What `app_permissions` holds where the bot is no member: attach files, embed links and
+# mention everyone in any DM or group DM, and use external emojis too in its own DM.
+PRIVATE_APP_PERMISSIONS = (1 << 15) | (1 << 14) | (1 << 17)
+BOT_DM_APP_PERMISSIONS = PRIVATE_APP_PERMISSIONS | (1 << 18)
+# Application integration types: where the app is installed.
+GUILD_INSTALL, USER_INSTALL = 0, 1
+# Interaction context types: where an interaction is made.
+GUILD, BOT_DM, PRIVATE_CHANNEL = 0, 1, 2
 
 
 @dataclass
@@ -40,7 +48,9 @@ class User:
 
 @dataclass
 class Guild:
-    """A server the bot is in: one text channel, its members, and who administers it."""
+    """A server: one text channel, its members, who administers it, and whether the bot
+    is in it (the app installed to the server); without the bot, only users who installed
+    the app to their account can use it there."""
 
     id: int
     name: str
@@ -48,9 +58,28 @@ class Guild:
     owner: User
     members: list[User]
     admins: set[int] = field(default_factory=set)
+    bot_member: bool = True
 
     def is_admin(self, user: User) -> bool:
         return user.id in self.admins
+
+
+@dataclass
+class PrivateChannel:
+    """A DM between two users (type 1) or a group DM (type 3): the bot is in neither."""
+
+    id: int
+    type: int
+    recipients: list[User]
+
+    def payload(self, viewer: User | None = None) -> dict[str, Any]:
+        """As `viewer` sees it: the recipients are the others."""
+        others = [u.payload() for u in self.recipients if u != viewer]
+        out: dict[str, Any] = {"id": str(self.id), "type": self.type, "recipients": others,
+                               "last_message_id": None, "flags": 0}
+        if self.type == 3:
+            out.update(name=None, icon=None, owner_id=str(self.recipients[0].id))
+        return out
 
 
 @dataclass
@@ -163,6 +192,10 @@ class Fault:
     status: int
     retry_after: float
     times: int
+
+
+class CommandUnavailable(AssertionError):
+    """A test sent a command where Discord would not offer it to the user."""
 
 
 class ApiError(Exception):
