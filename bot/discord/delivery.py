@@ -558,23 +558,37 @@ class Delivery:
                 self._dead_tokens.add(job.id)
             log.info("could not update the progress message of job %s: %s", job.id, exc)
 
-    async def retract(self, jobs: Iterable[JobRecord]) -> int:
+    async def retract(self, jobs: Iterable[JobRecord]) -> tuple[int, int]:
         """Deletes the messages this bot posted with the jobs' results (in a channel or a
-        DM; a private reply is its owner's to dismiss); returns how many went. One that is
-        gone already, or where the bot can no longer reach, is left."""
-        removed = 0
+        DM; a private reply is its owner's to dismiss): (how many went, how many are out
+        of reach). One in a conversation the bot is not in can go only through its
+        interaction, while the token lives; after that it is out of reach. One that is
+        gone already is neither; one Discord refuses otherwise is left, and logged."""
+        removed = kept = 0
         for job in jobs:
             if not job.result_message_id or not job.result_channel_id:
                 continue
+            message_id = int(job.result_message_id)
+            bots_own = (access.bot_in_channel(job) or job.private
+                        or job.result_channel_id != job.channel_id)
+            if not bots_own and not self._token_alive(job):
+                kept += 1
+                continue
             try:
-                await self.client.http.delete_message(int(job.result_channel_id),
-                                                      int(job.result_message_id))
+                if bots_own:
+                    await self.client.http.delete_message(int(job.result_channel_id),
+                                                          message_id)
+                else:
+                    await self._webhook(job).delete_message(message_id)
                 removed += 1
-            except discord.NotFound:
-                pass
             except discord.HTTPException as exc:
-                log.info("could not delete the result message of job %s: %s", job.id, exc)
-        return removed
+                if exc.code in DEAD_TOKEN_CODES:  # the token ended before we thought
+                    self._dead_tokens.add(job.id)
+                    kept += 1
+                elif not isinstance(exc, discord.NotFound):
+                    log.info("could not delete the result message of job %s: %s", job.id,
+                             exc)
+        return removed, kept
 
     # ---- results ---------------------------------------------------------------------
     async def _deliver(self, job_id: str, png: bytes | None, *, again: bool = False) -> bool:

@@ -117,15 +117,24 @@ def _posts(posts: int) -> str:
         f" and the {posts} messages I posted them in"
 
 
-def forgotten(removed: Removed, *, posts: int = 0) -> str:
-    """What `/forget` did, in words; `posts`: messages with paintings deleted."""
+def _kept(kept: int) -> str:
+    if not kept:
+        return ""
+    which = "message" if kept == 1 else f"{kept} messages"
+    return (f" The {which} I posted in conversations I am not part of can no longer be "
+            "deleted (Discord lets me change those for 15 minutes only).")
+
+
+def forgotten(removed: Removed, *, posts: int = 0, kept: int = 0) -> str:
+    """What `/forget` did, in words; `posts`: messages with paintings deleted; `kept`:
+    those out of the bot's reach (`Delivery.retract`)."""
     if not removed.jobs and not removed.active:
         return "You have no pictures left to delete."
     lines = []
     if removed.jobs:
         jobs = "job" if removed.jobs == 1 else "jobs"
         lines.append(f"Deleted the pictures of {removed.jobs} {jobs}{_posts(posts)}. They "
-                     "stay in `/history`, without pictures.")
+                     f"stay in `/history`, without pictures.{_kept(kept)}")
     if removed.active:
         jobs = "job is" if removed.active == 1 else "jobs are"
         lines.append(f"{removed.active} {jobs} still painting and could not be stopped yet, "
@@ -133,12 +142,12 @@ def forgotten(removed: Removed, *, posts: int = 0) -> str:
     return "\n".join(lines)
 
 
-def forgotten_job(job_id: str, removed: Removed, *, posts: int = 0) -> str:
+def forgotten_job(job_id: str, removed: Removed, *, posts: int = 0, kept: int = 0) -> str:
     """What a job's Delete button did, in words; `posts`: messages with its painting
-    deleted."""
+    deleted; `kept`: those out of the bot's reach."""
     if removed.jobs:
         return (f"Deleted the pictures of job `{job_id}`{_posts(posts)}. It stays in "
-                "`/history`, without pictures.")
+                f"`/history`, without pictures.{_kept(kept)}")
     if removed.active:
         return (f"Job `{job_id}` is still painting and could not be stopped yet: try again "
                 "in a minute.")

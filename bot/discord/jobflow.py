@@ -137,9 +137,9 @@ class JobFlow:
             # `/job` reply the button is on becomes the answer, its pictures gone with them.
             await self.service.authorize(job_id, caller=caller, action=Action.delete)
             await interaction.response.defer()  # an update of that reply, to come
-            removed, posts = await self.forget(caller, job_id)
+            removed, posts, kept = await self.forget(caller, job_id)
             await interaction.edit_original_response(
-                content=embeds.forgotten_job(job_id, removed, posts=posts), embed=None,
+                content=embeds.forgotten_job(job_id, removed, posts=posts, kept=kept), embed=None,
                 attachments=[], view=None)
             return
         async with self.place(interaction) as ticket:
@@ -161,10 +161,12 @@ class JobFlow:
                                  source="button", parent_id=job.id, ticket=ticket)
 
 
-    async def forget(self, caller: Caller, job_id: str | None = None) -> tuple[Removed, int]:
+    async def forget(self, caller: Caller, job_id: str | None = None
+                     ) -> tuple[Removed, int, int]:
         """Deletes the pictures of one of the caller's jobs, or of all their jobs
         (`Privacy`), then the messages the bot posted the paintings in
-        (`Delivery.retract`): (what went from the store, messages deleted). Raises
+        (`Delivery.retract`): (what went from the store, messages deleted, messages out
+        of the bot's reach). Raises
         `JobNotFound` for a job the caller may not delete."""
         if job_id is None:
             removed = await self.privacy.forget_user(caller=caller)
@@ -173,7 +175,8 @@ class JobFlow:
         else:
             removed = await self.privacy.forget_job(job_id, caller=caller)
             jobs = [await self.service.get(job_id)]
-        return removed, await self.delivery.retract(j for j in jobs if j.pictures_gone)
+        posts, kept = await self.delivery.retract(j for j in jobs if j.pictures_gone)
+        return removed, posts, kept
 
 
 async def _private_placeholder(interaction: discord.Interaction[Any], job: JobRecord,

@@ -98,13 +98,19 @@ async def test_stylize_in_a_server_without_the_bot(emu: DiscordEmulator, app: Ap
     assert bot_calls_to(emu, club.channel_id) == []
 
 
-async def test_stylize_in_the_bots_dm(emu: DiscordEmulator, app: App) -> None:
-    ix = await stylize(emu, dm=True)
+@pytest.mark.parametrize("dm", ["the bot's", "Bob's"])
+async def test_stylize_in_a_dm(emu: DiscordEmulator, app: App, dm: str) -> None:
+    """In Alice's DM with the bot, or with Bob (where only the interaction reaches)."""
+    channel = emu.dm_channel(emu.alice) if dm == "the bot's" else emu.private_dm(emu.alice,
+                                                                                   emu.bob)
+    ix = await stylize(emu, channel_id=channel)
     message = await progress_message(emu, ix)
+    assert message.channel_id == channel
     await wait_painting(emu, message)
     job = await wait_delivered(app, job_id_of(message))
-    assert (job.context, job.guild_id) == ("bot_dm", None)
-    assert message.channel_id == emu.dm_channel(emu.alice)
+    assert job.guild_id is None
+    assert job.context == ("bot_dm" if dm == "the bot's" else "private_channel")
+    assert job.result_message_id == str(message.id)
 
 
 async def last_update(emu: DiscordEmulator, message: Message) -> str:
@@ -207,3 +213,29 @@ async def test_the_message_menu_on_an_image_in_a_group_dm(emu: DiscordEmulator,
     assert (job.user_id, job.context, job.source) == (
         str(emu.alice.id), "private_channel", "context_menu")
     assert bot_calls_to(emu, group) == []
+
+
+async def test_forget_deletes_what_the_interaction_still_reaches(
+        emu: DiscordEmulator, app: App, club: Guild) -> None:
+    """Where the bot is not a member, its messages can be deleted only through their
+    interaction's webhook, for 15 minutes: /forget deletes those it still can, and says
+    that the others stay."""
+    emu.install_for(emu.bob)
+    group = emu.group_dm(emu.alice, emu.bob)
+    shown = []
+    for where in ({"guild": club}, {"channel_id": group}):
+        ix = await emu.slash("stylize", emu.bob, image=Upload("p.png", photo_png(seed=4)),
+                             style=PRESET, **where)
+        message = await progress_message(emu, ix)
+        await wait_painting(emu, message)
+        await wait_delivered(app, job_id_of(message))
+        shown.append((ix, message))
+    emu.expire_token(shown[1][0].token)  # the group DM's, 15 minutes on
+    question = await answered(emu, await emu.slash("forget", emu.bob, guild=club))
+    await emu.press(question, question.custom_ids()[0], emu.bob)
+    text = await emu.wait_for(lambda: "Deleted" in question.text() and question.text())
+    assert "Deleted the pictures of 2 jobs and the message I posted it in." in text
+    assert "The message I posted in conversations I am not part of can no longer" in text
+    assert shown[0][1].deleted
+    assert not shown[1][1].deleted
+    assert bot_calls_to(emu, club.channel_id) == bot_calls_to(emu, group) == []

@@ -41,8 +41,8 @@ class Forget(commands.Cog):
         caller = caller_of(interaction)
 
         async def forget_all() -> str:
-            removed, posts = await self.bot.flow.forget(caller)
-            return embeds.forgotten(removed, posts=posts)
+            removed, posts, kept = await self.bot.flow.forget(caller)
+            return embeds.forgotten(removed, posts=posts, kept=kept)
 
         view = Confirm(owner_id=interaction.user.id, yes_label="Delete my pictures",
                        no_label="Keep them", no_text="Nothing was deleted.",
