@@ -227,11 +227,16 @@ def fake_painting(req: JobRequest) -> tuple[bytes, dict[str, float | int]]:
 
 
 @asynccontextmanager
-async def bot_running(settings: Settings, *, gate: bool = False) -> AsyncIterator[App]:
-    """The whole bot (real pool, service, SQLite file, discord.py client), connected."""
+async def bot_running(settings: Settings, *, gate: bool = False, shut: bool = False
+                      ) -> AsyncIterator[App]:
+    """The whole bot (real pool, service, SQLite file, discord.py client), connected; with
+    `gate`, behind a gate (`GatedPool`), shut from the start with `shut`."""
     # Progress from every step: the bot itself must keep its edits to one per ~4 s.
     pool = LocalPoolExecutor.from_settings(settings, preview_interval_s=0.0)
-    executor = GatedPool(pool) if gate else pool
+    executor: LocalPoolExecutor | GatedPool = pool
+    if gate or shut:
+        executor = GatedPool(pool)
+        executor.open = not shut
     async with running(settings, executor=executor, default_params=FAST_PARAMS,
                        grace_s=20) as app:
         await app.client.wait_until_ready()

@@ -4,6 +4,7 @@ results nobody could receive are delivered, and old buttons still work."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from bot_helpers import (
     GatedPool,
     bot_running,
     decode,
+    gate,
     job_id_of,
     make_settings,
     painting,
@@ -107,3 +109,34 @@ async def test_restart(emu: DiscordEmulator, tmp_path: Path,
     for job_id in (done_id, lost_id, queued_id):
         sent = [m for m in emu.messages.values() if job_id in m.text() and painting(m)]
         assert len(sent) == 1, job_id
+
+
+async def test_a_restart_keeps_the_last_update_before_a_token_ends(
+        emu: DiscordEmulator, tmp_path: Path) -> None:
+    """Where the bot is not a member, a job's message gets a last update a minute before
+    its interaction token ends, saying where the painting will go: a restarted bot plans
+    it too, for the jobs it finds queued."""
+    settings = make_settings(emu, tmp_path / "bot")
+    await push_commands(settings)
+    club = emu.add_guild("A Club Without the Bot", bot_member=False,
+                         members=[emu.alice, emu.bob])
+    emu.install_for(emu.alice)
+    async with bot_running(settings, shut=True) as app:
+        ix = await emu.slash("stylize", emu.alice, image=Upload("d.png", photo_png(seed=7)),
+                             style=PRESET, guild=club)
+        message = await progress_message(emu, ix)
+        job_id = job_id_of(message)
+        await wait_job(app, job_id, lambda j: j.progress_message_id == str(message.id))
+        # As if it had been asked 13.6 minutes ago.
+        await app.service.set_delivery(
+            job_id, token_expires_at=datetime.now(UTC) + timedelta(seconds=85))
+    async with bot_running(settings, shut=True) as app:
+        text = await emu.wait_for(lambda: "stops updating" in message.text() and message.text())
+        assert "the painting will come to your DMs" in text
+        assert (await app.service.get(job_id)).status == JobStatus.queued
+        emu.expire_token(ix.token)
+        gate(app).open = True
+        job = await wait_delivered(app, job_id)
+    delivered = emu.messages[int(str(job.result_message_id))]
+    assert delivered.channel_id == emu.dm_channel(emu.alice)
+    assert str(message.id) in delivered.content  # the link back to where it was asked
