@@ -204,11 +204,12 @@ def token_ending_dm(job: JobRecord) -> str:
 
 
 def dm_result_note(job: JobRecord) -> str | None:
-    """The words above a painting sent by DM: where it was asked (None: in this DM)."""
+    """The words above a job's result sent by DM (its painting, or why there is none):
+    where it was asked (None: in this DM)."""
     link = asked_in(job)
     if link is None or job.context == Context.bot_dm:
         return None
-    return f"Your painting of job `{job.id}`, asked for here: {link}"
+    return f"Job `{job.id}`, which you asked for here: {link}"
 
 
 def _base(job: JobRecord, title: str) -> discord.Embed:

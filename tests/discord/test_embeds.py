@@ -1,6 +1,7 @@
 """The words of a job's queued message (`bot.discord.embeds.queued`) in each case its
-reply can meet: still queued, taken by a worker, already finished; and what a job of an
-animated photo's messages say of its frames."""
+reply can meet: still queued, taken by a worker, already finished; what a job of an
+animated photo's messages say of its frames; and the words where the bot is not a member
+(links back, the last update before a token ends, what /forget could not reach)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from bot.discord import embeds
 from bot.jobs.intake import AnimationPlan
 from bot.jobs.records import JobRecord
+from bot.jobs.retention import Removed
 from bot.jobs.states import JobStatus
 
 JOB = JobRecord(
@@ -95,3 +97,53 @@ def test_a_finished_animation_says_which_frames_it_has(plan: AnimationPlan,
     assert embed.image.url == "attachment://stylebot-k3x9p2.gif"
     plain = embeds.result(job, filename="stylebot-k3x9p2.png", width=256, height=170)
     assert "frames" not in (plain.description or "")
+
+
+# -- where the bot is not a member ------------------------------------------------------
+
+IN_CLUB = replace(JOB, guild_id="10", channel_id="20", progress_message_id="30",
+                  context="guild", guild_install=False)
+
+
+@pytest.mark.parametrize(("job", "link"), [
+    (IN_CLUB, "https://discord.com/channels/10/20/30"),
+    # A private reply cannot be linked to: its channel is.
+    (replace(IN_CLUB, private=True), "https://discord.com/channels/10/20"),
+    (replace(IN_CLUB, guild_id=None, context="private_channel"),
+     "https://discord.com/channels/@me/20/30"),
+    (replace(JOB, channel_id=None), None),
+])
+def test_a_link_back_to_where_a_job_was_asked(job: JobRecord, link: str | None) -> None:
+    assert embeds.asked_in(job) == link
+
+
+def test_a_result_by_dm_says_where_it_was_asked_unless_it_was_there() -> None:
+    assert embeds.dm_result_note(IN_CLUB) == (
+        "Job `k3x9p2`, which you asked for here: https://discord.com/channels/10/20/30")
+    assert embeds.dm_result_note(replace(IN_CLUB, guild_id=None, context="bot_dm")) is None
+
+
+@pytest.mark.parametrize(("dms_open", "words"), [
+    (True, "If it is not done by then, the painting will come to your DMs."),
+    (False, "Your DMs are closed to me, so once it is done, find the painting with "
+            "`/job k3x9p2` or in `/history`."),
+    (None, "if they are open to me; if not, find the painting with `/job k3x9p2`"),
+])
+def test_the_last_update_before_a_token_ends_says_where_the_painting_goes(
+        dms_open: bool | None, words: str) -> None:
+    embed = embeds.token_ending(embeds.queued(IN_CLUB, position=2, eta_s=60.0), IN_CLUB,
+                                dms_open=dms_open)
+    assert embed.title == "Queued"
+    [field] = embed.fields
+    assert field.name == "This message stops updating in a minute"
+    assert (field.value or "").startswith("Discord lets me update it for 15 minutes only. ")
+    assert words in (field.value or "")
+    assert "https://discord.com/channels/10/20/30" in embeds.token_ending_dm(IN_CLUB)
+
+
+def test_forget_says_which_messages_it_could_not_reach() -> None:
+    removed = Removed(jobs=3, blobs=4)
+    assert embeds.forgotten(removed, posts=1, kept=2).endswith(
+        "The 2 messages I posted in conversations I am not part of can no longer be deleted "
+        "(Discord lets me change those for 15 minutes only).")
+    assert "not part of" not in embeds.forgotten(removed, posts=3)
