@@ -105,6 +105,9 @@ TAKEOVER_S = 60.0
 # Tries at `takeover_s` apart while another process holds the delivery's claim: enough
 # to outlast a dead claimant's claim (`bot.jobs.service.DELIVERY_CLAIM_S`).
 TAKEOVER_TRIES = 5
+# The first wait before trying a result again after Discord failed to take it (then 2×,
+# 4×…, `TAKEOVER_TRIES` tries in all: about 8 minutes).
+RETRY_S = 15.0
 
 
 def shard_of(guild_id: str | int | None, shard_count: int) -> int:
@@ -182,6 +185,7 @@ class Delivery:
         self.shard_count = shard_count
         self.shard_ids = None if shard_ids is None else frozenset(shard_ids)
         self.takeover_s = takeover_s
+        self.retry_s = RETRY_S
         self.clock = clock or (lambda: datetime.now(UTC))
         self._since = self.clock()  # jobs made before are a previous run's
         self._queues: dict[str, asyncio.Queue[_Item]] = {}
@@ -419,14 +423,29 @@ class Delivery:
             self._forget(item.job_id)
             job = await self.service.get(item.job_id)
             await self._edit_progress(job, embeds.cancelled(job), [], view=None, last=True)
-        elif isinstance(item, JobSucceeded):
-            await self._deliver(item.job_id, item.png)
-        elif isinstance(item, JobFailed):
-            await self._deliver(item.job_id, None)
-        elif not await self._deliver(item.job_id, None, again=True) and item.tries > 1:
-            # Another process holds the claim: it is delivering, or died doing so and its
-            # claim will expire.
-            self._later(item.job_id, self.takeover_s, item.tries - 1)
+        elif isinstance(item, (JobSucceeded, JobFailed)):
+            png = item.png if isinstance(item, JobSucceeded) else None
+            await self._deliver_or_retry(item.job_id, png, tries=TAKEOVER_TRIES)
+        else:
+            await self._deliver_or_retry(item.job_id, None, tries=item.tries, again=True)
+
+    async def _deliver_or_retry(self, job_id: str, png: bytes | None, *, tries: int,
+                                again: bool = False) -> None:
+        """`_deliver`, tried again later (`tries` times in all) when another process holds
+        the claim (it is delivering, or died doing so and its claim will expire), or when
+        Discord failed (a server error that outlasted discord.py's own retries): each wait
+        twice the one before, from `retry_s`. After that, the next start delivers it."""
+        try:
+            if await self._deliver(job_id, png, again=again) or tries <= 1:
+                return
+            delay = self.takeover_s
+        except discord.HTTPException as exc:
+            if tries <= 1:
+                raise
+            delay = self.retry_s * 2 ** (TAKEOVER_TRIES - tries)
+            log.warning("job %s: Discord failed to take its result (%s); trying again in "
+                        "%.0f s", job_id, exc, delay)
+        self._later(job_id, delay, tries - 1)
 
     async def _show_place(self, job_id: str) -> None:
         if job_id not in self._queued:
@@ -450,14 +469,7 @@ class Delivery:
             return
         self._last_called.add(job.id)
         dms_open = await self._dm_note(job)
-        if JobStatus(job.status) == JobStatus.queued:
-            position, eta = await self.service.position_and_eta(job.id)
-            embed = embeds.queued(job, position=position, eta_s=eta,
-                                  animation=await self.animation(job))
-        else:
-            embed = embeds.running(job, step=job.step, total=job.total_steps, preview=False,
-                                   frame=job.frame, frames=job.frames)
-        await self._edit_progress(job, embeds.token_ending(embed, job, dms_open=dms_open), [],
+        await self._edit_progress(job, embeds.token_ending(job, dms_open=dms_open), [],
                                   last=True)
         log.info("job %s outlives its interaction token: its painting goes %s", job.id,
                  "by DM" if dms_open is not False else "to /history (DMs closed)")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.jobs.access import Context
+from bot.jobs.access import Context, bot_in_channel
 from bot.jobs.records import dead_message
 from bot.jobs.states import JobStatus
 
@@ -103,6 +103,10 @@ def forget_question(jobs: Sequence[JobRecord]) -> str:
     lines = [f"Delete the pictures of your {count}: your photos, style images, paintings "
              "and previews, and the messages I posted your paintings in? This cannot be "
              "undone. Your jobs stay listed in `/history`, without pictures."]
+    if any(job.result_message_id and not bot_in_channel(job) and not job.private
+           for job in jobs):
+        lines.append("Messages I posted in conversations I am not part of can be deleted "
+                     "only within 15 minutes of asking for them.")
     active = sum(JobStatus(job.status).is_active for job in jobs)
     if active:
         lines.append(f"{active} of them {'is' if active == 1 else 'are'} queued or painting "
@@ -113,16 +117,18 @@ def forget_question(jobs: Sequence[JobRecord]) -> str:
 def _posts(posts: int) -> str:
     if not posts:
         return ""
-    return " and the message I posted it in" if posts == 1 else \
-        f" and the {posts} messages I posted them in"
+    return " and the message I posted a painting in" if posts == 1 else \
+        f" and the {posts} messages I posted paintings in"
 
 
 def _kept(kept: int) -> str:
     if not kept:
         return ""
-    which = "message" if kept == 1 else f"{kept} messages"
-    return (f" The {which} I posted in conversations I am not part of can no longer be "
-            "deleted (Discord lets me change those for 15 minutes only).")
+    if kept == 1:
+        return (" One message with a painting, in a conversation I am not part of, can no "
+                "longer be deleted: Discord lets me change it for 15 minutes only.")
+    return (f" {kept} messages with paintings, in conversations I am not part of, can no "
+            "longer be deleted: Discord lets me change them for 15 minutes only.")
 
 
 def forgotten(removed: Removed, *, posts: int = 0, kept: int = 0) -> str:
@@ -174,12 +180,14 @@ def asked_in(job: JobRecord) -> str | None:
     return url
 
 
-def token_ending(embed: discord.Embed, job: JobRecord, *, dms_open: bool | None
-                 ) -> discord.Embed:
-    """`embed` (the job's queued or running state) with the word that its message stops
-    updating: the interaction's webhook lives 15 minutes, and where the bot is not a
-    member nothing else reaches that message. `dms_open`: whether the user's DMs took the
-    bot's note (None: unknown)."""
+def token_ending(job: JobRecord, *, dms_open: bool | None) -> discord.Embed:
+    """The last update of a job's message where nothing but its interaction reaches it
+    (the interaction's webhook lives 15 minutes): the job's state, without a place in the
+    queue or a time that would go stale, and where the painting will go. `dms_open`:
+    whether the user's DMs took the bot's note (None: unknown)."""
+    queued = JobStatus(job.status) is JobStatus.queued
+    embed = _base(job, "Queued" if queued else "Painting…")
+    embed.description = f"Style: {style_label(job)}"
     later = f"find the painting with `/job {job.id}` or in `/history`"
     if dms_open is False:
         where = f"Your DMs are closed to me, so once it is done, {later}."
@@ -200,7 +208,8 @@ def token_ending_dm(job: JobRecord) -> str:
     link = asked_in(job)
     where = f" ({link})" if link else ""
     return (f"Job `{job.id}` is taking a while, and Discord lets me update its message"
-            f"{where} for 15 minutes only: when it is done, the painting will come here.")
+            f"{where} for 15 minutes only: if it is not done within a minute, the painting "
+            "will come here.")
 
 
 def dm_result_note(job: JobRecord) -> str | None:
@@ -339,8 +348,9 @@ def job_detail(job: JobRecord, *, input_name: str | None, output_name: str | Non
     if link:
         embed.add_field(name="Result", value=f"[jump to the message]({link})", inline=False)
     gone = pictures_gone(job, retention_days=retention_days)
-    if gone:
-        embed.add_field(name="Pictures", value=gone, inline=False)
+    if gone:  # "Pictures: Deleted at its owner's request"
+        embed.add_field(name="Pictures", value=gone.removeprefix("Pictures ").capitalize(),
+                        inline=False)
     if input_name:
         embed.set_thumbnail(url=f"attachment://{input_name}")
     if output_name:

@@ -15,9 +15,15 @@ def new_job_id() -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
 
 
+_DECORATION = re.compile(r"^(?:job\s+)?#?")
+
+
 def normalize_job_id(text: str) -> str:
-    """What a person typed to the canonical form (trimmed, lower case, '#' dropped)."""
-    return text.strip().lstrip("#").lower()
+    """What a person typed or pasted to the canonical form: trimmed, lower case, without
+    a '#', the backticks the bot's messages put around an id (`k3x9p2`), or the word
+    "job" of a message's footer ("job k3x9p2")."""
+    text = text.strip().strip("`").strip().lower()
+    return _DECORATION.sub("", text).strip("`").strip()
 
 
 def looks_like_job_id(text: str) -> bool:

@@ -104,7 +104,8 @@ async def test_job_shows_a_job_to_its_owner_anywhere(emu: DiscordEmulator,
         for where in ({}, {"dm": True}):
             detail = await answered(emu, await emu.slash("job", emu.alice, id=job_id, **where))
             assert job_id in detail.text()
-            assert sorted(f.filename for f in detail.files) == ["input.jpg", "output.jpg"]
+            assert sorted(f.filename for f in detail.files) == [
+                "input.jpg", f"stylebot-{job_id}.png"]
             assert detail.custom_ids() == [f"job:again:{job_id}", f"job:more:{job_id}",
                                            f"job:less:{job_id}", f"job:delete:{job_id}"]
 
@@ -114,7 +115,7 @@ async def test_job_shows_a_servers_admin_its_public_jobs_only(emu: DiscordEmulat
     public, private = painted["public"], painted["private"]
     detail = await answered(emu, await emu.slash("job", emu.admin, id=public))
     assert public in detail.text()
-    assert sorted(f.filename for f in detail.files) == ["input.jpg", "output.jpg"]
+    assert sorted(f.filename for f in detail.files) == ["input.jpg", f"stylebot-{public}.png"]
     assert detail.custom_ids() == []  # the painting's buttons are its owner's
 
     await refused(emu, await emu.slash("job", emu.admin, id=private), private)

@@ -138,7 +138,7 @@ async def test_forget_deletes_the_callers_pictures_only(emu: DiscordEmulator, ap
         assert (await emu.response(press))["type"] == 7
         # Its two paintings' messages (the queued job has none).
         await emu.wait_for(lambda: "Deleted the pictures of 3 jobs and the 2 messages I "
-                           "posted them in." in question.text(), 30)
+                           "posted paintings in." in question.text(), 30)
         assert "stay in `/history`" in question.text()
         assert question.custom_ids() == []
     finally:
@@ -166,7 +166,7 @@ async def test_forget_deletes_the_callers_pictures_only(emu: DiscordEmulator, ap
 
     # Bob still sees his pictures, and may delete them.
     detail = await answered(emu, await emu.slash("job", emu.bob, id=bob.id))
-    assert sorted(f.filename for f in detail.files) == ["input.jpg", "output.jpg"]
+    assert sorted(f.filename for f in detail.files) == ["input.jpg", f"stylebot-{bob.id}.png"]
     assert detail.custom_ids() == [f"job:{a}:{bob.id}" for a in ("again", "more", "less",
                                                                    "delete")]
 
@@ -186,7 +186,7 @@ async def test_history_and_job_show_that_the_pictures_are_gone(
     job_id = painted["alice"].id
     detail = await answered(emu, await emu.slash("job", emu.alice, id=job_id))
     assert job_id in detail.text()
-    assert "Pictures deleted at its owner's request" in detail.text()
+    assert "Pictures Deleted at its owner's request" in detail.text()  # field, value
     assert detail.files == []
     assert detail.custom_ids() == []
     assert "image" not in detail.embeds[0]
@@ -210,7 +210,7 @@ async def test_the_delete_button_of_job(emu: DiscordEmulator, app: App,
     # The /job reply itself becomes the answer: its pictures and buttons go.
     assert (await emu.response(press))["type"] == 6
     await emu.wait_for(lambda: detail.text().startswith(
-        f"Deleted the pictures of job `{bob.id}` and the message I posted it in."))
+        f"Deleted the pictures of job `{bob.id}` and the message I posted a painting in."))
     assert (detail.files, detail.embeds, detail.custom_ids()) == ([], [], [])
     assert emu.messages[int(str(bob.result_message_id))].deleted
     assert (await app.service.get(bob.id)).pictures_gone == "deleted"
@@ -222,7 +222,7 @@ async def test_the_delete_button_of_job(emu: DiscordEmulator, app: App,
     await emu.wait_for(lambda: earlier.text() == (
         f"The pictures of job `{bob.id}` were already gone."))
     detail = await answered(emu, await emu.slash("job", emu.bob, id=bob.id))
-    assert "Pictures deleted at its owner's request" in detail.text()
+    assert "Pictures Deleted at its owner's request" in detail.text()
     assert (detail.files, detail.custom_ids()) == ([], [])
 
 
@@ -237,7 +237,7 @@ async def test_expired_pictures(emu: DiscordEmulator, app: App) -> None:
     assert (await app.service.get(job.id)).pictures_gone == "expired"
 
     detail = await answered(emu, await emu.slash("job", carol, id=job.id))
-    assert f"Pictures expired (kept for {days:g} days)" in detail.text()
+    assert f"Pictures Expired (kept for {days:g} days)" in detail.text()
     assert (detail.files, detail.custom_ids()) == ([], [])
     page = await answered(emu, await emu.slash("history", carol))
     assert page.embeds[0]["fields"][0]["value"].endswith("· pictures expired")

@@ -324,7 +324,10 @@ async def test_history_and_job(emu: DiscordEmulator, app: App) -> None:
     assert detail.ephemeral
     assert done.id in detail.text()
     assert PRESET in detail.text()
-    assert sorted(f.filename for f in detail.files) == ["input.jpg", "output.jpg"]
+    # The photo as a thumbnail, the painting itself (as its result was sent).
+    assert sorted(f.filename for f in detail.files) == ["input.jpg", f"stylebot-{done.id}.png"]
+    shown = next(f for f in detail.files if f.filename.endswith(".png"))
+    assert shown.data == await app.service.read_output(done.id)
     assert detail.custom_ids() == [f"job:again:{done.id}", f"job:more:{done.id}",
                                    f"job:less:{done.id}", f"job:delete:{done.id}"]
 

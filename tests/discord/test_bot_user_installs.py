@@ -26,6 +26,7 @@ from bot_helpers import (
     gate,
     job_id_of,
     make_settings,
+    painting,
     photo_png,
     progress_message,
     wait_delivered,
@@ -34,7 +35,7 @@ from bot_helpers import (
 from emulator import CommandUnavailable, DiscordEmulator, Guild, Interaction, Message, Upload
 
 from bot.app import App, push_commands
-from bot.discord.delivery import LAST_CALL, TOKEN_MARGIN
+from bot.discord.delivery import LAST_CALL, RETRY_S, TOKEN_MARGIN
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -146,6 +147,34 @@ async def test_a_job_that_outlives_its_token_comes_by_dm(
     assert bot_calls_to(emu, club.channel_id) == []
 
 
+async def test_a_discord_error_on_the_dm_is_tried_again(
+        emu: DiscordEmulator, app: App, club: Guild, bot_clock_ahead: None) -> None:
+    """The token has ended and Discord fails (503, which discord.py does not retry) when
+    the painting is sent by DM: the bot tries again a little later."""
+    delivery = app.client.delivery
+    delivery.retry_s = 0.2
+    dm = emu.dm_channel(emu.alice)
+    gate(app).open = False
+    try:
+        ix = await stylize(emu, guild=club)
+        message = await progress_message(emu, ix)
+        job_id = job_id_of(message)
+        await last_update(emu, message)
+        emu.expire_token(ix.token)
+        emu.fail_next("POST", rf"^/channels/{dm}/messages$", 503, times=2)
+    finally:
+        gate(app).open = True
+    try:
+        job = await wait_delivered(app, job_id)
+        assert emu.faults_left() == 0  # both failures were met
+    finally:
+        delivery.retry_s = RETRY_S
+        emu.clear_faults()
+    delivered = emu.messages[int(str(job.result_message_id))]
+    assert delivered.channel_id == dm
+    assert [m for m in emu.messages_in(dm) if painting(m) and job_id in m.text()] == [delivered]
+
+
 async def test_with_dms_closed_it_waits_in_history(
         emu: DiscordEmulator, app: App, club: Guild, bot_clock_ahead: None) -> None:
     group = emu.group_dm(emu.alice, emu.bob)
@@ -172,7 +201,7 @@ async def test_with_dms_closed_it_waits_in_history(
     history = await answered(emu, await emu.slash("history", emu.alice, channel_id=group))
     assert job_id in history.text()
     detail = await answered(emu, await emu.slash("job", emu.alice, id=job_id, dm=True))
-    assert [f.filename for f in detail.files] == ["input.jpg", "output.jpg"]
+    assert [f.filename for f in detail.files] == ["input.jpg", f"stylebot-{job_id}.png"]
     assert bot_calls_to(emu, group) == []
 
 
@@ -232,10 +261,12 @@ async def test_forget_deletes_what_the_interaction_still_reaches(
         shown.append((ix, message))
     emu.expire_token(shown[1][0].token)  # the group DM's, 15 minutes on
     question = await answered(emu, await emu.slash("forget", emu.bob, guild=club))
+    assert ("Messages I posted in conversations I am not part of can be deleted only within "
+            "15 minutes of asking for them.") in question.text()
     await emu.press(question, question.custom_ids()[0], emu.bob)
     text = await emu.wait_for(lambda: "Deleted" in question.text() and question.text())
-    assert "Deleted the pictures of 2 jobs and the message I posted it in." in text
-    assert "The message I posted in conversations I am not part of can no longer" in text
+    assert "Deleted the pictures of 2 jobs and the message I posted a painting in." in text
+    assert "One message with a painting, in a conversation I am not part of, can no" in text
     assert shown[0][1].deleted
     assert not shown[1][1].deleted
     assert bot_calls_to(emu, club.channel_id) == bot_calls_to(emu, group) == []

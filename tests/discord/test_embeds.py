@@ -131,9 +131,10 @@ def test_a_result_by_dm_says_where_it_was_asked_unless_it_was_there() -> None:
 ])
 def test_the_last_update_before_a_token_ends_says_where_the_painting_goes(
         dms_open: bool | None, words: str) -> None:
-    embed = embeds.token_ending(embeds.queued(IN_CLUB, position=2, eta_s=60.0), IN_CLUB,
-                                dms_open=dms_open)
-    assert embed.title == "Queued"
+    embed = embeds.token_ending(IN_CLUB, dms_open=dms_open)
+    assert (embed.title, embed.description) == ("Queued", "Style: `starry-night`")
+    running = embeds.token_ending(replace(IN_CLUB, status=JobStatus.running), dms_open=True)
+    assert running.title == "Painting…"
     [field] = embed.fields
     assert field.name == "This message stops updating in a minute"
     assert (field.value or "").startswith("Discord lets me update it for 15 minutes only. ")
@@ -143,7 +144,9 @@ def test_the_last_update_before_a_token_ends_says_where_the_painting_goes(
 
 def test_forget_says_which_messages_it_could_not_reach() -> None:
     removed = Removed(jobs=3, blobs=4)
-    assert embeds.forgotten(removed, posts=1, kept=2).endswith(
-        "The 2 messages I posted in conversations I am not part of can no longer be deleted "
-        "(Discord lets me change those for 15 minutes only).")
+    assert embeds.forgotten(removed, posts=1, kept=2) == (
+        "Deleted the pictures of 3 jobs and the message I posted a painting in. They stay "
+        "in `/history`, without pictures. 2 messages with paintings, in conversations I am "
+        "not part of, can no longer be deleted: Discord lets me change them for 15 minutes "
+        "only.")
     assert "not part of" not in embeds.forgotten(removed, posts=3)

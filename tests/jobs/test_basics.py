@@ -109,7 +109,8 @@ def test_job_ids() -> None:
     ids = {new_job_id() for _ in range(500)}
     assert len(ids) == 500
     assert all(len(i) == 6 and set(i) <= set(ALPHABET) and looks_like_job_id(i) for i in ids)
-    assert normalize_job_id("  #K3X9P2 ") == "k3x9p2"
+    for typed in ("  #K3X9P2 ", "`k3x9p2`", "job k3x9p2", "Job `k3x9p2`", "``k3x9p2``"):
+        assert normalize_job_id(typed) == "k3x9p2", typed
     assert not looks_like_job_id("k3x9p")
     assert not looks_like_job_id("l0l0l0")
 

@@ -61,16 +61,21 @@ class History(commands.Cog):
         job = await service.authorize(job_id, caller=caller, action=Action.see)
         await interaction.response.defer(ephemeral=True, thinking=True)
         files: list[discord.File] = []
-        output = None
+        painting = None
         if job.pictures_gone is None:
             files.append(discord.File(io.BytesIO(await asyncio.to_thread(
                 pictures.thumbnail, await service.read_input(job.id))), "input.jpg"))
             output = await service.read_output(job.id)
             if output is not None:
-                files.append(discord.File(io.BytesIO(await asyncio.to_thread(
-                    pictures.thumbnail, output, 512)), "output.jpg"))
+                # The painting itself, as its result is sent (animated if it is, shrunk
+                # only to fit the upload limit): where the bot could not deliver it (DMs
+                # closed), this is where its owner gets it.
+                fitted = await asyncio.to_thread(pictures.fit_to_limit, output,
+                                                 interaction.filesize_limit)
+                painting = f"stylebot-{job.id}.{fitted.ext}"
+                files.append(discord.File(io.BytesIO(fitted.data), painting))
         embed = embeds.job_detail(job, input_name="input.jpg" if files else None,
-                                  output_name="output.jpg" if output is not None else None,
+                                  output_name=painting,
                                   retention_days=self.bot.settings.retention_days)
         view = views.job_view(job.id, detail_actions(job, caller))
         await interaction.edit_original_response(embed=embed, attachments=files,
