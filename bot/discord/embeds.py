@@ -231,8 +231,10 @@ def _base(job: JobRecord, title: str) -> discord.Embed:
 
 def queued(job: JobRecord, *, position: int | None, eta_s: float | None,
            animation: AnimationPlan | None = None) -> discord.Embed:
-    """`animation`: what will be painted of an animated photo."""
-    embed = _base(job, "Queued")
+    """`animation`: what will be painted of an animated photo. A job a worker took, or
+    finished, before this was written is titled so, not "Queued"."""
+    embed = _base(job, "Queued" if position is not None else
+                  "Starting" if eta_s is not None else "Finishing")
     lines = [f"Style: {style_label(job)} · size {job.params.get('size', '?')} px"]
     if animation is not None:
         lines.append(animation_line(animation))

@@ -27,16 +27,18 @@ JOB = JobRecord(
     result_channel_id=None, delivered=False)
 
 
-@pytest.mark.parametrize(("position", "eta_s", "lines"), [
-    (3, 75.0, ["Position in the queue: **3**", "Expected to be ready in about 1 min 15 s"]),
-    (1, 0.4, ["Position in the queue: **1**", "Expected to be ready in a moment"]),
-    (None, 12.0, ["A worker has started on it", "Expected to be ready in about 12 s"]),
-    (None, None, ["Finished already; the result follows"]),
+@pytest.mark.parametrize(("position", "eta_s", "title", "lines"), [
+    (3, 75.0, "Queued",
+     ["Position in the queue: **3**", "Expected to be ready in about 1 min 15 s"]),
+    (1, 0.4, "Queued", ["Position in the queue: **1**", "Expected to be ready in a moment"]),
+    (None, 12.0, "Starting",
+     ["A worker has started on it", "Expected to be ready in about 12 s"]),
+    (None, None, "Finishing", ["Finished already; the result follows"]),
 ])
 def test_a_queued_message_says_where_the_job_is_and_when_it_should_be_ready(
-        position: int | None, eta_s: float | None, lines: list[str]) -> None:
+        position: int | None, eta_s: float | None, title: str, lines: list[str]) -> None:
     embed = embeds.queued(JOB, position=position, eta_s=eta_s)
-    assert embed.title == "Queued"
+    assert embed.title == title
     assert (embed.description or "").splitlines() == [
         "Style: `starry-night` · size 256 px", *lines]
     assert embed.footer.text == "job k3x9p2 · alice"
