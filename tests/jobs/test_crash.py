@@ -35,6 +35,9 @@ STYLE = png(99)
 HERE = Path(__file__).parent
 # A few seconds of real painting at 48 px on a 2-core CPU.
 REAL = {"steps": 15, "scales": 1, "optimizer": "adam"}
+# Long enough that the worker is still painting when it is killed, however soon after
+# its first progress the kill comes on a busy machine (15 steps could finish first).
+LONGER = {**REAL, "steps": 200}
 
 
 def _pool(settings: Settings, *, target: Any = None, **overrides: Any) -> LocalPoolExecutor:
@@ -53,7 +56,7 @@ async def test_a_killed_worker_is_replaced_and_the_job_succeeds_once(
     service.subscribe(rec)
     await service.start()
     view = await service.submit(user_id="u", user_name="u", content=png(1), style_image=STYLE,
-                                params=REAL)
+                                params=LONGER)
     await rec.wait_for(lambda: rec.of(JobProgress, view.id), within=60)
     (pid,) = executor.pool.worker_pids().values()
     os.kill(pid, signal.SIGKILL)
