@@ -11,7 +11,7 @@ nobody there has a server admin's powers (`bot.jobs.access`).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,30 +114,32 @@ async def test_stylize_in_a_dm(emu: DiscordEmulator, app: App, dm: str) -> None:
     assert job.result_message_id == str(message.id)
 
 
-async def last_update(emu: DiscordEmulator, message: Message) -> str:
-    """The text of the job message's last update before its token ends."""
-    text: str = await emu.wait_for(
-        lambda: "stops updating" in message.text() and message.text(), 30)
-    return text
+async def outlived(emu: DiscordEmulator, app: App, *, then: Callable[[], None] = lambda: None,
+                   **where: Any) -> tuple[Message, str, str]:
+    """A job asked `where` that is still queued when its token ends: its message, its id,
+    and the text of the message's last update. `then` runs as the token ends."""
+    gate(app).open = False
+    try:
+        ix = await stylize(emu, **where)
+        message = await progress_message(emu, ix)
+        text: str = await emu.wait_for(
+            lambda: "stops updating" in message.text() and message.text(), 30)
+        emu.expire_token(ix.token)
+        then()
+    finally:
+        gate(app).open = True
+    return message, job_id_of(message), text
 
 
 async def test_a_job_that_outlives_its_token_comes_by_dm(
         emu: DiscordEmulator, app: App, club: Guild, bot_clock_ahead: None) -> None:
-    gate(app).open = False
-    try:
-        ix = await stylize(emu, guild=club)
-        message = await progress_message(emu, ix)
-        job_id = job_id_of(message)
-        text = await last_update(emu, message)
-        assert "the painting will come to your DMs" in text
-        dm = emu.dm_channel(emu.alice)
-        link = f"https://discord.com/channels/{club.id}/{club.channel_id}/{message.id}"
-        note = await emu.wait_for(lambda: next(
-            (m for m in emu.messages_in(dm) if job_id in m.text() and not m.files), None))
-        assert link in note.content
-        emu.expire_token(ix.token)  # the painting is not done when the token ends
-    finally:
-        gate(app).open = True
+    message, job_id, text = await outlived(emu, app, guild=club)
+    assert "the painting will come to your DMs" in text
+    dm = emu.dm_channel(emu.alice)
+    link = f"https://discord.com/channels/{club.id}/{club.channel_id}/{message.id}"
+    note = await emu.wait_for(lambda: next(
+        (m for m in emu.messages_in(dm) if job_id in m.text() and not m.files), None))
+    assert link in note.content  # said before the token ended
     job = await wait_delivered(app, job_id)
     delivered = emu.messages[int(str(job.result_message_id))]
     assert delivered.channel_id == dm
@@ -154,16 +156,8 @@ async def test_a_discord_error_on_the_dm_is_tried_again(
     delivery = app.client.delivery
     delivery.retry_s = 0.2
     dm = emu.dm_channel(emu.alice)
-    gate(app).open = False
-    try:
-        ix = await stylize(emu, guild=club)
-        message = await progress_message(emu, ix)
-        job_id = job_id_of(message)
-        await last_update(emu, message)
-        emu.expire_token(ix.token)
-        emu.fail_next("POST", rf"^/channels/{dm}/messages$", 503, times=2)
-    finally:
-        gate(app).open = True
+    _, job_id, _ = await outlived(emu, app, guild=club, then=lambda: emu.fail_next(
+        "POST", rf"^/channels/{dm}/messages$", 503, times=2))
     try:
         job = await wait_delivered(app, job_id)
         assert emu.faults_left() == 0  # both failures were met
@@ -179,21 +173,13 @@ async def test_with_dms_closed_it_waits_in_history(
         emu: DiscordEmulator, app: App, club: Guild, bot_clock_ahead: None) -> None:
     group = emu.group_dm(emu.alice, emu.bob)
     emu.close_dms(emu.alice)
-    gate(app).open = False
     try:
-        ix = await stylize(emu, channel_id=group)
-        message = await progress_message(emu, ix)
-        job_id = job_id_of(message)
-        text = await last_update(emu, message)
-        assert "Your DMs are closed to me" in text
-        assert f"/job {job_id}" in text
-        emu.expire_token(ix.token)
-    finally:
-        gate(app).open = True
-    try:
+        _, job_id, text = await outlived(emu, app, channel_id=group)
         job = await wait_delivered(app, job_id)
     finally:
         emu.open_dms(emu.alice)
+    assert "Your DMs are closed to me" in text
+    assert f"/job {job_id}" in text
     assert (job.context, job.result_message_id) == ("private_channel", None)
     assert job.status == "succeeded"
     assert not any(job_id in m.text() for m in emu.messages_in(emu.dm_channel(emu.alice))
