@@ -266,3 +266,37 @@ async def test_a_starting_shard_delivers_what_a_dead_one_left_to_the_channel(
             assert (await job_row(first, job_id)).delivery_claimed_by == first.service.runner_id
         assert painting(message) is None
         assert len(paintings_of(emu, job_id)) == 1
+
+
+@on_the_module_loop
+async def test_a_server_without_the_bot_is_its_shards_and_only_dms_reach_it_later(
+        emu: DiscordEmulator, far: Guild, tmp_path: Path) -> None:
+    """A user-installed /stylize from a server the bot is not in comes to the shard of
+    that server's id: that process shows it. With that process down and the token ended,
+    another process delivers by DM, never to the channel it cannot reach."""
+    club = emu.add_guild("Shard-1 Club Without the Bot", shard=1, bot_member=False,
+                         members=[emu.alice, emu.bob])
+    emu.install_for(emu.alice)
+    async with (painting_in(emu, tmp_path) as painter,
+                shard_running(emu, tmp_path, 0) as first):
+        async with shard_running(emu, tmp_path, 1) as second:
+            assert second.client.get_guild(club.id) is None  # not a member
+            message, job_id = await stylize_paused(emu, painter, guild=club)
+            job = await second.service.get(job_id)
+            assert (job.guild_id, job.guild_install) == (str(club.id), False)
+            assert second.client.delivery.owns(job)
+            assert not first.client.delivery.owns(job)
+            painter.paused = False
+            await wait_painting(emu, message, 20)
+            await wait_delivered(second, job_id, 20)
+            later, later_id = await stylize_paused(emu, painter, guild=club)
+            token = (await second.service.get(later_id)).interaction_token
+        assert token is not None
+        emu.expire_token(token)  # shard 1's process is gone, and so is the token
+        painter.paused = False
+        row = await wait_delivered(first, later_id, 20)
+        reply = emu.messages[int(row.result_message_id)]
+        assert reply.channel_id == emu.dm_channel(emu.alice)
+        assert str(later.id) in reply.content  # the link back
+        assert painting(later) is None
+        assert not [c for c in emu.calls if c.path.startswith(f"/channels/{club.channel_id}")]
