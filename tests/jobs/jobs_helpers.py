@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from bot.jobs.events import JobEvent
-from bot.jobs.executor import ExecutorBusy
+from bot.jobs.executor import ExecutorBusy, OfflineExecutor
 from bot.jobs.service import JobService
 from stylizer import images
 from stylizer.pool.messages import JobCancelled, JobFailed, JobRequest, JobSucceeded, PoolEvent
@@ -170,3 +170,18 @@ async def until(predicate: Callable[[], Any], within: float = 10.0,
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def painter_and_watcher(make_service: ServiceFactory
+                              ) -> tuple[FakeExecutor, JobService, Recorder]:
+    """Two started services over one database, as two processes: one painting (its
+    executor a `FakeExecutor`), one painting nothing that watches the jobs it submits;
+    a `Recorder` hears the watcher. Returns (the painter's executor, the watcher, the
+    recorder)."""
+    fake = FakeExecutor()
+    await make_service(fake).start()
+    watcher = make_service(OfflineExecutor(), watch=True, own_jobs_only=True)
+    rec = Recorder()
+    watcher.subscribe(rec)
+    await watcher.start()
+    return fake, watcher, rec

@@ -12,14 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from jobs_helpers import FakeExecutor, Recorder, ServiceFactory, png, until
+from jobs_helpers import FakeExecutor, Recorder, ServiceFactory, painter_and_watcher, png, until
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.cli.stylize import painting_path
 from bot.jobs import db, events
 from bot.jobs.errors import InvalidRequest
-from bot.jobs.executor import OfflineExecutor
 from bot.jobs.intake import AnimationPlan, Intake, animation_plan, stored_animation
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
@@ -158,13 +157,7 @@ async def _frame_is(sm: async_sessionmaker[AsyncSession], job_id: str, frame: in
 
 async def test_a_process_that_does_not_paint_reads_the_frames_from_the_row(
         make_service: ServiceFactory) -> None:
-    fake = FakeExecutor()
-    painter = make_service(fake)
-    await painter.start()
-    shower = make_service(OfflineExecutor(), watch=True, own_jobs_only=True)
-    rec = Recorder()
-    shower.subscribe(rec)
-    await shower.start()
+    fake, shower, rec = await painter_and_watcher(make_service)
     view = await shower.submit(user_id="u", user_name="u", content=gif(6), style_image=STYLE,
                                params={"steps": 9})
     await until(lambda: fake.submitted)

@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
-from jobs_helpers import FakeExecutor, Recorder, ServiceFactory, TickingClock, png, until
+from jobs_helpers import (
+    FakeExecutor,
+    Recorder,
+    ServiceFactory,
+    TickingClock,
+    painter_and_watcher,
+    png,
+    until,
+)
 from jobs_postgres import postgresql_only
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -334,13 +342,7 @@ async def test_submits_racing_in_several_processes_keep_a_user_s_limit(
 
 async def test_a_process_that_does_not_paint_reports_what_another_paints(
         make_service: ServiceFactory) -> None:
-    fake = FakeExecutor()
-    painter = make_service(fake)
-    await painter.start()
-    shower = make_service(OfflineExecutor(), watch=True, own_jobs_only=True)
-    rec = Recorder()
-    shower.subscribe(rec)
-    await shower.start()
+    fake, shower, rec = await painter_and_watcher(make_service)
     view = await shower.submit(user_id="u", user_name="u", content=png(1), style_image=STYLE,
                                params={"steps": 9})
     await until(lambda: fake.submitted)
