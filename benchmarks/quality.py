@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from _common import SHARED, sync
 from stylizer import presets
 from stylizer.config import PRECISIONS, EngineConfig
 from stylizer.engine import Progress, RunOptions, Stylizer
+from stylizer.errors import Cancelled
 from stylizer.judge import Judge, Score
 from stylizer.params import StyleParams
 
@@ -86,14 +88,19 @@ def checkpoints(steps: int) -> list[int]:
 
 def paint(st: Stylizer, photo: Image.Image, styles: list[tuple[str, Image.Image, dict[str, Any]]],
           params: StyleParams, clock: dict[int, float] | None = None,
+          enough: Callable[[Image.Image], bool] | None = None,
           ) -> tuple[list[dict[int, Image.Image]], float]:
     """Paints `photo` in every style as one batch. Returns, per style, the painting at each
     checkpoint (the last is the result as saved), and the seconds of painting per image.
-    `clock`, when given, receives the batch's seconds of painting at each checkpoint."""
+    `clock`, when given, receives the batch's seconds of painting at each checkpoint.
+    `enough`, for one style, is asked at each checkpoint (off the clock) whether the
+    painting there will do: if it says so, painting stops there, and that checkpoint is
+    the last returned."""
     marks = set(checkpoints(params.steps))
     seen: list[dict[int, Image.Image]] = [{} for _ in styles]
     paused = [0.0]
     start = 0.0
+    stop = [False]
 
     def on_progress(batch: list[Progress]) -> None:
         if batch[0].step not in marks or batch[0].step == params.steps:
@@ -104,16 +111,22 @@ def paint(st: Stylizer, photo: Image.Image, styles: list[tuple[str, Image.Image,
         for i, p in enumerate(batch):
             assert p.preview is not None
             seen[i][p.step] = p.preview
+        stop[0] = enough is not None and enough(seen[0][batch[0].step])
         paused[0] += time.perf_counter() - t
 
     weights = [float(extra.get("style_weight", params.style_weight)) for _, _, extra in styles]
     sync(st.device)
     start = time.perf_counter()
-    results = st.run_batch([photo] * len(styles), [[img] for _, img, _ in styles], params,
-                           RunOptions(on_progress=on_progress, progress_every=1,
-                                      preview_every=1, preview_size=params.size),
-                           style_keys=[[n] for n, _, _ in styles],
-                           style_weights=weights)
+    try:
+        results = st.run_batch([photo] * len(styles), [[img] for _, img, _ in styles], params,
+                               RunOptions(on_progress=on_progress,
+                                          should_stop=lambda: stop[0], progress_every=1,
+                                          preview_every=1, preview_size=params.size),
+                               style_keys=[[n] for n, _, _ in styles],
+                               style_weights=weights)
+    except Cancelled:  # `enough` said so: the last checkpoint seen is where it ended
+        sync(st.device)
+        return seen, (time.perf_counter() - start - paused[0]) / len(styles)
     sync(st.device)
     seconds = (time.perf_counter() - start - paused[0]) / len(styles)
     if clock is not None:
@@ -163,30 +176,31 @@ def plain_race(st: Stylizer, plain: Stylizer, judge: Judge, photo: Image.Image,
                ) -> dict[str, Any]:
     """Seconds for the default job to reach its look, against a plain loop (fp32, Adam on
     raw pixels from the photo, the same balanced objective, up to PLAIN_STEPS_X times the
-    steps) to reach the same two scores (each within LOOK_TOLERANCE). Both paint the pair
-    alone, so neither gains from a batch."""
+    steps) to reach the same two scores (each within LOOK_TOLERANCE); the plain loop stops
+    there. Both paint the pair alone, so neither gains from a batch."""
     name, img, _ = style
     row: dict[str, Any] = {"style": name}
-    for who, engine, p in (("ours", st, params),
-                           ("plain", plain, params.replace(
-                               optimizer="adam", canvas="pixels", init="content",
-                               steps=PLAIN_STEPS_X * params.steps))):
-        clock: dict[int, float] = {}
-        seen, _ = paint(engine, photo, [style], p, clock)
-        scores = score_all(judge, seen[0], photo, img)
-        if who == "ours":
-            final = scores[p.steps]
-            row["gain"], row["keep"] = final.gain, final.keep
-            row["ours_steps"] = look_at(scores)
-            row["ours_s"] = clock[row["ours_steps"]]
-            continue
-        reached = [s for s in sorted(scores)
-                   if scores[s].gain >= final.gain - LOOK_TOLERANCE
-                   and scores[s].keep >= final.keep - LOOK_TOLERANCE]
-        row["plain_steps"] = reached[0] if reached else None
-        row["plain_s"] = clock[reached[0]] if reached else None
-        last = scores[p.steps]
-        row["plain_final"] = [last.gain, last.keep, clock[p.steps]]
+    clock: dict[int, float] = {}
+    seen, _ = paint(st, photo, [style], params, clock)
+    scores = score_all(judge, seen[0], photo, img)
+    final = scores[params.steps]
+    row["gain"], row["keep"] = final.gain, final.keep
+    row["ours_steps"] = look_at(scores)
+    row["ours_s"] = clock[row["ours_steps"]]
+
+    def reached(painting: Image.Image) -> bool:
+        s = judge.score(painting, photo, img)
+        return s.gain >= final.gain - LOOK_TOLERANCE and s.keep >= final.keep - LOOK_TOLERANCE
+
+    steps = PLAIN_STEPS_X * params.steps
+    clock = {}
+    seen, _ = paint(plain, photo, [style], params.replace(
+        optimizer="adam", canvas="pixels", init="content", steps=steps), clock, reached)
+    last = max(seen[0])
+    row["plain_steps"] = last if last < steps or reached(seen[0][last]) else None
+    row["plain_s"] = clock[last] if row["plain_steps"] is not None else None
+    s = judge.score(seen[0][last], photo, img)
+    row["plain_final"] = [s.gain, s.keep, clock[last]]
     return row
 
 

@@ -99,7 +99,9 @@ def test_the_quality_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path) ->
     (race,) = res["plain"]
     assert race["ours_steps"] <= 4
     assert race["ours_s"] > 0
-    assert race["plain_final"][2] > 0  # the plain loop ran its 16 steps
+    # The plain loop ran until it reached our scores, or its 16 steps.
+    assert race["plain_final"][2] > 0
+    assert race["plain_steps"] is None or race["plain_steps"] <= 16
     assert "plain fp32 Adam loop" in proc.stdout
 
 
