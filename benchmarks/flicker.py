@@ -23,7 +23,10 @@ Flicker, in 0-255 units, averaged over consecutive frame pairs:
   followed (Ruder, Dosovitskiy & Brox 2016's measure of temporal consistency).
 The ratio is the independent frames' flicker over the animation's. Each painting's
 frames are also judged (`stylizer.judge`: style gain and content keep, mean over frames)
-beside the independent stills of the same frames. Seconds: the whole animation's wall
+beside the independent stills of the same frames: as stills are judged, and off the
+network's grid (`Judge.score_off_grid`, the mean over its alignments), where a still's
+fit to the one alignment it was painted at earns it nothing that a frame held where the
+painting before it moved cannot earn too. Seconds: the whole animation's wall
 time (`--repeat 2` paints it twice and reports both: on a GPU the first pays cuDNN's
 kernel search and graph captures for the new picture and batch sizes).
 
@@ -127,9 +130,14 @@ def flicker(photos: list[Image.Image], painted: list[Image.Image],
 
 def judged(judge: Judge, photos: list[Image.Image], painted: list[Image.Image],
            style: Image.Image) -> dict[str, float]:
-    scores = [judge.score(p, ph, style) for p, ph in zip(painted, photos, strict=True)]
+    """The judge's mean scores over the frames: as a still is judged, and off the grid."""
+    pairs = list(zip(painted, photos, strict=True))
+    scores = [judge.score(p, ph, style) for p, ph in pairs]
+    shifted = [judge.score_off_grid(p, ph, style) for p, ph in pairs]
     return {"gain": statistics.fmean(s.gain for s in scores),
-            "keep": statistics.fmean(s.keep for s in scores)}
+            "keep": statistics.fmean(s.keep for s in scores),
+            "gain_off_grid": statistics.fmean(s.gain for s in shifted),
+            "keep_off_grid": statistics.fmean(s.keep for s in shifted)}
 
 
 def timed(fn: Callable[[], list[Image.Image]], device: torch.device,
@@ -187,7 +195,7 @@ def main() -> None:
           f"independent frames, {follow} for the others; "
           f"{batch} frames a batch; {device}")
     header = (f"{'clip':6} {'painting':26} {'seconds':>8} {'s/frame':>8} {'still':>7} "
-              f"{'moved':>7} {'gain':>6} {'keep':>6}")
+              f"{'moved':>7} {'gain':>6} {'keep':>6} {'off-grid gain':>13} {'keep':>6}")
     print(header)
     print("-" * len(header))
     for name in args.clips.split(","):
@@ -225,7 +233,9 @@ def main() -> None:
             rows[label] = row
             print(f"{name:6} {label:26} {times[-1]:8.2f} {times[-1] / len(photos):8.3f} "
                   f"{row['still']:7.2f} {row['moved']:7.2f} {row.get('gain', float('nan')):6.3f} "
-                  f"{row.get('keep', float('nan')):6.3f}"
+                  f"{row.get('keep', float('nan')):6.3f} "
+                  f"{row.get('gain_off_grid', float('nan')):13.3f} "
+                  f"{row.get('keep_off_grid', float('nan')):6.3f}"
                   + (f"   (first run {times[0]:.2f} s)" if len(times) > 1 else ""))
         base, anim = rows["independent stills"], rows["animation"]
         ratios = {k: base[k] / anim[k] if anim[k] > 0 else float("inf")

@@ -16,6 +16,14 @@ size, the style image to the same long side (keeping its aspect).
 
 The scores are a guide for comparing settings, not a goal in themselves: a painting that
 copies a shrunk painting (its layout included) scores a high gain. Look at the pictures.
+
+A painting made through the same network is also partly fit to its pooling grid: relu4_2
+sees the picture every 8 pixels, and a painting optimised against it matches the photo a
+little better at that one alignment. Cropped together with its photo by a few pixels,
+a 128-px still scored keep 0.01-0.03 and gain up to 0.01 lower (README, "Animated
+pictures"). `score_off_grid` averages over the grid's alignments, for comparing
+paintings that cannot all be aligned alike (an animation's frames, held where the
+painting before them moved).
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from stylizer.canvas import Frame
 from stylizer.vgg import CONTENT_LAYER, LAYERS, MIN_SIDE, STYLE_LAYERS, VGGFeatures, load_vgg
 
 JUDGE_SIDE = 256  # larger paintings are judged at this long side
+GRID = 8  # pixels: relu4_2's stride (three 2x2 poolings)
+GRID_STEP = 2  # pixels between the alignments `score_off_grid` averages over
 NOISE_SEED = 1234
 _STYLE_IDX = tuple(LAYERS[n] for n in STYLE_LAYERS)
 _CONTENT_IDX = LAYERS[CONTENT_LAYER]
@@ -134,3 +144,22 @@ class Judge:
         d_photo, mse_noise = d[n], mse[n + 1]
         return [Score(style_gain(d[i], d_photo), content_keep(mse[i], mse_noise))
                 for i in range(n)]
+
+    def score_off_grid(self, painting: Image.Image, photo: Image.Image, style: Image.Image,
+                       *, period: int = GRID, step: int = GRID_STEP) -> Score:
+        """The mean `score` over the network grid's alignments: painting and photo, at
+        the judged size, are cropped together to `period` pixels less on each side, at
+        offsets 0, step, ... below `period` across and down ((period / step)² crops), and
+        each crop is judged. Raises ValueError for a painting not larger than `period`
+        on both sides."""
+        w, h = judged_size(*painting.size)
+        if min(w, h) <= period:
+            raise ValueError(f"a painting judged off the grid must be over {period} px a side")
+        painting, photo = _resize(painting, (w, h)), _resize(photo, (w, h))
+        scores = []
+        for dx in range(0, period, step):
+            for dy in range(0, period, step):
+                box = (dx, dy, dx + w - period, dy + h - period)
+                scores.append(self.score(painting.crop(box), photo.crop(box), style))
+        return Score(sum(s.gain for s in scores) / len(scores),
+                     sum(s.keep for s in scores) / len(scores))

@@ -130,6 +130,7 @@ def test_the_flicker_report_runs_on_the_cpu(tmp_path: Path, styles_dir: Path) ->
                 "animation, no temporal loss"} <= set(rows)
         assert rows["animation"]["moved"] >= 0
         assert -1.0 < rows["animation"]["gain"] <= 1.0
+        assert -1.0 < rows["animation"]["keep_off_grid"] <= 1.0
         assert clip["ratio"]["moved"] > 0
     assert (tmp_path / "shape.png").is_file()
     assert (tmp_path / "pan.png").is_file()

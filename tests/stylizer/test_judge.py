@@ -73,3 +73,17 @@ def test_a_picture_too_thin_for_the_network_is_judged_mirrored_out(the_judge: Ju
     same = the_judge.score(photo, photo, style)
     assert (same.gain, same.keep) == (0.0, 1.0)
     assert the_judge.score(style.resize((200, 5)), photo, style).gain > 0  # (0.22 here)
+
+
+def test_off_the_grid_is_the_mean_over_shifted_crops(the_judge: Judge) -> None:
+    photo, style = _picture(1, (40, 30)), _picture(2, (60, 60))
+    painting = _picture(3, (40, 30))
+    got = the_judge.score_off_grid(painting, photo, style, period=4, step=2)
+    crops = [the_judge.score(painting.crop(b), photo.crop(b), style)
+             for b in ((0, 0, 36, 26), (0, 2, 36, 28), (2, 0, 38, 26), (2, 2, 38, 28))]
+    assert got.gain == pytest.approx(np.mean([c.gain for c in crops]), rel=1e-9)
+    assert got.keep == pytest.approx(np.mean([c.keep for c in crops]), rel=1e-9)
+    same = the_judge.score_off_grid(photo, photo, style)
+    assert (same.gain, same.keep) == (pytest.approx(0.0), pytest.approx(1.0))
+    with pytest.raises(ValueError, match="over 8 px"):
+        the_judge.score_off_grid(photo.resize((40, 8)), photo, style)
