@@ -25,7 +25,7 @@ from stylizer.canvas import Frame
 from stylizer.colour import luma_rgb, recolour_like, with_chroma_of
 from stylizer.config import EngineConfig
 from stylizer.errors import Cancelled
-from stylizer.levels import level_sizes, split_steps
+from stylizer.levels import level_sizes, split_steps, style_factors
 from stylizer.loop import GRAPH_WARMUP, LevelOptimiser
 from stylizer.objective import TEMPORAL_WEIGHT, Objective, Temporal, level_objective
 from stylizer.params import StyleParams
@@ -239,14 +239,18 @@ class Stylizer:
             raise ValueError("a batch needs photos of one size")
         start_time = time.perf_counter()
         gen = torch.Generator().manual_seed(params.seed)
-        scales = 1 if start is not None or temporal is not None else params.scales
-        levels = level_sizes(*contents[0].size, params.size, scales)
+        levels = level_sizes(*contents[0].size, params.size, params.scales)
+        # With the balance, finer levels weigh the style more (levels.FINE_STYLE_WEIGHT);
+        # an animation's following frame is painted like its first frame's last level.
+        factors = style_factors(len(levels)) if params.balance else [1.0] * len(levels)
+        if start is not None or temporal is not None:
+            levels, factors = levels[-1:], factors[-1:]
         steps_per_level = split_steps(params.steps, len(levels))
         run = _Run(params, options, weights, sum(steps_per_level))
         preserve = params.preserve_colors
         style_w = torch.tensor(weights, dtype=torch.float32, device=self.device)  # (B,)
         painted: torch.Tensor | None = None  # the last level's picture (B, 3, h, w)
-        for (w, h), n_steps in zip(levels, steps_per_level, strict=True):
+        for (w, h), n_steps, factor in zip(levels, steps_per_level, factors, strict=True):
             # A side thinner than the network can see is painted mirrored out to
             # PAINTED_MIN_SIDE and cropped back (see canvas.Frame); most photos get no
             # margins. Everything below works on the canvas, margins included.
@@ -257,8 +261,8 @@ class Stylizer:
             targets = self.targets(work, styles, params, style_keys)
             held = None if temporal is None else Temporal(
                 frame.pad(temporal.target), frame.pad(temporal.mask), temporal.weight)
-            objective = level_objective(self.features, work, targets, params, style_w, gen,
-                                        held)
+            objective = level_objective(self.features, work, targets, params,
+                                        style_w * factor, gen, held)
             if start is not None:
                 img = frame.pad(start)
             elif painted is None:
