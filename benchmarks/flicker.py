@@ -195,7 +195,7 @@ def main() -> None:
           f"independent frames, {follow} for the others; "
           f"{batch} frames a batch; {device}")
     header = (f"{'clip':6} {'painting':26} {'seconds':>8} {'s/frame':>8} {'still':>7} "
-              f"{'moved':>7} {'gain':>6} {'keep':>6} {'off-grid gain':>13} {'keep':>6}")
+              f"{'moved':>7} {'gain':>6} {'keep':>6} {'gain off-grid':>13} {'keep off-grid':>13}")
     print(header)
     print("-" * len(header))
     for name in args.clips.split(","):
@@ -235,7 +235,7 @@ def main() -> None:
                   f"{row['still']:7.2f} {row['moved']:7.2f} {row.get('gain', float('nan')):6.3f} "
                   f"{row.get('keep', float('nan')):6.3f} "
                   f"{row.get('gain_off_grid', float('nan')):13.3f} "
-                  f"{row.get('keep_off_grid', float('nan')):6.3f}"
+                  f"{row.get('keep_off_grid', float('nan')):13.3f}"
                   + (f"   (first run {times[0]:.2f} s)" if len(times) > 1 else ""))
         base, anim = rows["independent stills"], rows["animation"]
         ratios = {k: base[k] / anim[k] if anim[k] > 0 else float("inf")

@@ -176,8 +176,8 @@ def plain_race(st: Stylizer, plain: Stylizer, judge: Judge, photo: Image.Image,
                ) -> dict[str, Any]:
     """Seconds for the default job to reach its look, against a plain loop (fp32, Adam on
     raw pixels from the photo, the same balanced objective, up to PLAIN_STEPS_X times the
-    steps) to reach the same two scores (each within LOOK_TOLERANCE); the plain loop stops
-    there. Both paint the pair alone, so neither gains from a batch."""
+    steps) to reach the same two scores (neither more than LOOK_TOLERANCE below ours); the
+    plain loop stops there. Both paint the pair alone, so neither gains from a batch."""
     name, img, _ = style
     row: dict[str, Any] = {"style": name}
     clock: dict[int, float] = {}
@@ -366,7 +366,8 @@ def main() -> None:
         params = base.replace(size=size)
         plain = Stylizer(EngineConfig(device=args.device, precision="fp32"))
         print(f"\nthe default job against a plain fp32 Adam loop (pixels, from the photo, "
-              f"the same objective), {size} px\n{'photo':<20} {'style':<19} {'gain':>6} "
+              f"the same objective), {size} px; seconds/steps until each reaches the "
+              f"default's look\n{'photo':<20} {'style':<19} {'gain':>6} "
               f"{'keep':>6} {'ours':>12} {'plain loop':>12} {'sooner':>7}")
         res["plain"] = []
         for i, (photo_name, photo) in enumerate(list(pics.items())[:n_plain]):
@@ -375,7 +376,7 @@ def main() -> None:
             res["plain"].append(row)
             ours = f"{row['ours_s']:.1f} s/{row['ours_steps']}"
             if row["plain_s"] is None:
-                theirs, sooner = f"> {row['plain_final'][2]:.0f} s", "-"
+                theirs, sooner = f"> {row['plain_final'][2]:.1f} s", "-"
             else:
                 theirs = f"{row['plain_s']:.1f} s/{row['plain_steps']}"
                 sooner = f"{row['plain_s'] / row['ours_s']:.1f}x"

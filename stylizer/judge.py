@@ -148,13 +148,15 @@ class Judge:
     def score_off_grid(self, painting: Image.Image, photo: Image.Image, style: Image.Image,
                        *, period: int = GRID, step: int = GRID_STEP) -> Score:
         """The mean `score` over the network grid's alignments: painting and photo, at
-        the judged size, are cropped together to `period` pixels less on each side, at
-        offsets 0, step, ... below `period` across and down ((period / step)² crops), and
-        each crop is judged. Raises ValueError for a painting not larger than `period`
-        on both sides."""
+        the judged size (w, h), are cropped together to (w - period, h - period) at
+        offsets 0, step, ... below `period` across and down (⌈period / step⌉² crops), and
+        each crop is judged. Scores off the grid compare with each other only: each crop
+        is a smaller picture than the whole. Raises ValueError for a painting whose
+        judged size is not larger than `period` on either side."""
         w, h = judged_size(*painting.size)
         if min(w, h) <= period:
-            raise ValueError(f"a painting judged off the grid must be over {period} px a side")
+            raise ValueError(f"a painting judged off the grid must be judged at over {period} "
+                             f"px a side (it is judged at {w}x{h})")
         painting, photo = _resize(painting, (w, h)), _resize(photo, (w, h))
         scores = []
         for dx in range(0, period, step):

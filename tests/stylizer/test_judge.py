@@ -85,5 +85,5 @@ def test_off_the_grid_is_the_mean_over_shifted_crops(the_judge: Judge) -> None:
     assert got.keep == pytest.approx(np.mean([c.keep for c in crops]), rel=1e-9)
     same = the_judge.score_off_grid(photo, photo, style)
     assert (same.gain, same.keep) == (pytest.approx(0.0), pytest.approx(1.0))
-    with pytest.raises(ValueError, match="over 8 px"):
+    with pytest.raises(ValueError, match="over 8 px a side"):
         the_judge.score_off_grid(photo.resize((40, 8)), photo, style)
