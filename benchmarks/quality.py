@@ -188,18 +188,18 @@ def plain_race(st: Stylizer, plain: Stylizer, judge: Judge, photo: Image.Image,
     row["ours_steps"] = look_at(scores)
     row["ours_s"] = clock[row["ours_steps"]]
 
-    def reached(painting: Image.Image) -> bool:
-        s = judge.score(painting, photo, img)
+    def close(s: Score) -> bool:
         return s.gain >= final.gain - LOOK_TOLERANCE and s.keep >= final.keep - LOOK_TOLERANCE
 
     steps = PLAIN_STEPS_X * params.steps
     clock = {}
     seen, _ = paint(plain, photo, [style], params.replace(
-        optimizer="adam", canvas="pixels", init="content", steps=steps), clock, reached)
+        optimizer="adam", canvas="pixels", init="content", steps=steps), clock,
+        lambda painting: close(judge.score(painting, photo, img)))
     last = max(seen[0])
-    row["plain_steps"] = last if last < steps or reached(seen[0][last]) else None
-    row["plain_s"] = clock[last] if row["plain_steps"] is not None else None
     s = judge.score(seen[0][last], photo, img)
+    row["plain_steps"] = last if last < steps or close(s) else None
+    row["plain_s"] = clock[last] if row["plain_steps"] is not None else None
     row["plain_final"] = [s.gain, s.keep, clock[last]]
     return row
 
