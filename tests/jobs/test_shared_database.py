@@ -25,6 +25,7 @@ from jobs_helpers import (
 )
 from jobs_postgres import postgresql_only
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.jobs import db, events, notify
@@ -173,6 +174,27 @@ async def test_a_claim_and_a_finish_are_one_statement_each_and_announce_themselv
             assert sorted(heard) == [(ids[0], 1), (ids[0], 2), (ids[1], 1)]
     finally:
         await listener.stop()
+
+
+@postgresql_only
+async def test_a_claim_on_a_lost_connection_fails_as_sqlalchemy_would_and_the_next_works(
+        sessionmaker: Sessions, clock: TickingClock) -> None:
+    """The claim and the finish run straight on asyncpg (`db._fetch_on_driver`): a server
+    that drops the connection gives SQLAlchemy's `DBAPIError`, the broken connection
+    leaves the pool, and the next claim gets a new one and the job."""
+    ids = await _insert_queued(sessionmaker, clock, ["a"])
+    engine = sessionmaker.kw["bind"]
+    now = clock()
+    async with db.single_statement(engine) as conn:
+        pid = (await conn.get_raw_connection()).driver_connection.get_server_pid()
+        async with engine.connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError):
+            await db.claim_next_queued(conn, runner="r:1:a", now=now, lease_until=now)
+    async with db.single_statement(engine) as conn:
+        rows = await db.claim_next_queued(conn, runner="r:1:a", now=now, lease_until=now)
+        assert (await conn.get_raw_connection()).driver_connection.get_server_pid() != pid
+    assert [r.id for r in rows] == ids
 
 
 @postgresql_only
