@@ -25,9 +25,15 @@ from stylizer.canvas import Frame
 from stylizer.colour import luma_rgb, recolour_like, with_chroma_of
 from stylizer.config import EngineConfig
 from stylizer.errors import Cancelled
-from stylizer.levels import level_sizes, split_steps, style_factors
+from stylizer.levels import level_sizes, split_steps
 from stylizer.loop import GRAPH_WARMUP, LevelOptimiser
-from stylizer.objective import TEMPORAL_WEIGHT, Objective, Temporal, level_objective
+from stylizer.objective import (
+    TEMPORAL_WEIGHT,
+    CoarserView,
+    Objective,
+    Temporal,
+    level_objective,
+)
 from stylizer.params import StyleParams
 from stylizer.runs import AnimationResult, Progress, Result, RunOptions
 from stylizer.targets import FEATURE_LAYERS, StyleCache, Targets, build_targets
@@ -240,17 +246,16 @@ class Stylizer:
         start_time = time.perf_counter()
         gen = torch.Generator().manual_seed(params.seed)
         levels = level_sizes(*contents[0].size, params.size, params.scales)
-        # With the balance, finer levels weigh the style more (levels.FINE_STYLE_WEIGHT);
-        # an animation's following frame is painted like its first frame's last level.
-        factors = style_factors(len(levels)) if params.balance else [1.0] * len(levels)
-        if start is not None or temporal is not None:
-            levels, factors = levels[-1:], factors[-1:]
-        steps_per_level = split_steps(params.steps, len(levels))
+        # An animation's following frame is painted like its first frame's last level,
+        # held by the same coarser views: the levels before are set up, not painted.
+        first_painted = len(levels) - 1 if start is not None or temporal is not None else 0
+        steps_per_level = split_steps(params.steps, len(levels) - first_painted)
         run = _Run(params, options, weights, sum(steps_per_level))
         preserve = params.preserve_colors
         style_w = torch.tensor(weights, dtype=torch.float32, device=self.device)  # (B,)
         painted: torch.Tensor | None = None  # the last level's picture (B, 3, h, w)
-        for (w, h), n_steps, factor in zip(levels, steps_per_level, factors, strict=True):
+        before: tuple[Objective, Frame] | None = None  # the level before's
+        for i, (w, h) in enumerate(levels):
             # A side thinner than the network can see is painted mirrored out to
             # PAINTED_MIN_SIDE and cropped back (see canvas.Frame); most photos get no
             # margins. Everything below works on the canvas, margins included.
@@ -259,10 +264,16 @@ class Stylizer:
                                            self.device))  # (B, 3, H, W)
             work = luma_rgb(photo) if preserve else photo
             targets = self.targets(work, styles, params, style_keys)
-            held = None if temporal is None else Temporal(
+            held = None if temporal is None or i < len(levels) - 1 else Temporal(
                 frame.pad(temporal.target), frame.pad(temporal.mask), temporal.weight)
-            objective = level_objective(self.features, work, targets, params,
-                                        style_w * factor, gen, held)
+            objective = level_objective(self.features, work, targets, params, style_w, gen,
+                                        held)
+            if before is not None and params.balance:
+                objective = replace(objective, coarser=CoarserView(
+                    before[0], partial(_shrink, frame, before[1])))
+            before = (objective, frame)
+            if i < first_painted:
+                continue
             if start is not None:
                 img = frame.pad(start)
             elif painted is None:
@@ -271,8 +282,8 @@ class Stylizer:
                 img = frame.pad(torch.nn.functional.interpolate(
                     painted, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 255))
             img = self._paint_level(run, LevelOptimiser(
-                objective, img, n_steps, channels_last=self.channels_last,
-                cuda_graphs=self._cuda_graphs), frame, photo)
+                objective, img, steps_per_level[i - first_painted],
+                channels_last=self.channels_last, cuda_graphs=self._cuda_graphs), frame, photo)
             painted = frame.crop(img)
         assert painted is not None
         # `img`, `photo`, `frame` and `objective` are the last level's: there is always one.
@@ -280,8 +291,9 @@ class Stylizer:
         # Score the images as they will be saved (rounded to 8 bits) against the last
         # level's targets: one batched forward, no targets recomputed. A framed picture
         # is scored with its margins, as it was optimised: cropped, the network could
-        # not see it. The temporal term is left out: the scores are a still's.
-        scoring = replace(objective, temporal=None)
+        # not see it. The temporal term and the coarser view are left out: the scores are
+        # a still's, at the painting's own size.
+        scoring = replace(objective, temporal=None, coarser=None)
         with torch.no_grad():
             _, c_loss, s_loss = scoring(luma_rgb(final) if preserve else final)
             c_vals, s_vals = c_loss.tolist(), s_loss.tolist()
@@ -373,6 +385,14 @@ class Stylizer:
                      _preview_renderer(snapshot, b, frame.crop(photo),
                                        run.params.preserve_colors, options.preview_size))
             for b in range(len(t))])
+
+
+def _shrink(fine: Frame, coarse: Frame, img: torch.Tensor) -> torch.Tensor:
+    """A finer level's canvas (B, 3, H, W) in `fine`, as the level before saw its own: the
+    picture averaged down to that level's size (area resampling), framed in `coarse`."""
+    small = torch.nn.functional.interpolate(fine.crop(img), size=(coarse.height, coarse.width),
+                                            mode="area")
+    return coarse.pad(small)
 
 
 def _due(step_no: int, every: int, total: int) -> bool:

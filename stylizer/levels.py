@@ -2,7 +2,8 @@
 
 With `scales` 0 (the default) a painting larger than about 362 px starts at about 256 px
 and doubles to its size, so that it has the look of a 256-px painting seen from afar,
-where the photo and the painting are balanced, with finer brushwork on top, and spends
+where the photo and the painting are balanced, with finer brushwork on top (each finer
+level is held to the look of the level before it: `objective.CoarserView`), and spends
 most of its steps where they are cheap (README, "Choosing defaults").
 """
 
@@ -14,14 +15,6 @@ MIN_LEVEL_SIDE = 64  # pixels: below this VGG's deeper layers see only a pixel o
 # pixels: the first level's long side with `scales` 0 (auto), give or take a factor of
 # √2; the size whose balance the quality benchmark judges (README, "Choosing defaults").
 COARSE_SIDE = 256
-# The style term's weight at each level after the first, relative to the first (with the
-# balance). A finer level is balanced at its own scale: its content term brings back the
-# photo's detail at the scales the first level painted, while its style term adds
-# brushwork too fine to show there, so a 512-px painting seen at 256 px had less of the
-# painting than a 256-px painting has. Measured at 512 px on the three shared photos x
-# seven styles (README, "Large paintings: coarse to fine"): median gain 0.89 with 1, 0.91
-# with 2, 0.92 with 3; median keep 0.59, 0.54, 0.49.
-FINE_STYLE_WEIGHT = 2.0
 
 
 def auto_scales(size: int) -> int:
@@ -58,8 +51,3 @@ def split_steps(total: int, levels: int) -> list[int]:
         steps = [1] * levels
     return steps
 
-
-def style_factors(levels: int) -> list[float]:
-    """Each of `levels` levels' style weight relative to a still painted in one go: 1 for
-    the first, FINE_STYLE_WEIGHT for the finer ones."""
-    return [1.0] + [FINE_STYLE_WEIGHT] * (levels - 1)

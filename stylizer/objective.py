@@ -10,6 +10,7 @@ The loss terms themselves, and where their normalisation departs from the paper,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,19 @@ class Temporal:
 
 
 @dataclass(frozen=True)
+class CoarserView:
+    """What holds a finer coarse-to-fine level to the look of the level before it: that
+    level's `objective`, scoring the picture as `shrink` sees it at that level's size
+    ((B, 3, H, W) -> (B, 3, h, w), differentiable). Its total joins the finer level's, so
+    that the photo and the painting stay balanced as the level before balanced them, at
+    the scale a viewer takes in the whole picture, while the finer level adds brushwork
+    of its own scale (README, "Large paintings: coarse to fine")."""
+
+    objective: Objective
+    shrink: Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
 class Objective:
     """One coarse-to-fine level's objective for a batch: `objective(img)` scores a
     (B, 3, H, W) picture batch in 0-255 against `targets`.
@@ -59,12 +73,13 @@ class Objective:
     content_weight: torch.Tensor | float
     style_weight: torch.Tensor | float
     temporal: Temporal | None = None
+    coarser: CoarserView | None = None
 
     def __call__(self, img: torch.Tensor, style_mult: float = 1.0,
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, content, style), each (B,): the content and style losses unweighted,
-        the total weighted, with the style weight times `style_mult` (a schedule's) and the
-        temporal term, if any, in the total alone."""
+        the total weighted, with the style weight times `style_mult` (a schedule's); the
+        temporal term and the coarser level's total, if any, are in the total alone."""
         feats = self.features(img, self.params.pooling)
         c = losses.content_loss(feats[CONTENT_POS], self.targets.content)
         s = losses.style_loss([feats[p] for p in STYLE_POS], self.targets.grams)
@@ -75,6 +90,8 @@ class Objective:
             t = self.temporal
             moved = (img - t.target).div(255.0).square() * t.mask  # (B, 3, H, W)
             total = total + t.weight * moved.mean(dim=(1, 2, 3))
+        if self.coarser is not None:
+            total = total + self.coarser.objective(self.coarser.shrink(img), style_mult)[0]
         return total, c, s
 
 
