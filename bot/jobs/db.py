@@ -673,12 +673,14 @@ async def _fetch_on_driver(conn: AsyncConnection, stmt: Any, params: dict[str, A
     queue's throughput: on one connection, one after another, with 10,000 queued, a
     claim took 1.19 ms through `conn.execute` and 0.73-0.85 ms here, a finish 1.37 ms and
     0.77 ms; the benchmark's claims per second went up by a third to a half (README, "The
-    job queue on PostgreSQL"). Only what these statements need:
-    the bound values are what `claim_next_queued` and `finish_running` pass (aware
-    datetimes, strings, numbers), which asyncpg encodes as SQLAlchemy would; the columns
-    come back as asyncpg decodes them (timestamps aware, in UTC; JSON by the codec
-    SQLAlchemy's dialect installs on each connection). Raises `sqlalchemy.exc.DBAPIError`
-    for the driver's errors, after discarding the connection."""
+    job queue on PostgreSQL").
+
+    Only what these statements need: the bound values are what `claim_next_queued` and
+    `finish_running` pass (aware datetimes, strings, numbers), which asyncpg encodes as
+    SQLAlchemy would; the columns come back as asyncpg decodes them (timestamps aware, in
+    UTC; JSON by the codec SQLAlchemy's dialect installs on each connection). Raises
+    `sqlalchemy.exc.DBAPIError` for the driver's errors, after discarding the
+    connection."""
     sql, compiled = _driver_sql(stmt, conn.dialect)
     values = compiled.construct_params(params)
     args = [values[name] for name in compiled.positiontup]
