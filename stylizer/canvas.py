@@ -155,6 +155,16 @@ class Frame:
         return x[..., self.top:self.top + self.height, self.left:self.left + self.width]
 
 
+def shrink(fine: Frame, coarse: Frame, img: torch.Tensor) -> torch.Tensor:
+    """A canvas (B, C, H, W) framed in `fine` as a smaller picture framed in `coarse`: the
+    picture averaged down to `coarse`'s size (area resampling), then mirrored out as
+    `coarse.pad` does; differentiable. How a finer coarse-to-fine level is seen at the
+    level before's size (`objective.CoarserView`)."""
+    small = torch.nn.functional.interpolate(fine.crop(img), size=(coarse.height, coarse.width),
+                                            mode="area")
+    return coarse.pad(small)
+
+
 def _mirrored(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
     """Indices into a side of n pixels that extend it by `before` and `after` pixels, by
     mirroring about its edges as often as needed (the pattern has period 2n)."""

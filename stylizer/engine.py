@@ -21,19 +21,13 @@ from functools import partial
 import torch
 from PIL import Image
 
-from stylizer.canvas import Frame
+from stylizer.canvas import Frame, shrink
 from stylizer.colour import luma_rgb, recolour_like, with_chroma_of
 from stylizer.config import EngineConfig
 from stylizer.errors import Cancelled
 from stylizer.levels import level_sizes, split_steps
 from stylizer.loop import GRAPH_WARMUP, LevelOptimiser
-from stylizer.objective import (
-    TEMPORAL_WEIGHT,
-    CoarserView,
-    Objective,
-    Temporal,
-    level_objective,
-)
+from stylizer.objective import TEMPORAL_WEIGHT, CoarserView, Objective, Temporal, level_objective
 from stylizer.params import StyleParams
 from stylizer.runs import AnimationResult, Progress, Result, RunOptions
 from stylizer.targets import FEATURE_LAYERS, StyleCache, Targets, build_targets
@@ -270,7 +264,7 @@ class Stylizer:
                                         held)
             if before is not None and params.balance:
                 objective = replace(objective, coarser=CoarserView(
-                    before[0], partial(_shrink, frame, before[1])))
+                    before[0], partial(shrink, frame, before[1])))
             before = (objective, frame)
             if i < first_painted:
                 continue
@@ -385,14 +379,6 @@ class Stylizer:
                      _preview_renderer(snapshot, b, frame.crop(photo),
                                        run.params.preserve_colors, options.preview_size))
             for b in range(len(t))])
-
-
-def _shrink(fine: Frame, coarse: Frame, img: torch.Tensor) -> torch.Tensor:
-    """A finer level's canvas (B, 3, H, W) in `fine`, as the level before saw its own: the
-    picture averaged down to that level's size (area resampling), framed in `coarse`."""
-    small = torch.nn.functional.interpolate(fine.crop(img), size=(coarse.height, coarse.width),
-                                            mode="area")
-    return coarse.pad(small)
 
 
 def _due(step_no: int, every: int, total: int) -> bool:
