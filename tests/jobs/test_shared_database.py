@@ -177,6 +177,39 @@ async def test_a_claim_and_a_finish_are_one_statement_each_and_announce_themselv
 
 
 @postgresql_only
+async def test_a_claim_commits_without_waiting_for_the_disk_and_a_lost_one_is_harmless(
+        sessionmaker: Sessions, clock: TickingClock) -> None:
+    """The claim sets `synchronous_commit` off for its own transaction only (the session
+    keeps its setting, and the finish stays durable). A claim that a server crash undoes
+    leaves the job queued: its runner's finish then changes nothing, and another runner
+    claims the job."""
+    ids = await _insert_queued(sessionmaker, clock, ["a"])
+    engine = sessionmaker.kw["bind"]
+    now = clock()
+    async with db.single_statement(engine) as conn:
+        rows = await db.claim_next_queued(conn, runner="r:1:a", now=now, lease_until=now)
+        assert [(r.id, r.async_commit) for r in rows] == [(ids[0], "off")]
+        assert (await conn.execute(text("SHOW synchronous_commit"))).scalar() == "on"
+        none = await db.claim_next_queued(conn, runner="r:1:a", now=now, lease_until=now)
+        assert none == []
+    async with sessionmaker.begin() as session:  # what the crash leaves: the row before
+        await session.execute(update(db.Job).where(db.Job.id == ids[0]).values(
+            status="queued", runner=None, started_at=None, lease_expires_at=None,
+            attempts=0, version=0))
+    async with db.single_statement(engine) as conn:
+        late = await db.finish_running(conn, job_id=ids[0], runner="r:1:a",
+                                       status=JobStatus.succeeded, finished_at=now)
+        assert late is None
+        again = await db.claim_next_queued(conn, runner="r:2:b", now=now, lease_until=now)
+        assert [(r.id, r.runner, r.attempts) for r in again] == [(ids[0], "r:2:b", 1)]
+        done = await db.finish_running(conn, job_id=ids[0], runner="r:2:b",
+                                       status=JobStatus.succeeded, finished_at=now)
+        assert done is not None
+        assert not hasattr(done, "async_commit")
+        assert (await conn.execute(text("SHOW synchronous_commit"))).scalar() == "on"
+
+
+@postgresql_only
 async def test_a_claim_on_a_lost_connection_fails_as_sqlalchemy_would_and_the_next_works(
         sessionmaker: Sessions, clock: TickingClock) -> None:
     """The claim and the finish run straight on asyncpg (`db._fetch_on_driver`): a server
