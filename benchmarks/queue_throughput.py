@@ -361,6 +361,7 @@ async def drain(url: str, *, seconds: float, cap: int, max_batch: int, barrier: 
             jobs += len(records)
         elapsed = time.perf_counter() - start
     finally:
+        await leases.close()
         await engine.dispose()
     return {"claims": claims, "jobs": jobs, "elapsed_s": elapsed, "claim_s": claim_s,
             "finish_s": finish_s}
@@ -400,6 +401,7 @@ async def woken(url: str, *, poll_s: float, max_batch: int, barrier: Any, stop: 
                 await asyncio.wait_for(wake.wait(), poll_s)
     finally:
         await listener.stop()
+        await leases.close()
         await engine.dispose()
     return {"claims": claims, "empty_claims": empty, "waits": waits}
 

@@ -35,6 +35,7 @@ touches the job table reads this file and no other.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -645,6 +646,55 @@ async def single_statement(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
     else:
         async with engine.begin() as conn:
             yield conn
+
+
+class HeldConnection:
+    """One connection, held across calls, for a runner's single-statement writes (its
+    claims and finishes): on PostgreSQL in autocommit, one statement at a time (an
+    `asyncio.Lock`), opened on first use and again after a failure; elsewhere simply
+    `single_statement`'s connection, taken from the pool at each call.
+
+    Own code in place of a pool checkout per statement, because a measurement shows the
+    checkout costs more Python than the statement: a claim and a finish took 1.26-1.42 ms
+    of the claimer's CPU through the pool and 0.72-0.85 ms on a held connection (800 jobs,
+    10,000 queued), the Python that limits claims per second when the claimers and the
+    server share the cores (README, "The job queue on PostgreSQL").
+
+    A statement that fails, or is cancelled, takes the connection with it (invalidated:
+    it may be mid-protocol), and the next call opens a new one; so a server restart costs
+    one failed call, as with the pool. `close` gives it back; call it before the engine
+    is disposed."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[AsyncConnection]:
+        if self._engine.dialect.name != "postgresql":
+            async with single_statement(self._engine) as conn:
+                yield conn
+            return
+        async with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.invalidated:
+                fresh = await self._engine.connect()
+                self._conn = await fresh.execution_options(isolation_level="AUTOCOMMIT")
+            conn = self._conn
+            try:
+                yield conn
+            except BaseException:
+                self._conn = None
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                    await conn.close()
+                raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.close()
 
 
 def _notifying(rows: Any) -> Any:

@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 
 LOST_CODE = leases.LOST_CODE
 TASK_EXIT_S = 5.0  # how long stop() waits for the scheduler and heartbeat to end
-UNSTORED_MESSAGE = ("The bot ran out of storage while saving your painting. Please try "
-                    "again later.")
+UNSTORED_MESSAGE = "The bot ran out of storage while saving your painting. Please try again later."
 
 
 class Dispatcher:
@@ -125,6 +124,7 @@ class Dispatcher:
             await asyncio.gather(self._consumer, return_exceptions=True)
         self._consumer = None
         await self._requeue_ours(set(killed) | self.running)
+        await self._leases.close()
 
     def wake(self) -> None:
         self._wake.set()

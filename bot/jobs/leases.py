@@ -131,7 +131,8 @@ async def notify_records(session: AsyncSession, records: Iterable[JobRecord]) ->
 class Leases:
     """One runner's writes to the job table, each in its own transaction: claims, the
     fenced writes to the jobs it holds (they return None once another process has taken
-    the job back), renewals, and recovery. Holds no state but its runner id."""
+    the job back), renewals, and recovery. Holds its runner id and, on PostgreSQL, the
+    connection its claims and finishes run on (`db.HeldConnection`; `close` it)."""
 
     def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession],
                  clock: Callable[[], datetime], lease_s: float, max_attempts: int) -> None:
@@ -139,7 +140,7 @@ class Leases:
         engine = sessionmaker.kw.get("bind")
         if not isinstance(engine, AsyncEngine):
             raise TypeError("Leases needs a sessionmaker bound to an AsyncEngine")
-        self._engine = engine
+        self._statements = db.HeldConnection(engine)
         self._clock = clock
         self.lease = timedelta(seconds=lease_s)
         self._max_attempts = max_attempts
@@ -153,7 +154,7 @@ class Leases:
         now = self._clock()
         claimed: set[str] = set()
         try:
-            async with db.single_statement(self._engine) as conn:
+            async with self._statements() as conn:
                 rows = await queue.claim_batch(conn, runner=self.runner, now=now,
                                                lease_until=now + self.lease,
                                                max_batch=max_batch, only_ids=only_ids)
@@ -166,6 +167,11 @@ class Leases:
             held -= claimed
             raise
         return [JobRecord.from_row(row) for row in rows]
+
+    async def close(self) -> None:
+        """Gives back the connection the claims and finishes are held on (the next claim
+        opens it again); call it before the engine is disposed."""
+        await self._statements.close()
 
     async def progress(self, job_id: str, *, preview: bytes | None = None,
                        **fields: Any) -> JobRecord | None:
@@ -185,7 +191,7 @@ class Leases:
     async def finish(self, job_id: str, status: JobStatus, **fields: Any) -> JobRecord | None:
         """Records how the run ended (succeeded, failed, cancelled) in one statement
         (`db.finish_running`, which also notifies); None if the job is no longer ours."""
-        async with db.single_statement(self._engine) as conn:
+        async with self._statements() as conn:
             row = await db.finish_running(conn, job_id=job_id, runner=self.runner,
                                           status=status, finished_at=self._clock(), **fields)
         return None if row is None else JobRecord.from_row(row)

@@ -43,6 +43,7 @@ async def claim(url: str, start_at: float, max_batch: int) -> list[str]:
                 if await db.count_queued(session) == 0:
                     break
     finally:
+        await leases.close()
         await engine.dispose()
     return lines
 

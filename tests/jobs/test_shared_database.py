@@ -210,6 +210,43 @@ async def test_a_claim_commits_without_waiting_for_the_disk_and_a_lost_one_is_ha
 
 
 @postgresql_only
+async def test_a_runner_claims_and_finishes_on_one_held_connection_and_replaces_a_lost_one(
+        sessionmaker: Sessions, clock: TickingClock) -> None:
+    """`Leases` runs its claims and finishes on one connection (`db.HeldConnection`), not
+    one from the pool each time; a server that drops it fails one call, and the next
+    opens another; `close` gives it back to the pool."""
+    ids = await _insert_queued(sessionmaker, clock, ["a", "b", "c"])
+    engine = sessionmaker.kw["bind"]
+    leases = Leases(sessionmaker=sessionmaker, clock=clock, lease_s=60, max_attempts=3)
+    pids: list[int] = []
+
+    async def pid() -> None:
+        async with engine.connect() as admin:
+            pids.append((await admin.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+                "(query LIKE 'WITH picked%' OR query LIKE 'WITH done%')"))).scalar_one())
+
+    try:
+        (first,) = await leases.claim(max_batch=1, only_ids=None, held=set())
+        await pid()
+        assert await leases.finish(first.id, JobStatus.succeeded) is not None
+        await pid()
+        assert engine.pool.checkedout() == 1  # held between calls
+        async with engine.connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pids[0]})
+        with pytest.raises(DBAPIError):
+            await leases.claim(max_batch=1, only_ids=None, held=set())
+        (second,) = await leases.claim(max_batch=1, only_ids=None, held=set())
+        await pid()
+        assert await leases.finish(second.id, JobStatus.succeeded) is not None
+    finally:
+        await leases.close()
+    assert engine.pool.checkedout() == 0
+    assert pids[0] == pids[1] != pids[2]
+    assert [first.id, second.id] == ids[:2]
+
+
+@postgresql_only
 async def test_a_claim_on_a_lost_connection_fails_as_sqlalchemy_would_and_the_next_works(
         sessionmaker: Sessions, clock: TickingClock) -> None:
     """The claim and the finish run straight on asyncpg (`db._fetch_on_driver`): a server
