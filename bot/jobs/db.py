@@ -3,9 +3,8 @@
 Queries are keyword-only functions that take an `AsyncSession`; the caller owns the
 transaction (`async with sessionmaker.begin() as session: ...`). The two writes a
 worker makes for every job, its claim and its finish, are the exception: each is one
-statement on a bare connection (`single_statement`), run straight on the driver on
-PostgreSQL (`_fetch_on_driver`): about 0.8 ms each here, one after another on one
-connection.
+statement in autocommit, on a connection the runner holds (`HeldConnection`), run
+straight on the driver on PostgreSQL (`_fetch_on_driver`): about 0.5-0.8 ms each here.
 
 SQLite (the default) is set up so that many writers in one or several processes queue
 up instead of failing: WAL journal, a busy timeout, foreign keys on, and every
