@@ -777,14 +777,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--url", default=DEFAULT_URL,
                     help="a database on the server from which this may create and drop "
                          f"databases (default {DEFAULT_URL})")
     ap.add_argument("--depths", type=int, nargs="+", default=[100, 1000, 10000],
                     help="jobs queued at the start of the claims runs")
-    ap.add_argument("--users", type=int, default=20)
-    ap.add_argument("--claimers", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--users", type=int, default=20,
+                    help="users the queued jobs come from (the fair order's turns)")
+    ap.add_argument("--claimers", type=int, nargs="+", default=[1, 2, 4, 8],
+                    help="claimer processes, one run for each count")
     ap.add_argument("--seconds", type=float, default=10.0,
                     help="seconds each claims run lasts at most, and of submits per wait run")
     ap.add_argument("--rate", type=float, default=20.0, help="jobs submitted per second "
@@ -793,13 +795,16 @@ def main() -> None:
                     help="STYLEBOT_POLL_INTERVAL of claimers and workers (default 2)")
     ap.add_argument("--max-batch", type=int, default=1,
                     help="the claimers' batch limit (1: a CPU worker; 16 a GPU's)")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                    help="real `stylebot worker` processes, one run for each count")
     ap.add_argument("--pin", nargs="+", choices=("on", "off"), default=["off", "on"],
-                    help="run the workers unpinned, each on a CPU of its own, or both")
-    ap.add_argument("--worker-jobs", type=int, default=24)
-    ap.add_argument("--size", type=int, default=48)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--device", default="cpu")
+                    help="off: the workers share every CPU; on: worker i runs on CPU i "
+                         "alone; give both for both runs")
+    ap.add_argument("--worker-jobs", type=int, default=24,
+                    help="jobs the workers paint in each run")
+    ap.add_argument("--size", type=int, default=48, help="the workers' paintings' size (px)")
+    ap.add_argument("--steps", type=int, default=20, help="the workers' paintings' steps")
+    ap.add_argument("--device", default="cpu", help="the workers' STYLEBOT_DEVICE")
     ap.add_argument("--worker-env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="more environment for the workers (e.g. OMP_NUM_THREADS=1)")
     ap.add_argument("--no-claims", dest="claims", action="store_false",

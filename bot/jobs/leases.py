@@ -100,8 +100,9 @@ async def recover(session: AsyncSession, *, now: datetime, runner: str, held: Se
         expired = lease is None or lease <= now
         if not expired and (job.runner == runner or not runner_is_gone(job.runner)):
             continue
-        log.warning("job %s: its runner %s is gone, or silent past its lease (until %s); "
-                    "recovering it", job.id, job.runner, lease)
+        why = (f"was silent past its lease (until {lease})" if expired
+               else "is a process on this machine that no longer exists")
+        log.warning("job %s: its runner %s %s; recovering it", job.id, job.runner, why)
         records.append(retry_or_bury(job, now=now, code=LOST_CODE, max_attempts=max_attempts))
     await notify_records(session, records)
     return records
