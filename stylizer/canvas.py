@@ -25,6 +25,7 @@ whole, and cropped back to its own size.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ LEVEL_GAIN = 0.7
 # needs MIN_SIDE; at that the deepest style layer is one pixel across and mostly sees the
 # convolutions' zero padding, so the frame gives the network some more of the picture.
 PAINTED_MIN_SIDE = 32
+# The lobes of the Lanczos filter a finer level is seen through at the level before's size
+# (`shrink`): Pillow's LANCZOS.
+LANCZOS_LOBES = 3
 
 
 def levels_for(height: int, width: int) -> int:
@@ -157,12 +161,38 @@ class Frame:
 
 def shrink(fine: Frame, coarse: Frame, img: torch.Tensor) -> torch.Tensor:
     """A canvas (B, C, H, W) framed in `fine` as a smaller picture framed in `coarse`: the
-    picture averaged down to `coarse`'s size (area resampling), then mirrored out as
-    `coarse.pad` does; differentiable. How a finer coarse-to-fine level is seen at the
-    level before's size (`objective.CoarserView`)."""
-    small = torch.nn.functional.interpolate(fine.crop(img), size=(coarse.height, coarse.width),
-                                            mode="area")
-    return coarse.pad(small)
+    picture resampled down to `coarse`'s size with a Lanczos-3 filter
+    (`_lanczos_downsampling`), then mirrored out as `coarse.pad` does; differentiable.
+    How a finer coarse-to-fine level is seen at the level before's size
+    (`objective.CoarserView`).
+
+    Lanczos rather than an area average because a picture is looked at shrunk that way
+    (Pillow's LANCZOS, and the judge's `stylizer.judge`): an average hides fine texture
+    that a sharper filter still shows, so a finer level held through it could cover the
+    photo with brushwork the view did not see. On the six hardest pairs at 512 px (README,
+    "Large paintings: coarse to fine") all gained, on both scores but one keep."""
+    picture = fine.crop(img)
+    rows = _lanczos_downsampling(picture.shape[-2], coarse.height, img.device)
+    cols = _lanczos_downsampling(picture.shape[-1], coarse.width, img.device)
+    return coarse.pad(rows @ picture @ cols.T)
+
+
+@functools.lru_cache(maxsize=32)
+def _lanczos_downsampling(n: int, size: int, device: torch.device) -> torch.Tensor:
+    """(size, n): Lanczos-3 resampling of n samples down to `size`, as Pillow's
+    `Image.resize(..., Resampling.LANCZOS)` does it (the kernel stretched by n / size so
+    that it also filters out what `size` samples cannot hold; the taps that fall off an
+    edge dropped and the rest renormalised), so that A @ v shrinks a column v. A matrix
+    product, like the canvas's upsampling, so that its backward pass on a GPU is
+    deterministic. Raises ValueError for a size of 0."""
+    if n < 1 or size < 1:
+        raise ValueError(f"cannot resample {n} samples to {size}")
+    scale = n / size
+    stretch = max(scale, 1.0)
+    centres = (torch.arange(size, dtype=torch.float64) + 0.5) * scale  # (size,)
+    x = (torch.arange(n, dtype=torch.float64) + 0.5 - centres[:, None]) / stretch  # (size, n)
+    taps = torch.sinc(x) * torch.sinc(x / LANCZOS_LOBES) * (x.abs() < LANCZOS_LOBES)
+    return (taps / taps.sum(dim=1, keepdim=True)).to(device=device, dtype=torch.float32)
 
 
 def _mirrored(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:

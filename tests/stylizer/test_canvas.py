@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from stylizer.canvas import COARSEST_SIDE, LEVEL_GAIN, PyramidCanvas, levels_for
+from stylizer.canvas import (
+    COARSEST_SIDE,
+    LEVEL_GAIN,
+    Frame,
+    PyramidCanvas,
+    levels_for,
+    shrink,
+)
 from stylizer.engine import Stylizer
 from stylizer.params import StyleParams
 
@@ -126,3 +134,20 @@ def test_the_pyramid_paints_a_better_picture_than_raw_pixels_in_the_same_steps(
     score = {name: engine.evaluate(r.image, content, [style], params)["total"]
              for name, r in (("pyramid", pyramid), ("pixels", pixels))}
     assert score["pyramid"] < 0.85 * score["pixels"]
+
+
+@pytest.mark.parametrize(("size", "to"), [((96, 64), (48, 32)), ((90, 50), (37, 21)),
+                                          ((64, 40), (64, 20))])
+def test_a_finer_level_is_seen_shrunk_as_pillow_shrinks_a_picture(
+        size: tuple[int, int], to: tuple[int, int]) -> None:
+    """`canvas.shrink` (how a finer coarse-to-fine level is seen at the level before's
+    size) resamples as Pillow's LANCZOS does, the filter a picture is looked at through."""
+    w, h = size
+    picture = torch.rand(h, w, generator=torch.Generator().manual_seed(3)) * 255
+    fine, coarse = Frame.around(w, h), Frame.around(*to)
+    canvas = fine.pad(picture.expand(1, 3, h, w))
+    ours = coarse.crop(shrink(fine, coarse, canvas))[0, 0]
+    pillow = torch.from_numpy(np.array(
+        Image.fromarray(picture.numpy(), mode="F").resize(to, Image.Resampling.LANCZOS)))
+    assert ours.shape == pillow.shape
+    assert (ours - pillow).abs().max().item() < 1e-2  # of 255: float32 rounding
