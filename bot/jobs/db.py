@@ -654,10 +654,10 @@ class HeldConnection:
     `single_statement`'s connection, taken from the pool at each call.
 
     Own code in place of a pool checkout per statement, because a measurement shows the
-    checkout costs more Python than the statement: a claim and a finish took 1.26-1.42 ms
-    of the claimer's CPU through the pool and 0.72-0.85 ms on a held connection (800 jobs,
-    10,000 queued), the Python that limits claims per second when the claimers and the
-    server share the cores (README, "The job queue on PostgreSQL").
+    checkout costs more Python than the statement: `Leases.claim` and `Leases.finish` of
+    one job took 1.26-1.42 ms of the claimer's CPU through the pool and 0.48-0.49 ms held
+    (800 jobs, 10,000 queued), and that Python limits claims per second when the claimers
+    and the server share the cores (README, "The job queue on PostgreSQL").
 
     A statement that fails, or is cancelled, takes the connection with it (invalidated:
     it may be mid-protocol), and the next call opens a new one; so a server restart costs
@@ -818,7 +818,7 @@ async def claim_next_queued(conn: AsyncConnection, *, runner: str, now: datetime
     clause and needs none: the transaction holds the database's write lock.
 
     On PostgreSQL the claim commits asynchronously: it returns before its WAL is flushed
-    (about 0.13 ms less a claim here), and only a crash of the server in the next few
+    (about 0.1 ms less a claim here), and only a crash of the server in the next few
     hundred milliseconds could undo it. Undone, the job is simply queued again: every
     later write of this runner to it is fenced (`fenced_update`, `finish_running`) and
     changes nothing, and any durable commit after it (a finish, anyone's) flushes it too.
