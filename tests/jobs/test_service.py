@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import math
 import struct
@@ -348,17 +349,22 @@ async def test_a_metadata_flood_neither_stalls_the_loop_nor_is_accepted(
 async def test_a_slow_probe_does_not_hold_up_other_coroutines(
         make_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Whatever makes a probe slow (a huge file, a loaded machine), it runs off the loop.
+    # A probe on the loop would stall it for the probe's whole time; the bound is half of
+    # that, so that a pause of the loop's own (a full garbage collection late in a long
+    # test run, a busy VM: 0.69 s was seen once) does not pass for one.
     real_probe = images.probe
+    probe_s = 1.6
 
     def slow_probe(data: bytes, **kwargs: Any) -> images.ImageInfo:
-        time.sleep(0.6)
+        time.sleep(probe_s)
         return real_probe(data, **kwargs)
 
     monkeypatch.setattr(images, "probe", slow_probe)
     service = make_service()
+    gc.collect()
     start = time.monotonic()
     lag, raised = await _worst_loop_lag(service.submit(
         user_id="u", user_name="u", content=png(1), style_image=STYLE))
     assert raised is None
-    assert time.monotonic() - start >= 1.2  # two probes: the photo and the style image
-    assert lag < 0.3
+    assert time.monotonic() - start >= 2 * probe_s  # two: the photo and the style image
+    assert lag < probe_s / 2
