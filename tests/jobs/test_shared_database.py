@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,22 @@ from stylizer.pool.messages import JobFailed, JobProgress, JobStarted, JobSuccee
 Sessions = async_sessionmaker[AsyncSession]
 HERE = Path(__file__).parent
 STYLE = png(99)
+
+
+@pytest.fixture
+async def make_leases(sessionmaker: Sessions, clock: TickingClock
+                      ) -> AsyncIterator[Callable[[], Leases]]:
+    """Makes runners' `Leases` (60-s leases) and closes them before the engine goes."""
+    made: list[Leases] = []
+
+    def make() -> Leases:
+        made.append(Leases(sessionmaker=sessionmaker, clock=clock, lease_s=60,
+                           max_attempts=3))
+        return made[-1]
+
+    yield make
+    for leases in made:
+        await leases.close()
 
 
 async def _insert_queued(sm: Sessions, clock: TickingClock, users: list[str],
@@ -211,13 +228,14 @@ async def test_a_claim_commits_without_waiting_for_the_disk_and_a_lost_one_is_ha
 
 @postgresql_only
 async def test_a_runner_claims_and_finishes_on_one_held_connection_and_replaces_a_lost_one(
-        sessionmaker: Sessions, clock: TickingClock) -> None:
+        sessionmaker: Sessions, clock: TickingClock,
+        make_leases: Callable[[], Leases]) -> None:
     """`Leases` runs its claims and finishes on one connection (`db.HeldConnection`), not
     one from the pool each time; a server that drops it fails one call, and the next
     opens another; `close` gives it back to the pool."""
     ids = await _insert_queued(sessionmaker, clock, ["a", "b", "c"])
     engine = sessionmaker.kw["bind"]
-    leases = Leases(sessionmaker=sessionmaker, clock=clock, lease_s=60, max_attempts=3)
+    leases = make_leases()
     pids: list[int] = []
 
     async def pid() -> None:
@@ -300,10 +318,10 @@ async def test_two_claiming_processes_keep_the_fair_order_across_three_users(
 # -- fenced writes, recovery by anyone ----------------------------------------------------
 
 async def test_writes_from_a_runner_that_lost_its_lease_change_nothing(
-        sessionmaker: Sessions, clock: TickingClock) -> None:
+        sessionmaker: Sessions, clock: TickingClock,
+        make_leases: Callable[[], Leases]) -> None:
     (job_id,) = await _insert_queued(sessionmaker, clock, ["u"])
-    stalled = Leases(sessionmaker=sessionmaker, clock=clock, lease_s=60, max_attempts=3)
-    other = Leases(sessionmaker=sessionmaker, clock=clock, lease_s=60, max_attempts=3)
+    stalled, other = make_leases(), make_leases()
     assert stalled.runner != other.runner
     (claimed,) = await stalled.claim(max_batch=1, only_ids=None, held=set())
     assert (claimed.id, claimed.runner, claimed.status) == (job_id, stalled.runner,
