@@ -207,6 +207,9 @@ class Delivery:
         self._animations: dict[str, AnimationPlan | None] = {}
         self._ready = asyncio.Event()
         self._startup: asyncio.Task[None] | None = None
+        # Until the start's sweep is done: the jobs whose end this run has seen. Their own
+        # event delivers them; the sweep's list, read a moment earlier, may not know it.
+        self._ended_here: set[str] | None = set()
         # This process's queued jobs, and the place their message shows; how often those
         # messages may be edited as the queue moves.
         self._queued: dict[str, int | None] = {}
@@ -295,6 +298,8 @@ class Delivery:
         if isinstance(event, (JobQueued, JobStarted, *FINAL_EVENTS)):
             self._queue_moved()  # one in or out: places may change (the fair order)
         job = None if isinstance(event, JobProgress) else event.job
+        if self._ended_here is not None and isinstance(event, FINAL_EVENTS):
+            self._ended_here.add(job_id)
         if job is not None:
             if self.owns(job):
                 self._foreign.discard(job_id)
@@ -369,11 +374,12 @@ class Delivery:
         except Exception:
             log.exception("could not list undelivered jobs")
             return
+        ended_here, self._ended_here = self._ended_here or set(), None
         for job in active:  # a previous run's, whose last update is still to make
             self.watch_token(job, job.token_expires_at)
         now = self.clock()
         for job in jobs:
-            if job.id in self._queues:
+            if job.id in self._queues or job.id in ended_here:
                 continue  # of this run: its own events are on their way (held until ready)
             if self.owns(job):
                 how = ("left over from a previous run" if job.created_at < self._since

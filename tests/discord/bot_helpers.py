@@ -29,6 +29,7 @@ from bot.jobs import db
 from bot.jobs.db import create_engine_and_sessionmaker
 from bot.jobs.executor import ExecutorBusy, LocalPoolExecutor
 from bot.jobs.records import JobRecord
+from bot.jobs.service import JobService
 from bot.logging_setup import setup_logging
 from bot.settings import Settings
 from stylizer.pool.messages import (
@@ -414,9 +415,15 @@ async def wait_painting(emu: DiscordEmulator, message: Message, within: float = 
 async def wait_job(app: App, job_id: str, predicate: Callable[[Any], bool],
                    within: float = 90) -> Any:
     """Polls the job until `predicate(job_view)` holds; returns the view."""
+    return await wait_service_job(app.service, job_id, predicate, within)
+
+
+async def wait_service_job(service: JobService, job_id: str,
+                           predicate: Callable[[Any], bool], within: float = 90) -> Any:
+    """`wait_job` on the service itself."""
     async def loop() -> Any:
         while True:
-            job = await app.service.get(job_id)
+            job = await service.get(job_id)
             if predicate(job):
                 return job
             await asyncio.sleep(0.05)

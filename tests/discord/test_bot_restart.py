@@ -3,6 +3,7 @@ results nobody could receive are delivered, and old buttons still work."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,10 +23,12 @@ from bot_helpers import (
     wait_delivered,
     wait_job,
     wait_painting,
+    wait_service_job,
 )
 from emulator import DiscordEmulator, Upload
 
 from bot.app import push_commands
+from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -109,6 +112,51 @@ async def test_restart(emu: DiscordEmulator, tmp_path: Path,
     for job_id in (done_id, lost_id, queued_id):
         sent = [m for m in emu.messages.values() if job_id in m.text() and painting(m)]
         assert len(sent) == 1, job_id
+
+
+async def test_a_job_painted_while_the_start_lists_what_is_left_is_not_taken_for_one(
+        emu: DiscordEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job queued before a restart and painted as the restarted bot lists the results
+    left undelivered is in that list; by the time the list is gone through, its own
+    event has delivered it. It is not delivered again, nor logged as left over."""
+    caplog.set_level(logging.INFO, logger="bot.discord.delivery")
+    settings = make_settings(emu, tmp_path / "bot")
+    await push_commands(settings)
+    async with bot_running(settings, shut=True) as app:
+        ix = await emu.slash("stylize", emu.alice, image=Upload("e.png", photo_png(seed=9)),
+                             style=PRESET)
+        job_id = job_id_of(await progress_message(emu, ix))
+
+    listed = asyncio.Event()
+    seen: list[str] = []
+    real_undelivered = JobService.undelivered
+
+    async def undelivered_as_the_job_ends(self: JobService) -> list:  # type: ignore[type-arg]
+        # Listed once the job has succeeded, while its delivery is held (below); handed
+        # back once it is delivered.
+        await wait_service_job(self, job_id, lambda j: j.status == JobStatus.succeeded)
+        jobs = await real_undelivered(self)
+        seen.extend(j.id for j in jobs)
+        listed.set()
+        await wait_service_job(self, job_id, lambda j: j.delivered)
+        await asyncio.sleep(0.2)  # its delivery's last steps
+        return jobs
+
+    monkeypatch.setattr(JobService, "undelivered", undelivered_as_the_job_ends)
+    # The first picture sent (a preview, or the result) waits until the list is read:
+    # one job's messages go out one after another, so its result is not sent before.
+    emu.hold_answer(lambda call, files: bool(files), listed.wait)
+    async with bot_running(settings) as app:
+        await asyncio.wait_for(listed.wait(), 60)
+        await wait_delivered(app, job_id)
+        assert job_id in seen  # listed as undelivered, as the race has it
+        await asyncio.sleep(0.5)  # whatever the start would do with its list is done
+
+    assert not [r for r in caplog.records if job_id in r.getMessage()
+                and "previous run" in r.getMessage()]
+    sent = [m for m in emu.messages.values() if job_id in m.text() and painting(m)]
+    assert len(sent) == 1
 
 
 async def test_a_restart_keeps_the_last_update_before_a_token_ends(
