@@ -258,8 +258,7 @@ class Stylizer:
                                            self.device))  # (B, 3, H, W)
             work = luma_rgb(photo) if preserve else photo
             targets = self.targets(work, styles, params, style_keys)
-            held = None if temporal is None or i < len(levels) - 1 else Temporal(
-                frame.pad(temporal.target), frame.pad(temporal.mask), temporal.weight)
+            held = None if temporal is None or i < len(levels) - 1 else temporal.framed(frame)
             objective = level_objective(self.features, work, targets, params, style_w, gen,
                                         held)
             if before is not None and params.balance:

@@ -66,15 +66,26 @@ def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward warp: (B, C, H, W) pictures and (B, 2, H, W) flows in pixels (as
     `FlowEstimator.flow` gives them, channels first) -> (B, C, H, W) with
     out(x) = img(x + flow(x)), bilinear, edges repeated outside the picture."""
-    h, w = img.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(h, device=img.device, dtype=torch.float32),
-                            torch.arange(w, device=img.device, dtype=torch.float32),
+    return warp_along(img, sampling_grid(flow))
+
+
+def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) flows in pixels -> the (B, H, W, 2) grid `warp_along` samples at, in
+    grid_sample's coordinates: once for a flow that many pictures are moved along."""
+    h, w = flow.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=torch.float32),
+                            torch.arange(w, device=flow.device, dtype=torch.float32),
                             indexing="ij")
     x = xs + flow[:, 0]  # (B, H, W)
     y = ys + flow[:, 1]
     # grid_sample's coordinates run from -1 to 1 across the pixel centres' span
     # (align_corners=True).
-    grid = torch.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], dim=-1)
+    return torch.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], dim=-1)
+
+
+def warp_along(img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """`warp` with the grid of `sampling_grid`: (B, C, H, W) -> (B, C, H, W),
+    differentiable in `img`."""
     return F.grid_sample(img, grid, mode="bilinear", padding_mode="border",
                          align_corners=True)
 

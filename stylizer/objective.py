@@ -11,13 +11,17 @@ The loss terms themselves, and where their normalisation departs from the paper,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from stylizer import losses
 from stylizer.params import StyleParams
 from stylizer.targets import CONTENT_POS, STYLE_POS, Features, Targets
+
+if TYPE_CHECKING:
+    from stylizer.canvas import Frame
 
 # With params.balance: the style term's weight against the content term's when both are
 # measured from their reference points (see `level_objective`), at strength 1.
@@ -42,6 +46,42 @@ class Temporal:
     target: torch.Tensor
     mask: torch.Tensor
     weight: float
+    chain: Chain | None = None
+
+    def framed(self, frame: Frame) -> Temporal:
+        """The same term for pictures painted in `frame` (margins mirrored out)."""
+        chain = self.chain
+        if chain is not None:
+            move = chain.move
+            chain = Chain(lambda x: frame.pad(move(frame.crop(x))), frame.pad(chain.mask))
+        return replace(self, target=frame.pad(self.target), mask=frame.pad(self.mask),
+                       chain=chain)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """(B,): the term for a (B, 3, H, W) picture batch in 0-255."""
+        moved = (img - self.target).div(255.0).square() * self.mask  # (B, 3, H, W)
+        out = self.weight * moved.mean(dim=(1, 2, 3))
+        if self.chain is not None and img.shape[0] > 1:
+            before = self.chain.move(img[:-1].detach())  # (B - 1, 3, H, W)
+            chained = (img[1:] - before).div(255.0).square() * self.chain.mask
+            out = out + self.weight * torch.cat(
+                [out.new_zeros(1), chained.mean(dim=(1, 2, 3))])
+        return out
+
+
+@dataclass(frozen=True)
+class Chain:
+    """For frames painted together as one batch: holds each frame after the first to the
+    frame before it as that frame is being painted, moved along the motion between them,
+    where `mask` (B - 1, 1, H, W) in [0, 1] says (Ruder et al.'s short-term loss with the
+    frame before's painting as it is now, not as it started). Meant for what no painting
+    before the batch shows (the new side of a pan): it gets painted in the first frame
+    that shows it, and the frames after follow. The frame before is detached: it leads
+    and is not pulled back. `move` takes the (B - 1, 3, H, W) pictures of frames 0..B-2
+    to frames 1..B-1."""
+
+    move: Callable[[torch.Tensor], torch.Tensor]
+    mask: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -87,9 +127,7 @@ class Objective:
         if self.params.tv_weight > 0:
             total = total + self.params.tv_weight * losses.TV_SCALE * losses.tv_loss(img)
         if self.temporal is not None:
-            t = self.temporal
-            moved = (img - t.target).div(255.0).square() * t.mask  # (B, 3, H, W)
-            total = total + t.weight * moved.mean(dim=(1, 2, 3))
+            total = total + self.temporal(img)
         if self.coarser is not None:
             total = total + self.coarser.objective(self.coarser.shrink(img), style_mult)[0]
         return total, c, s

@@ -24,8 +24,15 @@ import torch
 from PIL import Image
 
 from stylizer.levels import level_sizes, split_steps
-from stylizer.motion import FlowEstimator, flows_between, reliable, warp
-from stylizer.objective import Temporal
+from stylizer.motion import (
+    FlowEstimator,
+    flows_between,
+    reliable,
+    sampling_grid,
+    warp,
+    warp_along,
+)
+from stylizer.objective import Chain, Temporal
 from stylizer.params import StyleParams
 from stylizer.runs import AnimationResult, Progress, Result, RunOptions
 from stylizer.tensors import batch_tensor, resize
@@ -145,10 +152,14 @@ def _moved_here(engine: Stylizer, estimator: FlowEstimator, photos: list[Image.I
     moving object uncovers), it starts from the start of the frame before it in the
     batch, moved along the motion between those two, so that new paint starts alike in
     every frame that shows it rather than afresh in each; where neither holds, from a
-    fresh start (`params.init`). The temporal term holds each frame to its start
-    wherever that came from an earlier frame (with a batch of one, Ruder et al.'s
-    short-term loss; measured with benchmarks/flicker.py: on a pan in batches of 12 this
-    halved the flicker of the batch's later frames).
+    fresh start (`params.init`). The temporal term holds each frame to the moved anchor
+    where that is reliable (with a batch of one, Ruder et al.'s short-term loss), and
+    what only the frame before in the batch shows to that frame's painting as it is
+    being painted (`objective.Chain`). Measured with benchmarks/flicker.py on a pan,
+    48 frames in batches of 16: held to its unpainted start instead, that part got
+    less paint (the towers coming into view dark and flat; gain 0.849 and keep 0.560
+    off the grid against 0.876 and 0.565 now) and flickered a little more (3.11
+    against 2.98 along the motion; README, "Animated pictures").
     """
     device = engine.device
     flows = [flows_between(estimator, photo, anchor_photo, device) for photo in photos]
@@ -160,7 +171,6 @@ def _moved_here(engine: Stylizer, estimator: FlowEstimator, photos: list[Image.I
     moved = warp(anchor.expand(len(photos), -1, -1, -1), backward)
     fresh = engine.first_canvas(photos, styles, params, style_keys=style_keys)
     start = mask * moved + (1 - mask) * fresh
-    held = mask.clone()
     if len(photos) > 1:
         steps = [flows_between(estimator, photos[k], photos[k - 1], device)
                  for k in range(1, len(photos))]
@@ -170,8 +180,13 @@ def _moved_here(engine: Stylizer, estimator: FlowEstimator, photos: list[Image.I
             prev = warp(start[k - 1:k], back[k - 1:k])
             fill = chained[k - 1:k] * prev + (1 - chained[k - 1:k]) * fresh[k:k + 1]
             start[k:k + 1] = mask[k:k + 1] * moved[k:k + 1] + (1 - mask[k:k + 1]) * fill
-        held[1:] = mask[1:] + (1 - mask[1:]) * chained
-    return start, Temporal(start, held, weight)
+        # What the anchor does not show is held, where the motion is reliable, to the
+        # frame before as it is painted, not to where it started: it gets paint in the
+        # first frame that shows it, and the frames after follow.
+        grid = sampling_grid(back)
+        return start, Temporal(start, mask, weight, Chain(
+            lambda x: warp_along(x, grid), (1 - mask[1:]) * chained))
+    return start, Temporal(start, mask, weight)
 
 
 def _report_frames(counter: _Counter, painted: Sequence[Result]) -> None:

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from stylizer import motion, temporal
+from stylizer.canvas import Frame
 from stylizer.errors import Cancelled
-from stylizer.objective import Objective, Temporal
+from stylizer.objective import Chain, Objective, Temporal
 from stylizer.params import StyleParams
 from stylizer.runs import Progress, RunOptions
 from stylizer.tensors import batch_tensor
@@ -94,6 +95,40 @@ def test_the_temporal_term_is_the_masked_mean_square_in_0_to_1_units() -> None:
     assert torch.allclose(extra, torch.tensor([0.2]), atol=1e-6)
     # The content and style terms are reported without it.
     assert torch.equal(held(img)[1], plain(img)[1])
+
+
+def test_a_chained_frame_is_held_to_the_frame_before_it_as_that_frame_is_now() -> None:
+    # Three frames; the first is 0, the second 51, the third 102 everywhere. Each frame
+    # after the first is held, where the chain's mask says, to the one before it moved
+    # one pixel to the right; nothing else holds them.
+    img = torch.stack([torch.full((3, 2, 4), 51.0 * k) for k in range(3)]).requires_grad_()
+    nowhere = torch.zeros(3, 1, 2, 4)
+    left_half = torch.zeros(2, 1, 2, 4)
+    left_half[..., :2] = 1.0
+
+    def right_by_one(x: torch.Tensor) -> torch.Tensor:
+        return motion.warp(x, torch.tensor([-1.0, 0.0]).view(1, 2, 1, 1).expand(
+            x.shape[0], 2, *x.shape[-2:]))
+
+    term = Temporal(torch.zeros(3, 3, 2, 4), nowhere, 10.0,
+                    Chain(right_by_one, left_half))
+    out = term(img)
+    # Frames 1 and 2 differ from the frame before by 51/255 = 0.2 on half their pixels:
+    # 10 * 0.5 * 0.04 = 0.2 each; the first frame follows nothing.
+    assert torch.allclose(out, torch.tensor([0.0, 0.2, 0.2]), atol=1e-6)
+    # The frame before leads: the chain pulls only the later frame.
+    (grad,) = torch.autograd.grad(out.sum(), img)
+    assert torch.equal(grad[0], torch.zeros_like(grad[0]))
+    assert (grad[1, :, :, :2] > 0).all()
+    assert (grad[1, :, :, 2:] == 0).all()
+    # Framed for a thin picture, it means the same on the mirrored canvas.
+    frame = Frame.around(4, 2, min_side=32)
+    padded = frame.pad(img.detach())
+    framed = term.framed(frame)
+    assert framed.chain is not None
+    assert framed.chain.mask.shape[-2:] == padded.shape[-2:]
+    assert torch.equal(frame.crop(framed.chain.move(padded[:-1])), right_by_one(img[:-1]))
+    assert torch.equal(frame.crop(framed.chain.mask), left_half)
 
 
 @pytest.mark.parametrize("steps", [100, 200, 30, 5])
