@@ -373,6 +373,7 @@ class Delivery:
             active = await self.service.active_jobs()
         except Exception:
             log.exception("could not list undelivered jobs")
+            self._ended_here = None
             return
         ended_here, self._ended_here = self._ended_here or set(), None
         for job in active:  # a previous run's, whose last update is still to make
@@ -380,7 +381,10 @@ class Delivery:
         now = self.clock()
         for job in jobs:
             if job.id in self._queues or job.id in ended_here:
-                continue  # of this run: its own events are on their way (held until ready)
+                # Of this run: its own events are on their way (held until ready) or have
+                # been handled. One whose event is yet to come is claimed and sent once
+                # whichever comes first (`_deliver`).
+                continue
             if self.owns(job):
                 how = ("left over from a previous run" if job.created_at < self._since
                        else "finished before Discord was ready")

@@ -28,6 +28,7 @@ from bot_helpers import (
 from emulator import DiscordEmulator, Upload
 
 from bot.app import push_commands
+from bot.discord.delivery import Delivery
 from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
 
@@ -140,10 +141,20 @@ async def test_a_job_painted_while_the_start_lists_what_is_left_is_not_taken_for
         seen.extend(j.id for j in jobs)
         listed.set()
         await wait_service_job(self, job_id, lambda j: j.delivered)
-        await asyncio.sleep(0.2)  # its delivery's last steps
+        worker = deliveries[-1]._tasks.get(job_id)
+        if worker is not None:
+            await worker  # its delivery's last steps
         return jobs
 
     monkeypatch.setattr(JobService, "undelivered", undelivered_as_the_job_ends)
+    deliveries: list[Delivery] = []
+    real_ready = Delivery.client_ready
+
+    def ready(self: Delivery) -> None:
+        deliveries.append(self)
+        real_ready(self)
+
+    monkeypatch.setattr(Delivery, "client_ready", ready)
     # The first picture sent (a preview, or the result) waits until the list is read:
     # one job's messages go out one after another, so its result is not sent before.
     emu.hold_answer(lambda call, files: bool(files), listed.wait)
@@ -151,7 +162,9 @@ async def test_a_job_painted_while_the_start_lists_what_is_left_is_not_taken_for
         await asyncio.wait_for(listed.wait(), 60)
         await wait_delivered(app, job_id)
         assert job_id in seen  # listed as undelivered, as the race has it
-        await asyncio.sleep(0.5)  # whatever the start would do with its list is done
+        startup = deliveries[-1]._startup
+        assert startup is not None
+        await asyncio.wait_for(startup, 60)  # the start has gone through its list
 
     assert not [r for r in caplog.records if job_id in r.getMessage()
                 and "previous run" in r.getMessage()]
