@@ -201,7 +201,8 @@ class Stylizer:
         """`run_batch` from given starting pictures, with a temporal term: what
         `stylizer.temporal` paints an animation's frames with. `start`: (B, 3, h, w) in
         0-255 at the photos' painted size, or None for `params.init`'s; `temporal`: the
-        target pictures, their reliability masks and the term's weight. Returns the
+        target pictures, their reliability masks, the term's weight and its `Chain` within
+        the batch. Returns the
         results and the pictures as optimised (B, 3, h, w) on the device, before colour
         preservation and rounding, for the next frames to start from."""
         return self._paint(contents, styles, params, options, style_keys=style_keys,

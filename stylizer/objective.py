@@ -36,7 +36,8 @@ TEMPORAL_WEIGHT = 200.0
 @dataclass(frozen=True)
 class Temporal:
     """Ruder et al. 2016's short-term temporal loss (eq. 3) for a batch of animation
-    frames: `weight` * mean over pixels of `mask` * ((picture - `target`) / 255)^2.
+    frames: `weight` * mean over pixels of `mask` * ((picture - `target`) / 255)^2,
+    plus, with a `chain`, the same weight times its term (see `Chain`).
 
     `target` (B, 3, H, W) in 0-255 is an earlier frame's painting moved along the motion
     to this frame (`stylizer.motion.warp`); `mask` (B, 1, H, W) in [0, 1] says where that
@@ -77,8 +78,12 @@ class Chain:
     frame before's painting as it is now, not as it started). Meant for what no painting
     before the batch shows (the new side of a pan): it gets painted in the first frame
     that shows it, and the frames after follow. The frame before is detached: it leads
-    and is not pulled back. `move` takes the (B - 1, 3, H, W) pictures of frames 0..B-2
-    to frames 1..B-1."""
+    and is not pulled back, and no gradient goes through the warp. `move` takes the
+    (B - 1, 3, H, W) pictures of frames 0..B-2 (0-255, detached; after
+    `Temporal.framed`, on the padded canvas) to frames 1..B-1. The term's target moves
+    as the frame before is painted, so each frame's L-BFGS best iterate
+    (`BatchLBFGS.keep_best`) is judged against the target of its step; measured, the
+    frames of a batch still agree (README, "Animated pictures")."""
 
     move: Callable[[torch.Tensor], torch.Tensor]
     mask: torch.Tensor

@@ -154,12 +154,13 @@ def _moved_here(engine: Stylizer, estimator: FlowEstimator, photos: list[Image.I
     every frame that shows it rather than afresh in each; where neither holds, from a
     fresh start (`params.init`). The temporal term holds each frame to the moved anchor
     where that is reliable (with a batch of one, Ruder et al.'s short-term loss), and
-    what only the frame before in the batch shows to that frame's painting as it is
-    being painted (`objective.Chain`). Measured with benchmarks/flicker.py on a pan,
-    48 frames in batches of 16: held to its unpainted start instead, that part got
-    less paint (the towers coming into view dark and flat; gain 0.849 and keep 0.560
-    off the grid against 0.876 and 0.565 now) and flickered a little more (3.11
-    against 2.98 along the motion; README, "Animated pictures").
+    what the anchor does not reliably show but the frame before it in the batch does to
+    that frame's painting as it is being painted (`objective.Chain`). Measured with
+    benchmarks/flicker.py on a pan, 48 frames in batches of 16: held to its unpainted
+    start instead, that part got less paint (the towers coming into view dark and
+    flat; gain 0.849 and keep 0.560 off the grid against 0.876 and 0.565 now) and
+    flickered a little more (3.11 against 2.98 along the motion; README, "Animated
+    pictures").
     """
     device = engine.device
     flows = [flows_between(estimator, photo, anchor_photo, device) for photo in photos]
