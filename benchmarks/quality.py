@@ -380,7 +380,7 @@ def main() -> None:
                 theirs, sooner = f"> {row['plain_final'][2]:.1f} s", "-"
             else:
                 theirs = f"{row['plain_s']:.1f} s/{row['plain_steps']}"
-                sooner = f"{row['plain_s'] / row['ours_s']:.1f}x"
+                sooner = f"{row['plain_s'] / row['ours_s']:.2f}x"
             print(f"{photo_name:<20} {row['style']:<19} {row['gain']:>6.2f} "
                   f"{row['keep']:>6.2f} {ours:>12} {theirs:>12} {sooner:>7}", flush=True)
         # A plain loop that never got there counts by the seconds it ran.
