@@ -18,6 +18,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import text
+
 from bot.jobs import db
 from bot.jobs.db import create_engine_and_sessionmaker
 from bot.jobs.leases import Leases
@@ -33,6 +35,11 @@ async def claim(url: str, start_at: float, max_batch: int) -> list[str]:
     lines = [leases.runner]
     held: set[str] = set()
     try:
+        # Connected before the start, as the other claimer is: a claim takes about a
+        # millisecond, so one still connecting at the start could find the queue empty.
+        # The pool keeps the connection for the runner's first claim.
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
         await asyncio.sleep(max(0.0, start_at - time.time()))
         while True:
             records = await leases.claim(max_batch=max_batch, only_ids=None, held=held)
