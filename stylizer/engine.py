@@ -202,9 +202,9 @@ class Stylizer:
         `stylizer.temporal` paints an animation's frames with. `start`: (B, 3, h, w) in
         0-255 at the photos' painted size, or None for `params.init`'s; `temporal`: the
         target pictures, their reliability masks, the term's weight and its `Chain` within
-        the batch. Returns the
-        results and the pictures as optimised (B, 3, h, w) on the device, before colour
-        preservation and rounding, for the next frames to start from."""
+        the batch. Returns the results and the pictures as optimised (B, 3, h, w) on the
+        device, before colour preservation and rounding, for the next frames to start
+        from."""
         return self._paint(contents, styles, params, options, style_keys=style_keys,
                            style_weights=None, start=start, temporal=temporal)
 

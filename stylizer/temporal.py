@@ -177,14 +177,14 @@ def _moved_here(engine: Stylizer, estimator: FlowEstimator, photos: list[Image.I
                  for k in range(1, len(photos))]
         back = torch.cat([b for b, _ in steps])  # (B - 1, 2, h, w)
         chained = reliable(torch.cat([f for _, f in steps]), back, here[1:], here[:-1])
+        grid = sampling_grid(back)  # (B - 1, h, w, 2): for the starts and the chain
         for k in range(1, len(photos)):  # in order: each takes the start before it
-            prev = warp(start[k - 1:k], back[k - 1:k])
+            prev = warp_along(start[k - 1:k], grid[k - 1:k])
             fill = chained[k - 1:k] * prev + (1 - chained[k - 1:k]) * fresh[k:k + 1]
             start[k:k + 1] = mask[k:k + 1] * moved[k:k + 1] + (1 - mask[k:k + 1]) * fill
         # What the anchor does not show is held, where the motion is reliable, to the
         # frame before as it is painted, not to where it started: it gets paint in the
         # first frame that shows it, and the frames after follow.
-        grid = sampling_grid(back)
         return start, Temporal(start, mask, weight, Chain(
             lambda x: warp_along(x, grid), (1 - mask[1:]) * chained))
     return start, Temporal(start, mask, weight)
