@@ -36,7 +36,8 @@ Losses = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (total, content, sty
 
 class LevelOptimiser:
     """Optimises a (B, 3, H, W) picture batch in 0-255 on `objective` for `n_steps` steps,
-    with the optimiser, canvas and schedule of `objective.params`.
+    with the optimiser, canvas and schedule of `objective.params` (the pyramid canvas has
+    one level, the pixels, when the objective holds a coarser view).
 
     Call `step(i)` for i = 0 .. n_steps - 1, then `finish()` for the pictures. After each
     step, `losses` holds that step's (total, content, style), each (B,) on the device, and
@@ -51,7 +52,12 @@ class LevelOptimiser:
         params = objective.params
         self.objective = objective
         self.n_steps = n_steps
-        self._pyramid = (PyramidCanvas(img, channels_last=channels_last)
+        # A level held to the look of the level before (`objective.coarser`) optimises
+        # its pixels: that level settled the large shapes, and the pyramid's coarse
+        # offsets moved them again in this level's first steps (README, "Large
+        # paintings: coarse to fine").
+        self._pyramid = (PyramidCanvas(img, 1 if objective.coarser is not None else None,
+                                       channels_last=channels_last)
                          if params.optimizer == "lbfgs" and params.canvas == "pyramid"
                          else None)
         if self._pyramid is not None:

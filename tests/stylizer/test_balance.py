@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 import stylizer.engine as engine_module
+import stylizer.loop as loop_module
+from stylizer.canvas import levels_for
 from stylizer.config import EngineConfig
 from stylizer.engine import Stylizer
 from stylizer.judge import Judge, Score
@@ -90,3 +93,24 @@ def test_a_finer_level_keeps_the_look_of_the_level_before(
 
     assert with_view.gain > without.gain + 0.01
     assert off(with_view) < off(without) - 0.01
+
+
+def test_a_finer_level_paints_its_pixels_and_leaves_the_shapes_to_the_level_before(
+        engine: Stylizer, styles_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first level optimises the multi-scale pyramid; a finer level, held by its
+    # coarser view, optimises its pixels alone, so its first steps cannot move the large
+    # shapes the level before settled.
+    content, painting = _pair(styles_dir, "astronaut-portrait", "great-wave")
+    made: list[tuple[int, int]] = []
+
+    class Spy(loop_module.PyramidCanvas):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append((self.base.shape[-1], len(self.shapes)))
+
+    monkeypatch.setattr(loop_module, "PyramidCanvas", Spy)
+    engine.run(content, [painting], StyleParams(size=128, steps=6, scales=2))
+    assert made == [(64, levels_for(64, 64)), (128, 1)]
+    made.clear()
+    engine.run(content, [painting], StyleParams(size=128, steps=6, scales=2, balance=False))
+    assert made == [(64, levels_for(64, 64)), (128, levels_for(128, 128))]
