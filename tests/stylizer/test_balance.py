@@ -12,7 +12,7 @@ from PIL import Image
 
 import stylizer.engine as engine_module
 import stylizer.loop as loop_module
-from stylizer.canvas import levels_for
+from stylizer.canvas import PyramidCanvas, levels_for
 from stylizer.config import EngineConfig
 from stylizer.engine import Stylizer
 from stylizer.judge import Judge, Score
@@ -103,7 +103,7 @@ def test_a_finer_level_paints_its_pixels_and_leaves_the_shapes_to_the_level_befo
     content, painting = _pair(styles_dir, "astronaut-portrait", "great-wave")
     made: list[tuple[int, int]] = []
 
-    class Spy(loop_module.PyramidCanvas):
+    class Spy(PyramidCanvas):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             made.append((self.base.shape[-1], len(self.shapes)))
