@@ -15,6 +15,10 @@ long as the original.
 
 Like `images.decode`, `decode_animation` returns or raises `CorruptImage`,
 `UnsupportedImage` or `ImageTooLarge`, whatever the bytes.
+
+Both command lines name a painting's file with `output_file` (the extension asked for is
+the format written; an animation cannot go to a still-only one), and `stylebot` turns
+what a worker painted into that format with `convert_painting`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
+from pathlib import Path
 
 from PIL import Image
 
@@ -296,3 +301,80 @@ def _encode_gif(buf: io.BytesIO, frames: Sequence[Image.Image], durations_ms: Se
     mapped[0].save(buf, "GIF", save_all=True, append_images=mapped[1:],
                    duration=_gif_delays(durations_ms), disposal=1, optimize=False,
                    palette=palette.getpalette("RGB"), **extra)
+
+
+# -- the file a painting is written to ----------------------------------------------------
+
+# What a painting can be written as, by the file's extension (Pillow's format names): a
+# still in any of these (a GIF of one frame too), an animation only as GIF or WebP (an
+# APNG would be a .png that most programs show as its first frame).
+STILL_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
+ANIMATION_SUFFIXES = {".gif": "GIF", ".webp": "WEBP"}
+
+
+class OutputRefused(ValueError):
+    """A file name that cannot hold the painting (`output_file`); the message is one line
+    for the user."""
+
+
+def painted_format(source_format: str) -> str:
+    """What an animation is painted into unless asked otherwise: "WEBP" for a WebP photo
+    (usually far smaller), "GIF" for the others (the format every program plays)."""
+    return "WEBP" if source_format == "WEBP" else "GIF"
+
+
+def painting_suffix(animation: str | None) -> str:
+    """The extension a painting gets when none is asked for: ".png" for a still; for an
+    animation (`animation`: the photo's format) ".webp" from a WebP, ".gif" otherwise."""
+    return ".png" if animation is None else f".{painted_format(animation).lower()}"
+
+
+def output_file(path: Path, animation: str | None) -> tuple[Path, str]:
+    """Where a painting asked for as `path` is written, and in which format (Pillow's
+    name): the format its extension says, and a name without one gets `painting_suffix`.
+    `animation`: the photo's format when it is painted as an animation, None for a still.
+
+    Raises `OutputRefused` for an extension that cannot hold the painting: one not in
+    STILL_SUFFIXES, or for an animation not in ANIMATION_SUFFIXES.
+    """
+    suffix = path.suffix.lower()
+    if not suffix:
+        path = path.with_name(path.name + painting_suffix(animation))
+        suffix = path.suffix
+    formats = STILL_SUFFIXES if animation is None else ANIMATION_SUFFIXES
+    fmt = formats.get(suffix)
+    if fmt is None:
+        *most, last = formats
+        allowed = f"{', '.join(most)} or {last}"
+        what = "a painting" if animation is None else "an animation"
+        raise OutputRefused(f"cannot write {what} as {suffix}; use {allowed}")
+    return path, fmt
+
+
+def animation_format(painting: bytes) -> str | None:
+    """Pillow's name of a painting's format ("GIF" or "WEBP") when it is an animation of
+    more than one frame; None for a still. For paintings this program made (read without
+    the limits put on uploads). Raises what `images.probe` raises for bytes that are not a
+    picture."""
+    info = images.probe(painting, max_bytes=len(painting), max_pixels=2**40)
+    return info.format if info.frames > 1 else None
+
+
+def convert_painting(painting: bytes, fmt: str) -> bytes:
+    """A painting this program made (a still, or an animation: see `animation_format`) in
+    `fmt` (Pillow's name: one of STILL_SUFFIXES' for a still, ANIMATION_SUFFIXES' for an
+    animation), the bytes unchanged when it is in `fmt` already. An animation keeps every
+    frame, its size, timing and loop count. Raises `ValueError` for a `fmt` that cannot
+    hold the painting, and what `animation_format` raises."""
+    info = images.probe(painting, max_bytes=len(painting), max_pixels=2**40)
+    kind = fmt.upper()
+    if info.format == kind:
+        return painting
+    side = max(info.width, info.height)
+    if info.frames < 2:
+        return images.encode(images.decode(painting, max_side=side, max_bytes=len(painting),
+                                           max_pixels=info.width * info.height), kind)
+    anim = decode_animation(painting, max_side=side, max_frames=info.frames,
+                            max_bytes=len(painting), max_pixels=info.width * info.height,
+                            max_decoded_pixels=2**62)
+    return encode_animation(anim.frames, anim.durations_ms, anim.loop, kind)

@@ -2,6 +2,7 @@
 
 An animated GIF, WebP or APNG is painted frame by frame (`Stylizer.run_animation`) into an
 animated GIF, or WebP for a WebP photo; `--max-frames 1` paints its first frame as a still.
+The file written is in the format its extension says (`animation.output_file`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,20 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from stylizer import images, presets
-from stylizer.animation import Animation, decode_animation, encode_animation
+from stylizer.animation import (
+    Animation,
+    OutputRefused,
+    decode_animation,
+    encode_animation,
+    output_file,
+    painting_suffix,
+)
 from stylizer.errors import StylizerError
 from stylizer.flags import (
     add_engine_flags,
     add_param_flags,
     engine_config_from_args,
+    given_params,
     params_from_args,
 )
 from stylizer.params import StyleParams
@@ -32,9 +41,6 @@ if TYPE_CHECKING:
     from stylizer.engine import Stylizer
 
 log = logging.getLogger(__name__)
-
-_OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-_ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
 
 
 class _Refused(Exception):
@@ -49,9 +55,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("content", nargs="?", help="the photo to paint")
     p.add_argument("-s", "--style", action="append", default=[], metavar="NAME_OR_PATH",
                    help="a preset name (see --list-styles) or an image file; repeat to blend")
-    p.add_argument("-o", "--output", help="where to write the painting (.png, .jpg or .webp; "
-                   "an animation .gif or .webp; default: <photo>-<style>.png, or .gif for an "
-                   "animation, .webp for an animated WebP)")
+    p.add_argument("-o", "--output", help="where to write the painting, in the format its "
+                   "extension says (.png, .jpg, .webp or .gif; an animation .gif or .webp); "
+                   "without one, .png, or for an animation .gif (.webp from a WebP); default: "
+                   "<photo>-<style> with that extension")
     add_engine_flags(p)
     p.add_argument("--styles-dir", default=os.environ.get("STYLEBOT_STYLES_DIR"),
                    help="style-pack directory with the paintings (env STYLEBOT_STYLES_DIR)")
@@ -89,23 +96,41 @@ def _check_output(out: Path) -> str | None:
 def _output(args: argparse.Namespace, names: Sequence[str], animation: str | None,
             ) -> tuple[Path, str]:
     """Where the painting goes and its format (Pillow's name), from `-o` or the names of
-    the photo and styles. `animation`: the photo's format when it is painted as an
-    animation, None for a still. Raises `_Refused` for a file that cannot hold it or
-    cannot be written."""
-    if animation is None:
-        default, formats, allowed = ".png", _OUTPUT_FORMATS, "use .png, .jpg or .webp"
-    else:
-        default = ".webp" if animation == "WEBP" else ".gif"
-        formats, allowed = _ANIMATION_FORMATS, ("an animation is written as .gif or .webp "
-                                                "(--max-frames 1 paints its first frame)")
-    out = Path(args.output or f"{Path(args.content).stem}-{'+'.join(names)}{default}")
-    fmt = formats.get(out.suffix.lower())
-    if fmt is None:
-        raise _Refused(f"cannot write {out.suffix or 'files without an extension'}; {allowed}")
+    the photo and styles (`animation.output_file`). `animation`: the photo's format when
+    it is painted as an animation, None for a still. Raises `_Refused` for a file that
+    cannot hold it or cannot be written."""
+    asked = Path(args.output or f"{Path(args.content).stem}-{'+'.join(names)}"
+                 f"{painting_suffix(animation)}")
+    if asked.is_dir():
+        raise _Refused(f"{asked} is a directory; give a file name")
+    try:
+        out, fmt = output_file(asked, animation)
+    except OutputRefused as exc:
+        hint = ("" if animation is None
+                else " (or --max-frames 1 to paint its first frame as a still)")
+        raise _Refused(f"{exc}{hint}") from None
     problem = _check_output(out)
     if problem is not None:
         raise _Refused(problem)
     return out, fmt
+
+
+def _frames_note(args: argparse.Namespace, base: dict[str, Any], params: StyleParams,
+                 source_frames: int) -> str:
+    """What is painted of an animation of `source_frames` frames, and, when frames are
+    left out, which limit left them out: --max-frames, the style's own, or the default."""
+    painted = min(source_frames, params.max_frames)
+    if painted == source_frames:
+        return f"painting {painted} frames"
+    if "max_frames" in given_params(args):
+        why = f"--max-frames {params.max_frames}"
+    elif "max_frames" in base:
+        why = f"the style's limit of {params.max_frames}"
+    else:
+        why = f"at most {params.max_frames} by default; --max-frames changes it"
+    if painted == 1:
+        return f"painting the first of the {source_frames} frames, as a still ({why})"
+    return f"painting {painted} of the {source_frames} frames, evenly spaced ({why})"
 
 
 def _paint_still(stylizer: Stylizer, content: Image.Image, styles: Sequence[Image.Image],
@@ -131,10 +156,6 @@ def _paint_animation(stylizer: Stylizer, anim: Animation, styles: Sequence[Image
     from stylizer.engine import Progress, RunOptions
 
     n = len(anim.frames)
-    if display.enabled:
-        display.message(f"painting {n} frames" if not anim.dropped else
-                        f"painting {n} of the {anim.source_frames} frames, evenly spaced "
-                        "(--max-frames)")
 
     def show(batch: Sequence[Progress]) -> None:  # the animation's one Progress
         display.update(batch[0].step, batch[0].total)
@@ -187,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stylizer = Stylizer(config)
         with ProgressDisplay(enabled=not args.quiet) as display:
+            if info.frames > 1 and display.enabled:
+                display.message(_frames_note(args, base, params, info.frames))
             if isinstance(picture, Animation):
                 data, summary = _paint_animation(stylizer, picture, styles, params, fmt,
                                                  display)

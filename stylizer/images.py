@@ -415,8 +415,10 @@ def read_path(path: str, max_bytes: int = MAX_BYTES) -> bytes:
 def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 92,
            compress_level: int = 6) -> bytes:
     """Encodes with no metadata (no EXIF, no text chunks, no ICC profile); `quality` is
-    for JPEG and WebP, `compress_level` (zlib, 0-9) for PNG. `ValueError` for another
-    format."""
+    for JPEG and WebP, `compress_level` (zlib, 0-9) for PNG. A GIF is one frame of at most
+    256 colours: a fast-octree palette, as for an animation (`stylizer.animation`), but
+    mapped with Floyd-Steinberg dithering, whose moving errors only an animation's
+    unchanging pixels suffer from. `ValueError` for another format."""
     clean = img.convert("RGB")
     clean.info = {}
     buf = io.BytesIO()
@@ -427,6 +429,10 @@ def encode(img: Image.Image, fmt: str = "PNG", *, quality: int = 92,
         clean.save(buf, "PNG", optimize=False, compress_level=compress_level)
     elif fmt.upper() == "WEBP":
         clean.save(buf, "WEBP", quality=quality)
+    elif fmt.upper() == "GIF":
+        palette = clean.quantize(256, method=Image.Quantize.FASTOCTREE)
+        clean.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(
+            buf, "GIF", optimize=False)
     else:
         raise ValueError(f"cannot encode as {fmt}")
     return buf.getvalue()

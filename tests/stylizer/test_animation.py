@@ -9,6 +9,7 @@ import struct
 import time
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -548,3 +549,56 @@ def test_identical_frames_are_merged_with_their_time() -> None:
         data = animation.encode_animation([red, red, blue], [40, 50, 60], 0, fmt)
         anim = animation.decode_animation(data, max_side=8)
         assert (anim.source_frames, anim.durations_ms) == (2, (90, 60))
+
+
+# -- the file a painting is written to --------------------------------------------------------
+
+@pytest.mark.parametrize(("asked", "source", "written", "fmt"), [
+    ("out.png", None, "out.png", "PNG"),
+    ("out.JPG", None, "out.JPG", "JPEG"),
+    ("out.gif", None, "out.gif", "GIF"),  # a still as a one-frame GIF
+    ("out.webp", None, "out.webp", "WEBP"),
+    ("dir/out", None, "dir/out.png", "PNG"),  # no extension: the painting's own
+    ("out.gif", "GIF", "out.gif", "GIF"),
+    ("out.webp", "GIF", "out.webp", "WEBP"),  # the extension asked for, not the photo's
+    ("out.gif", "WEBP", "out.gif", "GIF"),
+    ("out", "GIF", "out.gif", "GIF"),
+    ("out", "PNG", "out.gif", "GIF"),  # an APNG is painted into a GIF
+    ("out", "WEBP", "out.webp", "WEBP"),
+])
+def test_the_output_is_in_the_format_its_name_says(asked: str, source: str | None,
+                                                   written: str, fmt: str) -> None:
+    assert animation.output_file(Path(asked), source) == (Path(written), fmt)
+
+
+@pytest.mark.parametrize(("asked", "source", "message"), [
+    ("out.png", "GIF", "cannot write an animation as .png; use .gif or .webp"),
+    ("out.jpg", "WEBP", "cannot write an animation as .jpg; use .gif or .webp"),
+    ("out.bmp", None, "cannot write a painting as .bmp; use .png, .jpg, .jpeg, .webp or .gif"),
+    ("out.final", None, "cannot write a painting as .final;"),
+])
+def test_an_output_that_cannot_hold_the_painting_is_refused(asked: str, source: str | None,
+                                                            message: str) -> None:
+    with pytest.raises(animation.OutputRefused) as refused:
+        animation.output_file(Path(asked), source)
+    assert str(refused.value).startswith(message)
+
+
+def test_a_painting_is_converted_to_the_format_asked_with_its_timing() -> None:
+    gif = animation.encode_animation(_frames(4, 40, 24), [40, 60, 80, 100], 3, "GIF")
+    assert animation.animation_format(gif) == "GIF"
+    assert animation.convert_painting(gif, "GIF") is gif  # already so: untouched
+    webp = animation.convert_painting(gif, "WEBP")
+    assert animation.animation_format(webp) == "WEBP"
+    anim = animation.decode_animation(webp, max_side=64)
+    assert (anim.frames[0].size, anim.durations_ms, anim.loop) == (
+        (40, 24), (40, 60, 80, 100), 3)
+    back = animation.decode_animation(animation.convert_painting(webp, "GIF"), max_side=64)
+    assert (back.durations_ms, back.loop) == ((40, 60, 80, 100), 3)
+    png = images.encode(_frames(1, 40, 24)[0], "PNG")
+    assert animation.animation_format(png) is None
+    for fmt in ("GIF", "JPEG", "WEBP"):
+        still = animation.convert_painting(png, fmt)
+        assert images.probe(still) == images.ImageInfo(fmt, 40, 24, False, 1)
+    with pytest.raises(ValueError, match="cannot encode an animation as PNG"):
+        animation.convert_painting(gif, "PNG")

@@ -333,6 +333,18 @@ def test_encode_round_trips_the_pixels() -> None:
         images.encode(img, "TIFF")
 
 
+def test_encode_writes_a_still_as_a_one_frame_gif() -> None:
+    img = images.decode(_tagged_png())
+    gif = images.encode(_noise(20, 10), "GIF")
+    assert images.probe(gif) == images.ImageInfo("GIF", 20, 10, False, 1)
+    assert images.decode(gif).size == (20, 10)
+    tagged = images.encode(img, "gif")
+    assert b"secret" not in tagged
+    with Image.open(io.BytesIO(tagged)) as back:
+        assert back.format == "GIF"
+        assert not {"exif", "icc_profile", "comment"} & set(back.info)
+
+
 def test_describe_allowed_names_every_format() -> None:
     text = images.describe_allowed()
     for name in ("JPEG", "PNG", "WebP", "GIF", "BMP"):

@@ -15,6 +15,7 @@ from picture_checks import animation_timing
 from PIL import Image, ImageDraw
 
 from stylizer import cli, images
+from stylizer.params import StyleParams
 
 # In-process runs share the test session's torch settings (one thread on shared cores).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -93,10 +94,47 @@ def test_an_animation_can_be_written_as_webp_and_one_frame_as_a_still(
     assert images.decode(painted).size == (32, 24)
 
 
+def test_one_frame_is_a_still_in_any_format_and_says_what_was_left_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_animation(tmp_path / "a.gif", [100, 100, 100])
+    write_animation(tmp_path / "single.gif", [100])
+    assert cli.main(["single.gif", "-s", "mosaic", "-o", "one.gif", *TINY]) == 0
+    assert cli.main(["a.gif", "-s", "mosaic", "--max-frames", "1", "-o", "first.gif",
+                     *TINY]) == 0
+    for name in ("one.gif", "first.gif"):
+        assert images.probe((tmp_path / name).read_bytes()) == images.ImageInfo(
+            "GIF", 32, 24, False, 1)
+    out, err = capsys.readouterr()
+    assert "painting the first of the 3 frames, as a still (--max-frames 1)" in err
+    assert "wrote first.gif (32x24, " in out
+    # No extension: the painting's own, and the line says which file it is.
+    assert cli.main(["a.gif", "-s", "mosaic", "-o", "clip", *TINY]) == 0
+    assert read_animation(tmp_path / "clip.gif")[:2] == ("GIF", (32, 24))
+    assert "wrote clip.gif (3 frames, " in capsys.readouterr().out
+
+
+def test_the_sampling_message_names_the_limit_that_applied() -> None:
+    parser = cli._build_parser()
+    default, flag = parser.parse_args(["a.gif"]), parser.parse_args(["a.gif", "--max-frames",
+                                                                     "12"])
+    params = StyleParams()
+    assert cli._frames_note(default, {}, params, 300) == (
+        "painting 48 of the 300 frames, evenly spaced (at most 48 by default; --max-frames "
+        "changes it)")
+    assert cli._frames_note(flag, {}, params.replace(max_frames=12), 300) == (
+        "painting 12 of the 300 frames, evenly spaced (--max-frames 12)")
+    assert cli._frames_note(default, {}, params, 30) == "painting 30 frames"
+
+
 @pytest.mark.parametrize(("photo", "output", "expected"), [
-    ("a.gif", "out.png", "cannot write .png; an animation is written as .gif or .webp"),
-    ("a.gif", "out.jpg", "cannot write .jpg; an animation is written as .gif or .webp"),
-    ("still.png", "out.gif", "cannot write .gif; use .png, .jpg or .webp"),
+    ("a.gif", "out.png", "cannot write an animation as .png; use .gif or .webp (or "
+     "--max-frames 1 to paint its first frame as a still)"),
+    ("a.gif", "out.jpg", "cannot write an animation as .jpg; use .gif or .webp"),
+    ("still.png", "out.bmp", "cannot write a painting as .bmp; use .png, .jpg, .jpeg, .webp "
+     "or .gif"),
+    ("a.gif", ".", "is a directory; give a file name"),
 ])
 def test_a_format_that_cannot_hold_the_painting_exits_2_before_painting(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], photo: str, output: str,
@@ -107,7 +145,7 @@ def test_a_format_that_cannot_hold_the_painting_exits_2_before_painting(
                      "--device", "no-such-device"])  # never reached: refused before
     assert code == 2
     assert expected in _one_line_error(capsys.readouterr().err)
-    assert not (tmp_path / output).exists()
+    assert not (tmp_path / output).is_file()
 
 
 def test_max_frames_is_a_flag_with_its_range(tmp_path: Path,
