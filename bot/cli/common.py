@@ -1,5 +1,5 @@
 """What every `stylebot` command shares: the operator, exit codes, the one-line error,
-and the one way a command gets a job service."""
+the one way a command gets a job service, and the one way it writes a painting."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bot.jobs.retention import Housekeeping, Privacy
 from bot.jobs.service import JobService
 from bot.jobs.storage import BlobStore
 from bot.settings import Settings
+from stylizer.animation import OutputRefused, convert_painting, output_file
 
 # The operator at this machine: owns the jobs it submits, may see and cancel any job.
 OPERATOR = Caller.cli()
@@ -108,3 +109,28 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}", EXIT_FAILED) from None
 
 
+
+
+def painting_file(asked: Path, animation: str | None, *, hint: str = "") -> tuple[Path, str]:
+    """Where a painting asked for as `asked` goes, and its format (Pillow's name): the one
+    its extension says, and a name without one gets the painting's own (see
+    `stylizer.animation.output_file`, which `python -m stylizer` follows too).
+    `animation`: the photo's format when it is painted as an animation, None for a
+    still. Raises `CliError` (exit 2) for a folder, or an extension that cannot hold the
+    painting (`hint` added to that message)."""
+    if asked.expanduser().is_dir():
+        raise CliError(f"{asked} is a directory; give a file name")
+    try:
+        return output_file(asked, animation)
+    except OutputRefused as exc:
+        raise CliError(f"{exc}{hint}") from None
+
+
+def write_painting(path: Path, painting: bytes, fmt: str) -> None:
+    """Writes a job's painting (`painting_file`'s `path` and `fmt`) in that format,
+    converted when the worker painted another one. Raises `CliError`."""
+    try:
+        data = convert_painting(painting, fmt)
+    except ValueError as exc:  # an animation, where a still was expected
+        raise CliError(f"cannot write {path}: {exc}", EXIT_FAILED) from None
+    write_atomically(path, data)

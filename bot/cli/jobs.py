@@ -10,12 +10,19 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from bot.cli.common import EXIT_FAILED, OPERATOR, CliError, job_service, write_atomically
-from bot.cli.stylize import painting_path
+from bot.cli.common import (
+    EXIT_FAILED,
+    OPERATOR,
+    CliError,
+    job_service,
+    painting_file,
+    write_painting,
+)
 from bot.jobs.access import Action
 from bot.jobs.records import JobRecord
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
+from stylizer.animation import animation_format
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,11 +51,13 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
-    """`stylebot job ID [--json] [-o PNG]`: the job's record; with `-o`, its painting too
-(an animation's with its own extension: `painting_path`).
+    """`stylebot job ID [--json] [-o FILE]`: the job's record; with `-o`, its painting too,
+    in the format the file's extension says (`painting_file`: an animation as .gif or
+    .webp, a still as .png, .jpg, .webp or .gif; a name without one gets the painting's
+    own).
 
-    Raises `JobNotFound`; `CliError` when `-o` is given and the job has no painting, or
-    the file cannot be written."""
+    Raises `JobNotFound`; `CliError` when `-o` is given and the job has no painting, the
+    extension cannot hold it (exit 2, nothing written), or the file cannot be written."""
     async def one() -> tuple[dict[str, Any], bytes | None]:
         async with job_service(settings) as service:
             record = await service.authorize(args.job_id, caller=OPERATOR, action=Action.see)
@@ -64,8 +73,8 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
             why = (f"its pictures were {data['pictures_gone']}" if data["pictures_gone"]
                    else data["status"])
             raise CliError(f"job {data['id']} has no painting ({why}).", EXIT_FAILED)
-        out = painting_path(args.output, png)
-        write_atomically(out, png)
+        out, fmt = painting_file(args.output, animation_format(png))
+        write_painting(out, png, fmt)
         print(f"painting of job {data['id']} written to {out}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, indent=2))

@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--style-image", type=Path, metavar="PATH",
                        help="your own style image instead of a preset")
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
-                   help="output file (default: <photo name>-<style>.png here; an "
-                   "animation's gets .gif or .webp)")
+                   help="output file, in the format its extension says (.png, .jpg, .webp or "
+                   ".gif; an animation .gif or .webp); without one, .png, or for an "
+                   "animation .gif (.webp from a WebP) (default: <photo name>-<style> here)")
     add_engine_flags(p, from_settings=True)
     # Several styles in one painting are a Discord-only feature for now.
     add_param_flags(p, title="painting parameters (defaults: the style's own, then "
@@ -86,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("job", parents=[common], help="one job in full")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--json", action="store_true")
-    p.add_argument("-o", "--output", type=Path, metavar="PNG",
-                   help="also write the job's painting there (e.g. one Discord could not take; "
-                   "an animation's gets .gif or .webp)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="also write the job's painting there (e.g. one Discord could not "
+                   "take), in the format the extension says (an animation: .gif or .webp); "
+                   "without one, in the painting's own")
     p.set_defaults(func=cmd_job)
 
     p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")

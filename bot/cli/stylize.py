@@ -5,8 +5,17 @@ With `STYLEBOT_WORKERS=0` this process paints nothing: it queues the job and sho
 being painted by whichever `stylebot worker` sharing the database takes it, reading its
 progress from the database (`bot.jobs.watch`).
 
-The painting is a PNG, or for an animated photo an animated GIF (WebP for a WebP photo):
-the file written gets that extension (`painting_path`)."""
+The photo (and a style image) are judged by their bytes before anything else, with the
+check the Discord bot makes on a download (`check_image_bytes`: an animation cut short is
+refused here, not by a worker), then as the job service's intake will judge them; the
+output's name is checked then too (`painting_file`), so that no job is stored for a
+request that cannot be met. The painting is written in the format the output's
+extension says: a PNG by default, or for an animated photo an animated GIF (WebP for a
+WebP photo).
+
+The worker pool's "no CUDA device" warning, meant for an operator whose bot was to have
+a GPU, is information for the person painting here (`pool_news_as_info`: INFO, shown
+with -v)."""
 
 from __future__ import annotations
 
@@ -14,8 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from bot.cli.common import (
@@ -25,8 +36,10 @@ from bot.cli.common import (
     OPERATOR,
     CliError,
     job_service,
-    write_atomically,
+    painting_file,
+    write_painting,
 )
+from bot.discord.validation import check_image_bytes
 from bot.jobs.errors import InvalidRequest, UserError
 from bot.jobs.events import (
     JobCancelled,
@@ -37,11 +50,12 @@ from bot.jobs.events import (
     JobStarted,
     JobSucceeded,
 )
-from bot.jobs.intake import stored_animation
+from bot.jobs.intake import CUSTOM_STYLE, CheckedRequest, Intake, animation_plan
 from bot.jobs.records import JobRecord
 from bot.jobs.service import JobService
 from bot.jobs.states import JobStatus
 from bot.settings import Settings
+from stylizer.animation import painting_suffix
 from stylizer.errors import StylizerError
 from stylizer.flags import given_engine, given_params
 from stylizer.images import read_path
@@ -49,8 +63,15 @@ from stylizer.terminal import ProgressDisplay
 
 
 def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
-    content = _read(args.photo, "photo")
-    style_image = _read(args.style_image, "style image") if args.style_image else None
+    content = _read(args.photo, "photo", settings)
+    style_image = (_read(args.style_image, "style image", settings) if args.style_image
+                   else None)
+    request = asyncio.run(_check(args, settings, content, style_image))
+    animated = request.photo.format if request.frames else None
+    style = request.style_name if request.style_name != CUSTOM_STYLE else args.style_image.stem
+    out, fmt = painting_file(
+        args.output or Path(f"{args.photo.stem}-{style}{painting_suffix(animated)}"), animated,
+        hint=" (or --max-frames 1 to paint its first frame as a still)" if animated else "")
     from bot.jobs.executor import Executor, LocalPoolExecutor, OfflineExecutor
 
     elsewhere = settings.workers == 0  # painted by a `stylebot worker`
@@ -69,12 +90,9 @@ def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
                 shown.job_id = record.id
                 position = await service.queue_position(record.id)
                 queued = f" (queue position {position})" if position and position > 1 else ""
-                plan = await asyncio.to_thread(stored_animation, content, record.params)
-                frames = "" if plan is None else (
-                    f", {plan.painted} of the {plan.source_frames} frames of an animated "
-                    f"{plan.format}")
                 display.message(f"job {record.id}: {record.style}, {record.params['size']} px, "
-                                f"{record.total_steps} steps{frames}{queued}")
+                                f"{record.total_steps} steps"
+                                f"{_frames_note(args, settings, request)}{queued}")
                 if elsewhere:
                     display.message("waiting for a worker (STYLEBOT_WORKERS=0: a "
                                     "`stylebot worker` sharing the database paints it)…")
@@ -90,10 +108,23 @@ def cmd_stylize(args: argparse.Namespace, settings: Settings) -> int:
                     raise
                 final = await _wait_or_cancel(service, record.id)
                 display.close()
-                return await _finish(args, service, final,
-                                     await service.read_output(final.id))
+                return await _finish(service, final, await service.read_output(final.id),
+                                     out, fmt)
 
-    return asyncio.run(paint())
+    with pool_news_as_info():
+        return asyncio.run(paint())
+
+
+async def _check(args: argparse.Namespace, settings: Settings, content: bytes,
+                 style_image: bytes | None) -> CheckedRequest:
+    """The request as the job service's intake will find it (the photo's frames, the
+    parameters merged and capped), before anything is stored or started."""
+    try:
+        return await Intake(settings, settings.styles_dir).check(
+            content=content, style=args.style, style_image=style_image,
+            params=given_params(args))
+    except InvalidRequest as exc:
+        raise CliError(_request_message(exc, settings)) from None
 
 
 async def _submit(service: JobService, args: argparse.Namespace, settings: Settings,
@@ -103,10 +134,67 @@ async def _submit(service: JobService, args: argparse.Namespace, settings: Setti
             user_id=CLI_USER, user_name=_user_name(), content=content, style=args.style,
             style_image=style_image, params=given_params(args), source="cli")
     except InvalidRequest as exc:
-        message = exc.message
-        if exc.code == "unknown_style":
-            message = _style_hint(message, settings)
-        raise CliError(message) from None
+        raise CliError(_request_message(exc, settings)) from None
+
+
+def _request_message(exc: InvalidRequest, settings: Settings) -> str:
+    return _style_hint(exc.message, settings) if exc.code == "unknown_style" else exc.message
+
+
+def _frames_note(args: argparse.Namespace, settings: Settings,
+                 request: CheckedRequest) -> str:
+    """What is painted of an animated photo, and which limit left frames out: the
+    --max-frames asked for, the style's own, or this host's (STYLEBOT_MAX_FRAMES, or
+    its default); "" for a still."""
+    plan = animation_plan(request.photo, request.params.max_frames)
+    if plan is None:
+        return ""
+    frames = f"{plan.source_frames} frames of an animated {plan.format}"
+    if plan.painted == plan.source_frames:
+        return f", all {frames}"
+    asked = given_params(args).get("max_frames")
+    limit = settings.max_frames
+    host = (f"STYLEBOT_MAX_FRAMES={limit}" if "max_frames" in settings.model_fields_set
+            else f"at most {limit} by default, STYLEBOT_MAX_FRAMES")
+    if asked is not None and asked > limit:
+        why = f"--max-frames {asked} is over this host's limit: {host}"
+    elif asked is not None:
+        why = f"--max-frames {asked}"
+    elif request.params.max_frames < limit:
+        why = f"the style's limit of {request.params.max_frames}"
+    else:
+        why = host
+    if plan.painted == 1:
+        return f", the first of the {frames}, as a still ({why})"
+    return f", {plan.painted} of the {frames}, evenly spaced ({why})"
+
+
+# `WorkerPool.start` warns an operator whose pool came up on the CPU, as no CUDA device
+# was found: a bot that was meant to have a GPU. `stylebot stylize` starts a pool of its
+# own on whatever machine it is run on, where that is news, not a fault: INFO (-v).
+POOL_LOGGER = "stylizer.pool.supervisor"
+POOL_READY = "worker pool ready"
+
+
+class _PoolNewsAsInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.levelno == logging.WARNING and isinstance(record.msg, str)
+                and record.msg.startswith(POOL_READY)):
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+@contextlib.contextmanager
+def pool_news_as_info() -> Iterator[None]:
+    """Within it, the worker pool's "ready ... on the CPU" warning is logged at INFO."""
+    news = _PoolNewsAsInfo()
+    logger = logging.getLogger(POOL_LOGGER)
+    logger.addFilter(news)
+    try:
+        yield
+    finally:
+        logger.removeFilter(news)
 
 
 class JobProgressShown:
@@ -145,25 +233,22 @@ class JobProgressShown:
             self.display.close()
 
 
-def painting_path(path: Path, painting: bytes) -> Path:
-    """Where a painting goes: `path`, or for an animation (GIF or WebP bytes) `path` with
-    its extension, so that the file opens as what it is (a still is written as given)."""
-    if painting.startswith((b"GIF87a", b"GIF89a")):
-        suffix = ".gif"
-    elif painting[:4] == b"RIFF" and painting[8:12] == b"WEBP":
-        suffix = ".webp"
-    else:
-        return path
-    return path if path.suffix.lower() == suffix else path.with_suffix(suffix)
-
-
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, settings: Settings) -> bytes:
+    """The file's bytes, judged as the bot judges a download: decoded (every frame of an
+    animation, within its limits), so that a damaged picture is refused now, not by a
+    worker after its job is stored."""
     try:
-        return read_path(str(path))  # bounded: /dev/zero is refused, not read to the end
+        data = read_path(str(path))  # bounded: /dev/zero is refused, not read to the end
     except OSError as exc:
         raise CliError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
     except StylizerError as exc:
         raise CliError(f"the {what} {path}: {exc}") from None
+    try:
+        check_image_bytes(data, what=f"{what} {path}", max_bytes=settings.max_upload_bytes,
+                          max_pixels=settings.max_pixels)
+    except InvalidRequest as exc:
+        raise CliError(exc.message[:1].lower() + exc.message[1:]) from None
+    return data
 
 
 def _style_hint(message: str, settings: Settings) -> str:
@@ -216,18 +301,16 @@ async def _wait_or_cancel(service: JobService, job_id: str) -> JobRecord:
                 loop.remove_signal_handler(sig)
 
 
-async def _finish(args: argparse.Namespace, service: JobService, final: JobRecord,
-                  png: bytes | None) -> int:
-    if final.status is not JobStatus.succeeded or png is None:
+async def _finish(service: JobService, final: JobRecord, painting: bytes | None, out: Path,
+                  fmt: str) -> int:
+    if final.status is not JobStatus.succeeded or painting is None:
         await service.mark_delivered(final.id)  # the error below is its delivery
         if final.status is JobStatus.cancelled:
             raise CliError(f"job {final.id} was cancelled", EXIT_FAILED)
         why = (f"its pictures were {final.pictures_gone}" if final.pictures_gone
                else final.error_message or f"the job ended {final.status}")
         raise CliError(f"job {final.id} failed: {why}", EXIT_FAILED)
-    style = final.style if final.style != "custom" else Path(args.style_image).stem
-    out = painting_path(args.output or Path(f"{args.photo.stem}-{style}.png"), png)
-    write_atomically(out, png)
+    await asyncio.to_thread(write_painting, out, painting, fmt)
     # Delivered (to a file): the bot's delivery side must not try to send it anywhere.
     await service.mark_delivered(final.id)
     seconds = f" in {final.seconds:.1f} s" if final.seconds is not None else ""

@@ -16,7 +16,7 @@ from jobs_helpers import FakeExecutor, Recorder, ServiceFactory, painter_and_wat
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.cli.stylize import painting_path
+from bot.cli.common import CliError, painting_file, write_painting
 from bot.jobs import db, events
 from bot.jobs.errors import InvalidRequest
 from bot.jobs.intake import AnimationPlan, Intake, animation_plan, stored_animation
@@ -173,15 +173,27 @@ async def test_a_process_that_does_not_paint_reads_the_frames_from_the_row(
 
 # -- the command line's files ----------------------------------------------------------------
 
-def test_an_animation_is_written_with_its_own_extension() -> None:
-    webp = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(webp, "WEBP")
-    assert painting_path(Path("out/cat-mosaic.png"), gif()) == Path("out/cat-mosaic.gif")
-    assert painting_path(Path("cat.GIF"), gif()) == Path("cat.GIF")
-    assert painting_path(Path("cat-mosaic.png"), webp.getvalue()) == Path("cat-mosaic.webp")
-    assert painting_path(Path("painting"), gif()) == Path("painting.gif")
-    # A still is written where it was asked for, whatever its name says.
-    assert painting_path(Path("cat.jpg"), png(1)) == Path("cat.jpg")
+def test_a_painting_is_written_in_the_format_its_name_says(tmp_path: Path) -> None:
+    def written(name: str, painting: bytes, animation: str | None) -> tuple[str, int]:
+        out, fmt = painting_file(tmp_path / name, animation)
+        write_painting(out, painting, fmt)
+        info = images.probe(out.read_bytes())
+        return info.format, info.frames
+
+    # A still (the worker's PNG) in whatever format its name says: a GIF of one frame too.
+    assert written("first.gif", png(1), None) == ("GIF", 1)
+    assert written("first.jpg", png(1), None) == ("JPEG", 1)
+    assert written("first", png(1), None) == ("PNG", 1)  # no extension: a PNG, named so
+    assert (tmp_path / "first.png").is_file()
+    # An animation (the worker's GIF) as GIF or WebP, never renamed.
+    assert written("clip.webp", gif(4), "GIF") == ("WEBP", 4)
+    assert written("clip", gif(4), "GIF") == ("GIF", 4)
+    assert (tmp_path / "clip.gif").read_bytes() == gif(4)
+    with pytest.raises(CliError, match=r"cannot write an animation as \.png; use \.gif or "
+                       r"\.webp$") as refused:
+        painting_file(tmp_path / "clip.png", "GIF")
+    assert refused.value.status == 2
+    assert not (tmp_path / "clip.png").exists()
 
 
 @pytest.mark.slow
@@ -201,10 +213,31 @@ def test_stylebot_stylize_writes_an_animation_as_a_gif(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     match = re.fullmatch(r"job (\w{6}) done in [\d.]+ s: wave-mosaic\.gif\n", run.stdout)
     assert match, run.stdout
-    assert "2 of the 3 frames of an animated GIF" in run.stderr
+    assert ("2 of the 3 frames of an animated GIF, evenly spaced (--max-frames 5 is over "
+            "this host's limit: STYLEBOT_MAX_FRAMES=2)") in run.stderr
     with Image.open(tmp_path / "wave-mosaic.gif") as img:
         assert (img.format, img.n_frames, img.size) == ("GIF", 2, (48, 32))
-    again = stylebot("job", match.group(1), "-o", "copy.png")
+    job_id = match.group(1)
+    refused = stylebot("job", job_id, "-o", "copy.png")  # was written as copy.gif
+    assert refused.returncode == 2
+    assert refused.stderr == ("stylebot: cannot write an animation as .png; use .gif or "
+                              ".webp\n")
+    assert not list(tmp_path.glob("copy*"))
+    again = stylebot("job", job_id, "-o", "copy")
     assert again.returncode == 0, again.stderr
     assert "written to copy.gif" in again.stderr
     assert (tmp_path / "copy.gif").read_bytes() == (tmp_path / "wave-mosaic.gif").read_bytes()
+    webp = stylebot("job", job_id, "-o", "copy.webp")
+    assert webp.returncode == 0, webp.stderr
+    with Image.open(tmp_path / "copy.webp") as img:
+        assert (img.format, img.n_frames, img.size) == ("WEBP", 2, (48, 32))
+    # One frame: a still, in the format asked for (it was a PNG in a file named .gif).
+    first = stylebot("stylize", "wave.gif", "-s", "mosaic", "--size", "48", "--steps", "4",
+                     "--scales", "1", "--max-frames", "1", "-o", "first.gif")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.endswith(": first.gif\n")
+    assert "the first of the 3 frames of an animated GIF, as a still (--max-frames 1)" in (
+        first.stderr)
+    assert "WARNING" not in first.stderr
+    with Image.open(tmp_path / "first.gif") as img:
+        assert (img.format, getattr(img, "n_frames", 1), img.size) == ("GIF", 1, (48, 32))

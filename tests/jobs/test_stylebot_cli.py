@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -17,6 +20,7 @@ from PIL import Image
 
 from bot.cli import main as cli
 from bot.jobs.db import alembic_config
+from stylizer.flags import given_params
 
 PAINT = ["--size", "48", "--steps", "5", "--scales", "1", "--optimizer", "adam"]
 
@@ -126,6 +130,97 @@ def test_mistakes_are_one_line_and_exit_2(in_process: Path, capsys: pytest.Captu
     assert err.startswith("stylebot: "), err
     assert err.count("\n") == 1, err
     assert fragment in err
+
+
+def _clip(frames: int = 6) -> bytes:
+    """An animated GIF of noise (every frame needs its whole data): 64x48."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+                for _ in range(frames)]
+    buf = io.BytesIO()
+    pictures[0].save(buf, "GIF", save_all=True, append_images=pictures[1:], duration=80)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    # Cut short in its last frame: its framing still counts 6 frames; decoding finds the cut.
+    (["stylize", "cut.gif", "-s", "mosaic"],
+     "the photo cut.gif: The animation is damaged or cut short"),
+    (["stylize", "p.png", "--style-image", "cut.gif"],
+     "the style image cut.gif: The animation is damaged or cut short"),
+    (["stylize", "clip.gif", "-s", "mosaic", "-o", "x.png"],
+     "cannot write an animation as .png; use .gif or .webp (or --max-frames 1 to paint its "
+     "first frame as a still)"),
+    (["stylize", "clip.gif", "-s", "mosaic", "-o", "x.jpg"],
+     "cannot write an animation as .jpg; use .gif or .webp"),
+    (["stylize", "p.png", "-s", "mosaic", "-o", "x.bmp"],
+     "cannot write a painting as .bmp; use .png, .jpg, .jpeg, .webp or .gif"),
+    (["stylize", "p.png", "-s", "mosaic", "-o", "."], ". is a directory; give a file name"),
+])
+def test_a_request_that_cannot_be_met_is_refused_before_a_job_exists(
+        in_process: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+        fragment: str) -> None:
+    (in_process / "p.png").write_bytes(png(3))
+    (in_process / "clip.gif").write_bytes(_clip())
+    (in_process / "cut.gif").write_bytes(_clip()[:-60])
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stylebot: "), err
+    assert err.count("\n") == 1, err
+    assert fragment in err
+    assert cli.main(["jobs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # nothing stored, nothing painted
+    assert sorted(p.name for p in in_process.iterdir()) == ["clip.gif", "cut.gif", "data",
+                                                            "p.png"]
+
+
+def test_the_frames_painted_and_the_limit_that_chose_them_are_said(tmp_path: Path) -> None:
+    from bot.cli.stylize import _frames_note
+    from bot.jobs.intake import Intake
+    from bot.settings import Settings
+
+    def note(env: dict[str, str], *flags: str) -> str:
+        settings = Settings.from_env(env, data_dir=tmp_path, device="cpu")
+        args = cli.build_parser().parse_args(["stylize", "c.gif", "-s", "mosaic", *flags])
+        request = asyncio.run(Intake(settings, None).check(
+            content=_clip(), style=None, style_image=png(1), params=given_params(args)))
+        return _frames_note(args, settings, request)
+
+    assert note({}) == ", all 6 frames of an animated GIF"
+    assert note({}, "--max-frames", "4") == (
+        ", 4 of the 6 frames of an animated GIF, evenly spaced (--max-frames 4)")
+    assert note({}, "--max-frames", "1") == (
+        ", the first of the 6 frames of an animated GIF, as a still (--max-frames 1)")
+    assert note({"STYLEBOT_MAX_FRAMES": "3"}) == (
+        ", 3 of the 6 frames of an animated GIF, evenly spaced (STYLEBOT_MAX_FRAMES=3)")
+    assert note({"STYLEBOT_MAX_FRAMES": "3"}, "--max-frames", "5") == (
+        ", 3 of the 6 frames of an animated GIF, evenly spaced (--max-frames 5 is over this "
+        "host's limit: STYLEBOT_MAX_FRAMES=3)")
+
+
+def test_the_pools_cpu_warning_is_information_on_the_command_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import inspect
+
+    from bot.cli.stylize import POOL_LOGGER, POOL_READY, pool_news_as_info
+    from stylizer.pool import supervisor
+
+    # The record this relies on is the pool's own.
+    assert supervisor.log.name == POOL_LOGGER
+    assert f'log.warning("{POOL_READY}: %d on the CPU' in inspect.getsource(
+        supervisor.WorkerPool.start)
+    log = logging.getLogger(POOL_LOGGER)
+    for level, shown in ((logging.WARNING, []), (logging.INFO, ["INFO"])):
+        caplog.clear()
+        with caplog.at_level(level):
+            with pool_news_as_info():  # `stylebot stylize`
+                log.warning("worker pool ready: %d on the CPU, as no CUDA device was found", 1)
+                log.warning("worker %d (pid %d) exited with code %s", 0, 9, -9)
+            log.warning("worker pool ready: %d on the CPU, as no CUDA device was found", 1)
+        assert [r.levelname for r in caplog.records] == [*shown, "WARNING", "WARNING"]
+    assert not log.filters
 
 
 def test_listing_and_upgrading_an_empty_database(in_process: Path,
